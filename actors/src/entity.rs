@@ -1,0 +1,428 @@
+//! The entity machinery every kind shares: [`EntityActor`] wraps one entity (activated lazily from
+//! storage on its first message), and [`Region`] owns the entities of one kind on this node —
+//! spawning them on demand, passivating idle ones and supervising them, so a panic in one entity
+//! fails only the message that caused it and the entity reloads on its next message.
+
+use crate::payment_gateway::PaymentGateway;
+use crate::store::{Store, StoreError};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{error, warn};
+
+/// What every entity may use: storage, the payment gateway and the timing settings.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The SQL truth.
+    pub store: Store,
+    /// Where payments are charged.
+    pub gateway: Arc<dyn PaymentGateway>,
+    /// Timeouts and limits.
+    pub settings: Arc<EntitySettings>,
+}
+
+/// Timing settings for entities and regions.
+#[derive(Debug, Clone)]
+pub struct EntitySettings {
+    /// How long a payment waits for the gateway before it is declined with `gateway_timeout`.
+    pub gateway_timeout: Duration,
+    /// How long a caller waits for an entity's reply.
+    pub call_timeout: Duration,
+    /// How long an entity may stay idle before it is passivated.
+    pub passivate_after: Duration,
+}
+
+/// One kind of entity: how to load it and how it handles its messages.
+pub trait Entity: Sized + Send + Sync + 'static {
+    /// The kind's name in logs, metrics and actor names (`order`).
+    const KIND: &'static str;
+    /// The messages it accepts. Local-only: entities never cross nodes.
+    type Msg: Send + 'static;
+
+    /// Loads the entity's state (possibly "does not exist yet").
+    fn load(id: &str, ctx: &Ctx) -> impl Future<Output = Result<Self, StoreError>> + Send;
+
+    /// Handles one message; replies through the ports inside it.
+    fn handle(&mut self, msg: Self::Msg, ctx: &Ctx, myself: &EntityRef<Self>) -> impl Future<Output = ()> + Send;
+
+    /// Answers a message with "unavailable" when the entity could not be loaded.
+    fn refuse(msg: Self::Msg);
+}
+
+/// The mailbox of one live entity.
+pub type EntityRef<E> = ActorRef<EntityMsg<<E as Entity>::Msg>>;
+
+/// What an entity actor receives: its kind's commands, or the order to passivate.
+pub enum EntityMsg<M> {
+    /// A message of the entity's kind.
+    Command(M),
+    /// Stop now; the state is already stored.
+    Passivate,
+}
+
+/// The actor around one entity.
+pub struct EntityActor<E>(PhantomData<fn() -> E>);
+
+/// The entity actor's state: its id, and the entity once loaded.
+pub struct EntityState<E> {
+    id: String,
+    ctx: Ctx,
+    entity: Option<E>,
+}
+
+impl<E: Entity> Actor for EntityActor<E> {
+    type Msg = EntityMsg<E::Msg>;
+    type State = EntityState<E>;
+    type Arguments = (String, Ctx);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        (id, ctx): (String, Ctx),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // Loading waits for the first message so that spawning never blocks the region.
+        Ok(EntityState { id, ctx, entity: None })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let command = match msg {
+            EntityMsg::Passivate => {
+                myself.stop(None);
+                return Ok(());
+            }
+            EntityMsg::Command(command) => command,
+        };
+        if state.entity.is_none() {
+            match E::load(&state.id, &state.ctx).await {
+                Ok(entity) => state.entity = Some(entity),
+                Err(e) => {
+                    warn!(kind = E::KIND, id = %state.id, reason = %e, "entity could not be loaded");
+                    E::refuse(command);
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(entity) = state.entity.as_mut() {
+            entity.handle(command, &state.ctx, &myself).await;
+        }
+        Ok(())
+    }
+}
+
+/// What a region receives.
+pub enum RegionMsg<M> {
+    /// Deliver a message to the entity with this id, activating it if needed.
+    Deliver(String, M),
+    /// Passivate the entities idle for longer than the limit.
+    Sweep,
+    /// Reply with the number of live entities.
+    Live(RpcReplyPort<usize>),
+}
+
+/// The owner of one kind's entities on this node.
+pub struct Region<E>(PhantomData<fn() -> E>);
+
+struct Slot<E: Entity> {
+    actor: EntityRef<E>,
+    last_used: Instant,
+}
+
+/// A region's directory of live entities.
+pub struct RegionState<E: Entity> {
+    ctx: Ctx,
+    entities: HashMap<String, Slot<E>>,
+    by_actor: HashMap<ActorId, String>,
+}
+
+impl<E: Entity> RegionState<E> {
+    fn forget(&mut self, actor: ActorId) -> Option<String> {
+        let id = self.by_actor.remove(&actor)?;
+        if self.entities.get(&id).is_some_and(|slot| slot.actor.get_id() == actor) {
+            self.entities.remove(&id);
+        }
+        Some(id)
+    }
+
+    fn report(&self) {
+        metrics::gauge!("bazaar_entities_live", "kind" => E::KIND).set(self.entities.len() as f64);
+    }
+
+    async fn activate(
+        &mut self,
+        myself: &ActorRef<RegionMsg<E::Msg>>,
+        id: &str,
+    ) -> Result<EntityRef<E>, ActorProcessingErr> {
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            EntityActor::<E>(PhantomData),
+            (id.to_owned(), self.ctx.clone()),
+            myself.get_cell(),
+        )
+        .await?;
+        metrics::counter!("bazaar_entity_activations_total", "kind" => E::KIND).increment(1);
+        self.by_actor.insert(actor.get_id(), id.to_owned());
+        self.entities.insert(id.to_owned(), Slot { actor: actor.clone(), last_used: Instant::now() });
+        self.report();
+        Ok(actor)
+    }
+}
+
+impl<E: Entity> Actor for Region<E> {
+    type Msg = RegionMsg<E::Msg>;
+    type State = RegionState<E>;
+    type Arguments = Ctx;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: Ctx) -> Result<Self::State, ActorProcessingErr> {
+        let every = (ctx.settings.passivate_after / 2).max(Duration::from_millis(100));
+        myself.send_interval(every, || RegionMsg::Sweep);
+        Ok(RegionState { ctx, entities: HashMap::new(), by_actor: HashMap::new() })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RegionMsg::Deliver(id, command) => {
+                let mut command = EntityMsg::Command(command);
+                if let Some(slot) = state.entities.get_mut(&id) {
+                    slot.last_used = Instant::now();
+                    match slot.actor.send_message(command) {
+                        Ok(()) => return Ok(()),
+                        // The actor stopped but its termination is not handled yet: start anew.
+                        Err(ractor::MessagingErr::SendErr(back)) => command = back,
+                        Err(_) => return Ok(()),
+                    }
+                    let stale = slot.actor.get_id();
+                    state.forget(stale);
+                }
+                let actor = state.activate(&myself, &id).await?;
+                if let Err(ractor::MessagingErr::SendErr(EntityMsg::Command(lost))) = actor.send_message(command) {
+                    E::refuse(lost);
+                }
+            }
+            RegionMsg::Sweep => {
+                let limit = state.ctx.settings.passivate_after;
+                let idle: Vec<String> = state
+                    .entities
+                    .iter()
+                    .filter(|(_, slot)| slot.last_used.elapsed() >= limit)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in idle {
+                    if let Some(slot) = state.entities.remove(&id) {
+                        state.by_actor.remove(&slot.actor.get_id());
+                        // A message, not `stop()`: it queues behind what the entity still has to do.
+                        let _ = slot.actor.send_message(EntityMsg::Passivate);
+                        metrics::counter!("bazaar_entity_passivations_total", "kind" => E::KIND).increment(1);
+                    }
+                }
+                state.report();
+            }
+            RegionMsg::Live(reply) => {
+                let _ = reply.send(state.entities.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Overridden because the default stops the supervisor when a child fails: one entity's
+        // panic must never take its region (and every other entity of the kind) down.
+        match event {
+            SupervisionEvent::ActorFailed(cell, reason) => {
+                if let Some(id) = state.forget(cell.get_id()) {
+                    error!(kind = E::KIND, %id, %reason, "entity failed; it restarts on its next message");
+                    metrics::counter!("bazaar_entity_failures_total", "kind" => E::KIND).increment(1);
+                }
+                state.report();
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.forget(cell.get_id());
+                state.report();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Why a call to an entity got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The region is gone (the node is shutting down).
+    #[error("region unavailable")]
+    Unavailable,
+    /// The entity failed while handling the message.
+    #[error("entity dropped the request")]
+    Dropped,
+    /// No answer within the timeout.
+    #[error("entity timed out")]
+    Timeout,
+}
+
+/// A handle to a kind's region: the way everything else talks to entities.
+pub struct RegionRef<E: Entity> {
+    actor: ActorRef<RegionMsg<E::Msg>>,
+    timeout: Duration,
+}
+
+impl<E: Entity> Clone for RegionRef<E> {
+    fn clone(&self) -> Self {
+        Self { actor: self.actor.clone(), timeout: self.timeout }
+    }
+}
+
+impl<E: Entity> RegionRef<E> {
+    /// Starts the region of kind `E`, unlinked: it supervises its entities itself.
+    pub async fn spawn(ctx: Ctx) -> Result<Self, ractor::SpawnErr> {
+        let timeout = ctx.settings.call_timeout;
+        let (actor, _) = Actor::spawn(None, Region::<E>(PhantomData), ctx).await?;
+        Ok(Self { actor, timeout })
+    }
+
+    /// Sends a message built around a reply port to entity `id` and awaits the reply.
+    ///
+    /// The message is sent before this returns, so messages asked in sequence reach the entity in
+    /// that order even if their replies are awaited concurrently.
+    pub fn ask<R: Send + 'static>(
+        &self,
+        id: &str,
+        build: impl FnOnce(RpcReplyPort<R>) -> E::Msg,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static {
+        self.ask_within(id, self.timeout, build)
+    }
+
+    /// Like [`RegionRef::ask`] with its own timeout (for replies that wait on a slow gateway).
+    pub fn ask_within<R: Send + 'static>(
+        &self,
+        id: &str,
+        timeout: Duration,
+        build: impl FnOnce(RpcReplyPort<R>) -> E::Msg,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let sent = self.actor.send_message(RegionMsg::Deliver(id.to_owned(), build(tx.into())));
+        async move {
+            sent.map_err(|_| CallError::Unavailable)?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(_)) => Err(CallError::Dropped),
+                Err(_) => Err(CallError::Timeout),
+            }
+        }
+    }
+
+    /// How many entities of this kind are live on this node.
+    pub async fn live(&self) -> usize {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        if self.actor.send_message(RegionMsg::Live(tx.into())).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    /// Stops the region and its entities.
+    pub fn stop(&self) {
+        self.actor.stop(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payment_gateway::SimulatedGateway;
+    use crate::store::test_support::fresh_store;
+
+    /// A counter that panics on demand, to show failures stay inside one entity.
+    struct Counter {
+        loads: u32,
+        count: u32,
+    }
+
+    enum CounterMsg {
+        Bump(RpcReplyPort<(u32, u32)>),
+        Panic(RpcReplyPort<()>),
+    }
+
+    static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    impl Entity for Counter {
+        const KIND: &'static str = "counter";
+        type Msg = CounterMsg;
+
+        async fn load(_id: &str, _ctx: &Ctx) -> Result<Self, StoreError> {
+            let loads = LOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Ok(Counter { loads, count: 0 })
+        }
+
+        async fn handle(&mut self, msg: CounterMsg, _ctx: &Ctx, _myself: &EntityRef<Self>) {
+            match msg {
+                CounterMsg::Bump(reply) => {
+                    self.count += 1;
+                    let _ = reply.send((self.loads, self.count));
+                }
+                CounterMsg::Panic(_reply) => panic!("asked to"),
+            }
+        }
+
+        fn refuse(_msg: CounterMsg) {}
+    }
+
+    async fn ctx(passivate_after: Duration) -> (Ctx, tempfile::TempDir) {
+        let (store, dir) = fresh_store().await;
+        let settings = Arc::new(EntitySettings {
+            gateway_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(2),
+            passivate_after,
+        });
+        (Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings }, dir)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_entity_restarts_and_leaves_its_neighbours_alone() {
+        let (ctx, _dir) = ctx(Duration::from_secs(60)).await;
+        let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
+        let (_, count) = region.ask("b", CounterMsg::Bump).await.unwrap();
+        assert_eq!(count, 1);
+        region.ask("a", CounterMsg::Bump).await.unwrap();
+
+        assert_eq!(region.ask("a", CounterMsg::Panic).await, Err(CallError::Dropped));
+
+        // The neighbour kept its in-memory state; the failed one was reloaded from scratch.
+        let (_, count) = region.ask("b", CounterMsg::Bump).await.unwrap();
+        assert_eq!(count, 2);
+        let (_, count) = region.ask("a", CounterMsg::Bump).await.unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(region.live().await, 2);
+    }
+
+    #[tokio::test]
+    async fn idle_entities_are_passivated_and_reload_on_the_next_message() {
+        let (ctx, _dir) = ctx(Duration::from_millis(100)).await;
+        let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
+        let (first_load, _) = region.ask("idle", CounterMsg::Bump).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while region.live().await > 0 {
+            assert!(Instant::now() < deadline, "entity was never passivated");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (second_load, count) = region.ask("idle", CounterMsg::Bump).await.unwrap();
+        assert!(second_load > first_load);
+        assert_eq!(count, 1);
+    }
+}

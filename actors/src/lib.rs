@@ -1,0 +1,26 @@
+//! The actor side of bazaar: domain state machines, the entity actors that wrap them, and the
+//! machinery that keeps them durable.
+//!
+//! A command from the front end goes to a kind's region ([`entity::RegionRef`]), which activates
+//! the entity actor ([`user`], [`product`], [`order`], [`payment`], [`chat_room`]). The entity
+//! decides with plain functions on its state, then commits state, events, outbox row and
+//! idempotency record in one transaction ([`store`]) before it replies. The [`relay`] moves
+//! committed events into the embedded event log; the [`saga`] consumer reads the log and drives
+//! the next steps (charge, mark paid, release stock), and the [`chat_gateway`] pushes chat
+//! messages and order updates to the WebSocket [`session`]s of this node. [`payment_gateway`] is
+//! where money moves; [`system`] starts all of it.
+
+pub mod attempt;
+pub mod chat_gateway;
+pub mod chat_room;
+pub mod entity;
+pub mod order;
+pub mod payment;
+pub mod payment_gateway;
+pub mod product;
+pub mod relay;
+pub mod saga;
+pub mod session;
+pub mod store;
+pub mod system;
+pub mod user;

@@ -1,0 +1,373 @@
+//! The order entity: an order's status machine. It starts the payment (so at most one payment is
+//! ever live for an order) and settles the payment's outcome that the saga delivers.
+
+use crate::attempt::Attempt;
+use crate::entity::{Ctx, Entity, EntityRef};
+use crate::store::{self, orders, payments, payments::PaymentRecord, IdempotencyKey, StoreError};
+use crate::with_retries;
+use bazaar_protocol::events::{Envelope, Event};
+use bazaar_protocol::orders::{Order, OrderStatus};
+use bazaar_protocol::payments::{Payment, PaymentStatus};
+use bazaar_protocol::{EventId, OrderId, PaymentId, UserId};
+use chrono::{DateTime, Utc};
+use ractor::RpcReplyPort;
+use tracing::warn;
+
+/// Why an order command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    /// Unknown, or not the caller's: existence is not revealed.
+    #[error("order not found")]
+    NotFound,
+    #[error("order {0} is {1}")]
+    NotCancellable(OrderId, &'static str),
+    #[error("order {0} is {1}")]
+    NotPayable(OrderId, &'static str),
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyMismatch,
+    #[error("storage unavailable")]
+    Unavailable,
+}
+
+type Reply<T> = RpcReplyPort<Result<T, OrderError>>;
+
+/// A buyer's request to pay the order.
+#[derive(Debug, Clone)]
+pub struct RequestPayment {
+    /// The id the new payment gets.
+    pub payment_id: PaymentId,
+    pub buyer_id: UserId,
+    /// The card token to charge.
+    pub token: String,
+    pub idempotency: IdempotencyKey,
+}
+
+/// Messages an order entity accepts. Local-only: entities never cross nodes.
+pub enum OrderMsg {
+    /// Reads the order for its buyer or seller.
+    Get { viewer: UserId, reply: Reply<Order> },
+    /// Cancels an ORDERED order for its buyer or seller.
+    Cancel { by: UserId, reply: Reply<Order> },
+    /// Starts paying the order; replies with the payment.
+    RequestPayment(RequestPayment, Reply<Payment>),
+    /// Applies a payment's outcome (approved or declined) delivered by event `cause`.
+    PaymentDecided { payment: Payment, cause: EventId, reply: Reply<()> },
+    /// Applies a refund delivered by event `cause`.
+    PaymentRefunded { payment: Payment, cause: EventId, reply: Reply<()> },
+}
+
+/// The order entity's state.
+pub struct OrderState {
+    id: OrderId,
+    order: Option<Order>,
+    version: i64,
+}
+
+fn moved(order: &Order, next: OrderStatus, now: DateTime<Utc>) -> Order {
+    debug_assert!(order.status.may_become(next), "{:?} -> {:?}", order.status, next);
+    Order { status: next, updated_at: now, ..order.clone() }
+}
+
+impl OrderState {
+    /// The order, if `viewer` is its buyer or seller.
+    pub fn visible_to(&self, viewer: &UserId) -> Result<&Order, OrderError> {
+        match &self.order {
+            Some(order) if &order.buyer_id == viewer || &order.seller_id == viewer => Ok(order),
+            _ => Err(OrderError::NotFound),
+        }
+    }
+
+    /// Decides a cancellation by `by`.
+    pub fn cancel(&self, by: &UserId, now: DateTime<Utc>) -> Result<Order, OrderError> {
+        let order = self.visible_to(by)?;
+        if !order.status.may_become(OrderStatus::Cancelled) || order.status != OrderStatus::Ordered {
+            return Err(OrderError::NotCancellable(order.id.clone(), order.status.as_str()));
+        }
+        Ok(moved(order, OrderStatus::Cancelled, now))
+    }
+
+    /// Decides the start of a payment: the order waiting for it, and the payment requested.
+    pub fn start_payment(
+        &self,
+        cmd: &RequestPayment,
+        now: DateTime<Utc>,
+    ) -> Result<(Order, PaymentRecord), OrderError> {
+        let order = match &self.order {
+            Some(order) if order.buyer_id == cmd.buyer_id => order,
+            _ => return Err(OrderError::NotFound),
+        };
+        if order.status != OrderStatus::Ordered {
+            return Err(OrderError::NotPayable(order.id.clone(), order.status.as_str()));
+        }
+        let mut pending = moved(order, OrderStatus::PaymentPending, now);
+        pending.payment_id = Some(cmd.payment_id.clone());
+        let payment = PaymentRecord {
+            payment: Payment {
+                id: cmd.payment_id.clone(),
+                order_id: order.id.clone(),
+                amount: order.amount,
+                status: PaymentStatus::Requested,
+                reason: None,
+            },
+            buyer_id: order.buyer_id.clone(),
+            seller_id: order.seller_id.clone(),
+            currency: order.currency.clone(),
+            token: cmd.token.clone(),
+            version: 1,
+        };
+        Ok((pending, payment))
+    }
+
+    /// Decides what a payment outcome does to the order, or nothing when it no longer applies
+    /// (a redelivered event, or a payment that is not this order's current one).
+    pub fn settle(&self, payment: &Payment, now: DateTime<Utc>) -> Option<(Order, Event)> {
+        let order = self.order.as_ref()?;
+        if order.status != OrderStatus::PaymentPending || order.payment_id.as_ref() != Some(&payment.id) {
+            return None;
+        }
+        match payment.status {
+            PaymentStatus::Approved => {
+                let paid = moved(order, OrderStatus::Paid, now);
+                Some((paid.clone(), Event::OrderPaid { order: paid }))
+            }
+            PaymentStatus::Declined => {
+                let cancelled = moved(order, OrderStatus::Cancelled, now);
+                let reason = payment.reason.clone().unwrap_or_else(|| "payment_declined".into());
+                Some((cancelled.clone(), Event::OrderCancelled { order: cancelled, reason }))
+            }
+            PaymentStatus::Requested | PaymentStatus::Refunded => None,
+        }
+    }
+
+    /// Decides what a refund does to the order (PAID → REFUNDED), or nothing when it already did.
+    pub fn refund(&self, payment: &Payment, now: DateTime<Utc>) -> Option<(Order, Event)> {
+        let order = self.order.as_ref()?;
+        if order.status != OrderStatus::Paid || order.payment_id.as_ref() != Some(&payment.id) {
+            return None;
+        }
+        let refunded = moved(order, OrderStatus::Refunded, now);
+        Some((refunded.clone(), Event::OrderRefunded { order: refunded }))
+    }
+
+    async fn reload(&mut self, ctx: &Ctx) -> Result<(), StoreError> {
+        *self = Self::load(self.id.as_str(), ctx).await?;
+        Ok(())
+    }
+
+    async fn commit_change(
+        &mut self,
+        next: Order,
+        event: Event,
+        cause: Option<&EventId>,
+        ctx: &Ctx,
+    ) -> Result<(), Attempt<OrderError>> {
+        let mut tx = ctx.store.begin().await?;
+        if let Some(cause) = cause {
+            if !store::mark_processed(&mut tx, "order", cause.as_str()).await? {
+                return Ok(());
+            }
+        }
+        orders::update(&mut tx, &next, self.version).await?;
+        let envelope = Envelope::new(next.id.as_str(), self.version + 1, next.updated_at, event);
+        store::append_events(&mut tx, &[envelope]).await?;
+        ctx.store.commit(tx).await?;
+        self.order = Some(next);
+        self.version += 1;
+        Ok(())
+    }
+
+    async fn try_cancel(&mut self, by: &UserId, ctx: &Ctx) -> Result<Order, Attempt<OrderError>> {
+        let next = self.cancel(by, Utc::now()).map_err(Attempt::Refused)?;
+        let reason = if &next.buyer_id == by { "cancelled_by_buyer" } else { "cancelled_by_seller" };
+        let event = Event::OrderCancelled { order: next.clone(), reason: reason.into() };
+        self.commit_change(next.clone(), event, None, ctx).await?;
+        Ok(next)
+    }
+
+    async fn try_request_payment(&mut self, cmd: &RequestPayment, ctx: &Ctx) -> Result<Payment, Attempt<OrderError>> {
+        let mut tx = ctx.store.begin().await?;
+        let key = &cmd.idempotency;
+        if let Some(earlier) = store::find_idempotency(&mut tx, &key.user_id, &key.key).await? {
+            if earlier.request_hash != key.request_hash {
+                return Err(Attempt::Refused(OrderError::IdempotencyMismatch));
+            }
+            let record = payments::load_in(&mut tx, &earlier.result_id)
+                .await?
+                .ok_or_else(|| Attempt::Store(StoreError::Corrupt("idempotency record without payment".into())))?;
+            return Ok(record.payment);
+        }
+        let now = Utc::now();
+        let (pending, payment) = self.start_payment(cmd, now).map_err(Attempt::Refused)?;
+        orders::update(&mut tx, &pending, self.version).await?;
+        payments::insert(&mut tx, &payment, now).await?;
+        store::save_idempotency(&mut tx, key, payment.payment.id.as_str(), now).await?;
+        let requested = Envelope::new(
+            payment.payment.id.as_str(),
+            1,
+            now,
+            Event::PaymentRequested { payment: payment.payment.clone(), order: pending.clone() },
+        );
+        store::append_events(&mut tx, &[requested]).await?;
+        ctx.store.commit(tx).await?;
+        self.order = Some(pending);
+        self.version += 1;
+        Ok(payment.payment)
+    }
+
+    async fn try_settle(&mut self, payment: &Payment, cause: &EventId, ctx: &Ctx) -> Result<(), Attempt<OrderError>> {
+        match self.settle(payment, Utc::now()) {
+            Some((next, event)) => self.commit_change(next, event, Some(cause), ctx).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn try_refund(&mut self, payment: &Payment, cause: &EventId, ctx: &Ctx) -> Result<(), Attempt<OrderError>> {
+        match self.refund(payment, Utc::now()) {
+            Some((next, event)) => self.commit_change(next, event, Some(cause), ctx).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Entity for OrderState {
+    const KIND: &'static str = "order";
+    type Msg = OrderMsg;
+
+    async fn load(id: &str, ctx: &Ctx) -> Result<Self, StoreError> {
+        let found = orders::load(&ctx.store, id).await?;
+        let version = found.as_ref().map_or(0, |(_, v)| *v);
+        Ok(Self { id: id.into(), order: found.map(|(o, _)| o), version })
+    }
+
+    async fn handle(&mut self, msg: OrderMsg, ctx: &Ctx, _myself: &EntityRef<Self>) {
+        match msg {
+            OrderMsg::Get { viewer, reply } => {
+                let _ = reply.send(self.visible_to(&viewer).cloned());
+            }
+            OrderMsg::Cancel { by, reply } => {
+                let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_cancel(&by, ctx)));
+            }
+            OrderMsg::RequestPayment(cmd, reply) => {
+                let _ =
+                    reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_request_payment(&cmd, ctx)));
+            }
+            OrderMsg::PaymentDecided { payment, cause, reply } => {
+                if self.order.is_none() {
+                    warn!(order_id = %self.id, payment_id = %payment.id, "payment outcome for an unknown order");
+                }
+                let _ = reply.send(with_retries!(
+                    self,
+                    ctx,
+                    OrderError::Unavailable,
+                    self.try_settle(&payment, &cause, ctx)
+                ));
+            }
+            OrderMsg::PaymentRefunded { payment, cause, reply } => {
+                let _ = reply.send(with_retries!(
+                    self,
+                    ctx,
+                    OrderError::Unavailable,
+                    self.try_refund(&payment, &cause, ctx)
+                ));
+            }
+        }
+    }
+
+    fn refuse(msg: OrderMsg) {
+        match msg {
+            OrderMsg::Get { reply, .. } | OrderMsg::Cancel { reply, .. } => {
+                let _ = reply.send(Err(OrderError::Unavailable));
+            }
+            OrderMsg::RequestPayment(_, reply) => {
+                let _ = reply.send(Err(OrderError::Unavailable));
+            }
+            OrderMsg::PaymentDecided { reply, .. } | OrderMsg::PaymentRefunded { reply, .. } => {
+                let _ = reply.send(Err(OrderError::Unavailable));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(status: OrderStatus) -> OrderState {
+        let now = Utc::now();
+        OrderState {
+            id: "o1".into(),
+            version: 1,
+            order: Some(Order {
+                id: "o1".into(),
+                buyer_id: "buyer".into(),
+                seller_id: "seller".into(),
+                product_id: "p1".into(),
+                quantity: 2,
+                amount: 200,
+                currency: "KRW".into(),
+                status,
+                created_at: now,
+                updated_at: now,
+                payment_id: Some("pay1".into()),
+            }),
+        }
+    }
+
+    fn payment(status: PaymentStatus) -> Payment {
+        Payment { id: "pay1".into(), order_id: "o1".into(), amount: 200, status, reason: None }
+    }
+
+    fn request(buyer: &str) -> RequestPayment {
+        RequestPayment {
+            payment_id: "pay2".into(),
+            buyer_id: buyer.into(),
+            token: "tok_ok".into(),
+            idempotency: IdempotencyKey { user_id: buyer.into(), key: "k".into(), request_hash: "h".into() },
+        }
+    }
+
+    #[test]
+    fn only_an_ordered_order_can_be_cancelled() {
+        for status in OrderStatus::ALL {
+            let result = order(status).cancel(&"buyer".into(), Utc::now());
+            assert_eq!(result.is_ok(), status == OrderStatus::Ordered, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn strangers_cannot_see_or_cancel_an_order() {
+        let state = order(OrderStatus::Ordered);
+        assert_eq!(state.visible_to(&"stranger".into()), Err(OrderError::NotFound));
+        assert_eq!(state.cancel(&"stranger".into(), Utc::now()), Err(OrderError::NotFound));
+        assert!(state.visible_to(&"seller".into()).is_ok());
+    }
+
+    #[test]
+    fn only_the_buyer_may_pay_and_only_once() {
+        let state = order(OrderStatus::Ordered);
+        assert_eq!(state.start_payment(&request("seller"), Utc::now()).unwrap_err(), OrderError::NotFound);
+        let (pending, payment) = state.start_payment(&request("buyer"), Utc::now()).unwrap();
+        assert_eq!(pending.status, OrderStatus::PaymentPending);
+        assert_eq!(payment.payment.amount, 200);
+        let paying = order(OrderStatus::PaymentPending);
+        assert!(matches!(paying.start_payment(&request("buyer"), Utc::now()), Err(OrderError::NotPayable(..))));
+    }
+
+    #[test]
+    fn a_payment_outcome_settles_a_pending_order_once() {
+        let state = order(OrderStatus::PaymentPending);
+        let (paid, _) = state.settle(&payment(PaymentStatus::Approved), Utc::now()).unwrap();
+        assert_eq!(paid.status, OrderStatus::Paid);
+        let (cancelled, event) = state.settle(&payment(PaymentStatus::Declined), Utc::now()).unwrap();
+        assert_eq!(cancelled.status, OrderStatus::Cancelled);
+        assert!(matches!(event, Event::OrderCancelled { .. }));
+        assert!(order(OrderStatus::Paid).settle(&payment(PaymentStatus::Approved), Utc::now()).is_none());
+    }
+
+    #[test]
+    fn a_refund_applies_to_a_paid_order_only() {
+        assert!(order(OrderStatus::PaymentPending).refund(&payment(PaymentStatus::Refunded), Utc::now()).is_none());
+        let (refunded, _) = order(OrderStatus::Paid).refund(&payment(PaymentStatus::Refunded), Utc::now()).unwrap();
+        assert_eq!(refunded.status, OrderStatus::Refunded);
+    }
+}

@@ -1,0 +1,319 @@
+//! The product entity: the catalog entry and its stock. Placing an order goes through the
+//! product, because the stock check, the reservation and the new order row must commit together.
+
+use crate::attempt::Attempt;
+use crate::entity::{Ctx, Entity, EntityRef};
+use crate::store::{self, catalog, orders, IdempotencyKey, StoreError};
+use crate::with_retries;
+use bazaar_protocol::catalog::Product;
+use bazaar_protocol::events::{Envelope, Event, StockChanged};
+use bazaar_protocol::orders::{Order, OrderStatus};
+use bazaar_protocol::values::Quantity;
+use bazaar_protocol::{EventId, OrderId, ProductId, UserId};
+use chrono::{DateTime, Utc};
+use ractor::RpcReplyPort;
+
+/// Why a product command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProductError {
+    #[error("product not found")]
+    NotFound,
+    #[error("only the product's seller may change it")]
+    Forbidden,
+    #[error("not enough stock")]
+    OutOfStock,
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyMismatch,
+    #[error("a product with this id exists")]
+    AlreadyExists,
+    #[error("storage unavailable")]
+    Unavailable,
+}
+
+type Reply<T> = RpcReplyPort<Result<T, ProductError>>;
+
+/// A validated new product.
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    pub seller_id: UserId,
+    pub name: String,
+    pub description: String,
+    pub price: i64,
+    pub currency: String,
+    pub stock: i64,
+}
+
+/// Validated changes to a product; `None` keeps the field.
+#[derive(Debug, Clone, Default)]
+pub struct ProductChanges {
+    pub price: Option<i64>,
+    pub stock: Option<i64>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// An order to place against this product.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    /// The id the new order gets (chosen by the caller so retries can be recognised).
+    pub order_id: OrderId,
+    pub buyer_id: UserId,
+    pub quantity: Quantity,
+    pub idempotency: IdempotencyKey,
+}
+
+/// The order a placement produced, and whether this call created it.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub order: Order,
+    pub created: bool,
+}
+
+/// Messages a product entity accepts. Local-only: entities never cross nodes.
+pub enum ProductMsg {
+    /// Lists a new product under this id.
+    Create(NewProduct, Reply<Product>),
+    /// Reads the product.
+    Get(Reply<Product>),
+    /// Changes the product on behalf of `seller`.
+    Update { seller: UserId, changes: ProductChanges, reply: Reply<Product> },
+    /// Reserves stock and creates the order in one transaction.
+    PlaceOrder(PlaceOrder, Reply<Placed>),
+    /// Gives an order's reserved units back (once), because of event `cause`.
+    Release { order_id: OrderId, cause: EventId, reply: Reply<()> },
+}
+
+/// The product entity's state: the product (if it exists) and its stored version.
+pub struct ProductState {
+    id: ProductId,
+    product: Option<Product>,
+    version: i64,
+}
+
+impl ProductState {
+    fn existing(&self) -> Result<&Product, ProductError> {
+        self.product.as_ref().ok_or(ProductError::NotFound)
+    }
+
+    /// Decides what a new listing looks like.
+    pub fn create(&self, new: NewProduct) -> Result<Product, ProductError> {
+        if self.product.is_some() {
+            return Err(ProductError::AlreadyExists);
+        }
+        Ok(Product {
+            id: self.id.clone(),
+            seller_id: new.seller_id,
+            name: new.name,
+            description: new.description,
+            price: new.price,
+            currency: new.currency,
+            stock: new.stock,
+        })
+    }
+
+    /// Decides the product after `seller`'s changes.
+    pub fn change(&self, seller: &UserId, changes: &ProductChanges) -> Result<Product, ProductError> {
+        let current = self.existing()?;
+        if &current.seller_id != seller {
+            return Err(ProductError::Forbidden);
+        }
+        let mut next = current.clone();
+        if let Some(price) = changes.price {
+            next.price = price;
+        }
+        if let Some(stock) = changes.stock {
+            next.stock = stock;
+        }
+        if let Some(name) = &changes.name {
+            next.name = name.clone();
+        }
+        if let Some(description) = &changes.description {
+            next.description = description.clone();
+        }
+        Ok(next)
+    }
+
+    /// Decides a placement: the product with its stock reserved, and the new order.
+    pub fn place(&self, cmd: &PlaceOrder, now: DateTime<Utc>) -> Result<(Product, Order), ProductError> {
+        let current = self.existing()?;
+        let quantity = i64::from(cmd.quantity.get());
+        if current.stock < quantity {
+            return Err(ProductError::OutOfStock);
+        }
+        let mut after = current.clone();
+        after.stock -= quantity;
+        let order = Order {
+            id: cmd.order_id.clone(),
+            buyer_id: cmd.buyer_id.clone(),
+            seller_id: current.seller_id.clone(),
+            product_id: current.id.clone(),
+            quantity: cmd.quantity.get(),
+            // Prices are capped so that price × quantity fits an i64 (see `values::MAX_PRICE`).
+            amount: current.price.saturating_mul(quantity),
+            currency: current.currency.clone(),
+            status: OrderStatus::Ordered,
+            created_at: now,
+            updated_at: now,
+            payment_id: None,
+        };
+        Ok((after, order))
+    }
+
+    async fn reload(&mut self, ctx: &Ctx) -> Result<(), StoreError> {
+        *self = Self::load(self.id.as_str(), ctx).await?;
+        Ok(())
+    }
+
+    fn stock_event(&self, after: &Product, delta: i64, order_id: Option<OrderId>, now: DateTime<Utc>) -> Envelope {
+        Envelope::new(
+            after.id.as_str(),
+            self.version + 1,
+            now,
+            Event::StockChanged(StockChanged { product_id: after.id.clone(), stock: after.stock, delta, order_id }),
+        )
+    }
+
+    async fn try_create(&mut self, new: &NewProduct, ctx: &Ctx) -> Result<Product, Attempt<ProductError>> {
+        let product = self.create(new.clone()).map_err(Attempt::Refused)?;
+        let now = Utc::now();
+        let mut tx = ctx.store.begin().await?;
+        catalog::insert(&mut tx, &product, now).await?;
+        let listed = Envelope::new(product.id.as_str(), 1, now, Event::ProductListed { product: product.clone() });
+        store::append_events(&mut tx, &[listed]).await?;
+        ctx.store.commit(tx).await?;
+        self.product = Some(product.clone());
+        self.version = 1;
+        Ok(product)
+    }
+
+    async fn try_update(
+        &mut self,
+        seller: &UserId,
+        changes: &ProductChanges,
+        ctx: &Ctx,
+    ) -> Result<Product, Attempt<ProductError>> {
+        let next = self.change(seller, changes).map_err(Attempt::Refused)?;
+        let before = self.existing().map_err(Attempt::Refused)?.stock;
+        let now = Utc::now();
+        let mut tx = ctx.store.begin().await?;
+        catalog::update(&mut tx, &next, self.version).await?;
+        if next.stock != before {
+            store::append_events(&mut tx, &[self.stock_event(&next, next.stock - before, None, now)]).await?;
+        }
+        ctx.store.commit(tx).await?;
+        self.product = Some(next.clone());
+        self.version += 1;
+        Ok(next)
+    }
+
+    async fn try_place(&mut self, cmd: &PlaceOrder, ctx: &Ctx) -> Result<Placed, Attempt<ProductError>> {
+        let mut tx = ctx.store.begin().await?;
+        let key = &cmd.idempotency;
+        if let Some(earlier) = store::find_idempotency(&mut tx, &key.user_id, &key.key).await? {
+            if earlier.request_hash != key.request_hash {
+                return Err(Attempt::Refused(ProductError::IdempotencyMismatch));
+            }
+            let order = orders::load_in(&mut tx, &earlier.result_id)
+                .await?
+                .ok_or_else(|| Attempt::Store(StoreError::Corrupt("idempotency record without order".into())))?;
+            return Ok(Placed { order, created: false });
+        }
+        let now = Utc::now();
+        let (after, order) = self.place(cmd, now).map_err(Attempt::Refused)?;
+        catalog::update(&mut tx, &after, self.version).await?;
+        orders::insert(&mut tx, &order).await?;
+        catalog::reserve(&mut tx, order.id.as_str(), after.id.as_str(), order.quantity).await?;
+        store::save_idempotency(&mut tx, key, order.id.as_str(), now).await?;
+        let events = [
+            self.stock_event(&after, -i64::from(order.quantity), Some(order.id.clone()), now),
+            Envelope::new(order.id.as_str(), 1, now, Event::OrderPlaced { order: order.clone() }),
+        ];
+        store::append_events(&mut tx, &events).await?;
+        ctx.store.commit(tx).await?;
+        self.product = Some(after);
+        self.version += 1;
+        Ok(Placed { order, created: true })
+    }
+
+    async fn try_release(
+        &mut self,
+        order_id: &OrderId,
+        cause: &EventId,
+        ctx: &Ctx,
+    ) -> Result<(), Attempt<ProductError>> {
+        let mut tx = ctx.store.begin().await?;
+        if !store::mark_processed(&mut tx, "release", cause.as_str()).await? {
+            return Ok(());
+        }
+        let Some(quantity) = catalog::release(&mut tx, order_id.as_str()).await? else {
+            // Released before under another event (a refund after a cancel cannot happen, but a
+            // replayed log can deliver the same release twice under different ids).
+            ctx.store.commit(tx).await?;
+            return Ok(());
+        };
+        let mut after = self.existing().map_err(Attempt::Refused)?.clone();
+        after.stock += quantity;
+        let now = Utc::now();
+        catalog::update(&mut tx, &after, self.version).await?;
+        store::append_events(&mut tx, &[self.stock_event(&after, quantity, Some(order_id.clone()), now)]).await?;
+        ctx.store.commit(tx).await?;
+        self.product = Some(after);
+        self.version += 1;
+        Ok(())
+    }
+}
+
+impl Entity for ProductState {
+    const KIND: &'static str = "product";
+    type Msg = ProductMsg;
+
+    async fn load(id: &str, ctx: &Ctx) -> Result<Self, StoreError> {
+        let found = catalog::load(&ctx.store, id).await?;
+        let version = found.as_ref().map_or(0, |(_, v)| *v);
+        Ok(Self { id: id.into(), product: found.map(|(p, _)| p), version })
+    }
+
+    async fn handle(&mut self, msg: ProductMsg, ctx: &Ctx, _myself: &EntityRef<Self>) {
+        match msg {
+            ProductMsg::Create(new, reply) => {
+                let _ = reply.send(with_retries!(self, ctx, ProductError::Unavailable, self.try_create(&new, ctx)));
+            }
+            ProductMsg::Get(reply) => {
+                let _ = reply.send(self.existing().cloned());
+            }
+            ProductMsg::Update { seller, changes, reply } => {
+                let _ = reply.send(with_retries!(
+                    self,
+                    ctx,
+                    ProductError::Unavailable,
+                    self.try_update(&seller, &changes, ctx)
+                ));
+            }
+            ProductMsg::PlaceOrder(cmd, reply) => {
+                let _ = reply.send(with_retries!(self, ctx, ProductError::Unavailable, self.try_place(&cmd, ctx)));
+            }
+            ProductMsg::Release { order_id, cause, reply } => {
+                let _ = reply.send(with_retries!(
+                    self,
+                    ctx,
+                    ProductError::Unavailable,
+                    self.try_release(&order_id, &cause, ctx)
+                ));
+            }
+        }
+    }
+
+    fn refuse(msg: ProductMsg) {
+        match msg {
+            ProductMsg::Create(_, reply) | ProductMsg::Get(reply) | ProductMsg::Update { reply, .. } => {
+                let _ = reply.send(Err(ProductError::Unavailable));
+            }
+            ProductMsg::PlaceOrder(_, reply) => {
+                let _ = reply.send(Err(ProductError::Unavailable));
+            }
+            ProductMsg::Release { reply, .. } => {
+                let _ = reply.send(Err(ProductError::Unavailable));
+            }
+        }
+    }
+}

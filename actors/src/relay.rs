@@ -1,0 +1,53 @@
+//! The outbox relay: moves committed events from the outbox into the event log, in commit order,
+//! then wakes the consumers and hands the events to this node's live subscribers.
+
+use crate::store::{log, Store};
+use bazaar_protocol::events::Envelope;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+/// Starts the relay; it stops when `shutdown` turns true, after draining what is committed.
+pub fn spawn(
+    store: Store,
+    batch: u32,
+    appended: Arc<Notify>,
+    live: broadcast::Sender<Arc<Envelope>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let committed = store.commit_signal();
+    tokio::spawn(async move {
+        loop {
+            match log::relay_batch(&store, batch).await {
+                Ok(records) if !records.is_empty() => {
+                    appended.notify_one();
+                    metrics::counter!("bazaar_outbox_relayed_total").increment(records.len() as u64);
+                    let now = chrono::Utc::now();
+                    for record in records {
+                        let lag = (now - record.envelope.at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                        metrics::histogram!("bazaar_relay_lag_seconds").record(lag.max(0.0));
+                        // No receiver is fine: nobody on this node is listening right now.
+                        let _ = live.send(record.envelope);
+                    }
+                    // A full batch means more may be waiting: go again before sleeping.
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(reason = %e, "outbox relay failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = committed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    })
+}

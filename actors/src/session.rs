@@ -1,0 +1,239 @@
+//! A WebSocket session: one actor per connection, transport-agnostic. The front end feeds it
+//! parsed client frames; it writes server frames into a bounded queue that the front end drains
+//! into the socket. A client too slow to drain its queue is disconnected rather than buffered
+//! without limit.
+
+use crate::chat_gateway::GatewayMsg;
+use crate::chat_room::{RoomError, RoomMsg, RoomState};
+use crate::entity::RegionRef;
+use crate::store::{chat, Store};
+use bazaar_protocol::chat::{ChatMessage, ClientFrame, ServerFrame};
+use bazaar_protocol::values::parse_chat_text;
+use bazaar_protocol::{RoomId, UserId};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// WebSocket close codes of the API.
+pub mod close {
+    /// The token expired.
+    pub const EXPIRED: u16 = 4401;
+    /// Joined a room the user is not a member of.
+    pub const NOT_A_MEMBER: u16 = 4403;
+    /// Sent frames faster than allowed.
+    pub const FLOODING: u16 = 4429;
+}
+
+/// What the session asks the socket writer to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// Send a text frame.
+    Text(Arc<str>),
+    /// Close with a code and a reason.
+    Close(u16, &'static str),
+}
+
+/// Messages a session accepts. Local-only.
+pub enum SessionMsg {
+    /// A frame from the client.
+    Frame(ClientFrame),
+    /// A message of a room; `text` is its frame, serialised once for every recipient.
+    ChatMessage { message: Arc<ChatMessage>, text: Arc<str> },
+    /// A ready frame to forward as is.
+    Push(Arc<str>),
+    /// The access token expired.
+    Expired,
+}
+
+/// What a session starts with.
+pub struct SessionArgs {
+    pub user: UserId,
+    pub out: mpsc::Sender<Outbound>,
+    /// Time left on the access token.
+    pub expires_in: Duration,
+    pub gateway: ActorRef<GatewayMsg>,
+    pub rooms: RegionRef<RoomState>,
+    pub store: Store,
+}
+
+/// The session's state: who it is, and how far each joined room was delivered.
+pub struct SessionState {
+    args: SessionArgs,
+    delivered: HashMap<RoomId, i64>,
+}
+
+/// The session actor.
+pub struct Session;
+
+fn error_frame(code: &str, message: impl Into<String>) -> Arc<str> {
+    text_of(&ServerFrame::Error { code: code.to_owned(), message: message.into() })
+}
+
+fn text_of(frame: &ServerFrame) -> Arc<str> {
+    Arc::from(serde_json::to_string(frame).expect("server frames always serialise"))
+}
+
+impl SessionState {
+    /// Queues a frame; false when the client is gone or too slow (the session then stops).
+    fn send(&self, text: Arc<str>) -> bool {
+        self.args.out.try_send(Outbound::Text(text)).is_ok()
+    }
+
+    fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.args.out.try_send(Outbound::Close(code, reason));
+    }
+
+    async fn join(&mut self, myself: &ActorRef<SessionMsg>, room: RoomId, since: Option<i64>) -> bool {
+        let user = self.args.user.clone();
+        // Subscribe first, then read where the room stands: a message committed after the read
+        // arrives live, one committed before is in the replay, none falls between.
+        let _ = ractor::call!(self.args.gateway, |reply| GatewayMsg::Join {
+            room: room.clone(),
+            session: myself.get_id(),
+            reply
+        });
+        let view = match self.args.rooms.ask(room.as_str(), |reply| RoomMsg::Get { viewer: user, reply }).await {
+            Ok(Ok(view)) => view,
+            Ok(Err(RoomError::Forbidden | RoomError::NotFound)) => {
+                self.send(error_frame("forbidden", "not a member of this room"));
+                self.close(close::NOT_A_MEMBER, "not a member");
+                return false;
+            }
+            _ => {
+                let _ = self.args.gateway.send_message(GatewayMsg::Leave { room, session: myself.get_id() });
+                return self.send(error_frame("unavailable", "chat is unavailable, try again"));
+            }
+        };
+        if !self.send(text_of(&ServerFrame::Joined { room: room.clone(), last_seq: view.last_seq })) {
+            return false;
+        }
+        if let Some(since) = since {
+            match chat::range(&self.args.store, room.as_str(), since.max(0), view.last_seq).await {
+                Ok(messages) => {
+                    for message in messages {
+                        if !self.send(text_of(&ServerFrame::Message(message))) {
+                            return false;
+                        }
+                    }
+                }
+                Err(_) => return self.send(error_frame("unavailable", "history is unavailable, join again")),
+            }
+        }
+        self.delivered.insert(room.clone(), view.last_seq);
+        let _ = self.args.gateway.send_message(GatewayMsg::Announce { room });
+        true
+    }
+
+    async fn post(&mut self, room: RoomId, text: String, client_msg_id: String) -> bool {
+        if let Err(invalid) = parse_chat_text(&text) {
+            return self.send(error_frame("invalid", invalid.to_string()));
+        }
+        if client_msg_id.is_empty() || client_msg_id.chars().count() > 128 {
+            return self.send(error_frame("invalid", "clientMsgId: must be 1 to 128 characters"));
+        }
+        let from = self.args.user.clone();
+        let id = client_msg_id.clone();
+        let answer =
+            self.args.rooms.ask(room.as_str(), |reply| RoomMsg::Post { from, text, client_msg_id: id, reply }).await;
+        match answer {
+            Ok(Ok(posted)) => self.send(text_of(&ServerFrame::Ack { client_msg_id, seq: posted.message.seq })),
+            Ok(Err(RoomError::Forbidden)) => self.send(error_frame("forbidden", "not a member of this room")),
+            Ok(Err(RoomError::NotFound)) => self.send(error_frame("not_found", "no such room")),
+            _ => self.send(error_frame("unavailable", "message not stored, send it again")),
+        }
+    }
+
+    async fn deliver(&mut self, message: &ChatMessage, text: Arc<str>) -> bool {
+        let Some(&delivered) = self.delivered.get(&message.room) else { return true };
+        if message.seq <= delivered {
+            return true;
+        }
+        if message.seq > delivered + 1 {
+            // A gap (the live stream lagged): fill it from storage so the client sees every seq.
+            if let Ok(missing) = chat::range(&self.args.store, message.room.as_str(), delivered, message.seq - 1).await
+            {
+                for earlier in missing {
+                    if !self.send(text_of(&ServerFrame::Message(earlier))) {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.delivered.insert(message.room.clone(), message.seq);
+        self.send(text)
+    }
+
+    fn relay(&self, myself: &ActorRef<SessionMsg>, room: RoomId, frame: ServerFrame) -> bool {
+        if !self.delivered.contains_key(&room) {
+            return self.send(error_frame("forbidden", "join the room first"));
+        }
+        let _ = self.args.gateway.send_message(GatewayMsg::Relay { room, from: myself.get_id(), frame });
+        true
+    }
+}
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        args.gateway.send_message(GatewayMsg::Connect { user: args.user.clone(), session: myself.clone() })?;
+        myself.send_after(args.expires_in, || SessionMsg::Expired);
+        Ok(SessionState { args, delivered: HashMap::new() })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state.args.gateway.send_message(GatewayMsg::Disconnect { session: myself.get_id() });
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let user = state.args.user.clone();
+        let alive = match msg {
+            SessionMsg::Frame(ClientFrame::Join { room, since }) => state.join(&myself, room, since).await,
+            SessionMsg::Frame(ClientFrame::Send { room, text, client_msg_id }) => {
+                state.post(room, text, client_msg_id).await
+            }
+            SessionMsg::Frame(ClientFrame::Leave { room }) => {
+                if state.delivered.remove(&room).is_some() {
+                    let _ = state.args.gateway.send_message(GatewayMsg::Leave { room, session: myself.get_id() });
+                }
+                true
+            }
+            SessionMsg::Frame(ClientFrame::Typing { room }) => {
+                state.relay(&myself, room.clone(), ServerFrame::Typing { room, from: user })
+            }
+            SessionMsg::Frame(ClientFrame::Read { room, seq }) => {
+                state.relay(&myself, room.clone(), ServerFrame::Read { room, from: user, seq })
+            }
+            SessionMsg::ChatMessage { message, text } => state.deliver(&message, text).await,
+            SessionMsg::Push(text) => state.send(text),
+            SessionMsg::Expired => {
+                state.close(close::EXPIRED, "token expired");
+                false
+            }
+        };
+        if !alive {
+            debug!(user = %state.args.user, "session ends");
+            myself.stop(None);
+        }
+        Ok(())
+    }
+}

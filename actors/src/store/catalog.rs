@@ -1,0 +1,111 @@
+//! Product rows and stock reservations.
+
+use super::{expect_one, Store, StoreError, Tx};
+use bazaar_protocol::catalog::Product;
+use bazaar_protocol::Page;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Product, i64), StoreError> {
+    Ok((
+        Product {
+            id: row.try_get::<String, _>("id")?.into(),
+            seller_id: row.try_get::<String, _>("seller_id")?.into(),
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            price: row.try_get("price")?,
+            currency: row.try_get("currency")?,
+            stock: row.try_get("stock")?,
+        },
+        row.try_get("version")?,
+    ))
+}
+
+/// Loads a product and its version.
+pub async fn load(store: &Store, id: &str) -> Result<Option<(Product, i64)>, StoreError> {
+    let row = sqlx::query("SELECT * FROM products WHERE id = ?").bind(id).fetch_optional(store.reader()).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Lists products in creation order, optionally of one seller.
+pub async fn list(
+    store: &Store,
+    seller_id: Option<&str>,
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<Page<Product>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT * FROM products WHERE (?1 IS NULL OR seller_id = ?1) AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+    )
+    .bind(seller_id)
+    .bind(cursor)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(store.reader())
+    .await?;
+    let mut items = rows.iter().map(|r| from_row(r).map(|(p, _)| p)).collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|p| p.id.0.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Inserts a new product at version 1.
+pub async fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO products (id, seller_id, name, description, price, currency, stock, created_at, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+    )
+    .bind(product.id.as_str())
+    .bind(product.seller_id.as_str())
+    .bind(&product.name)
+    .bind(&product.description)
+    .bind(product.price)
+    .bind(&product.currency)
+    .bind(product.stock)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a product's new state if it is still at `version`.
+pub async fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE products SET name = ?, description = ?, price = ?, stock = ?, version = version + 1
+         WHERE id = ? AND version = ?",
+    )
+    .bind(&product.name)
+    .bind(&product.description)
+    .bind(product.price)
+    .bind(product.stock)
+    .bind(product.id.as_str())
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
+    expect_one(done)
+}
+
+/// Records that `order_id` holds `quantity` units of `product_id`.
+pub async fn reserve(tx: &mut Tx, order_id: &str, product_id: &str, quantity: u32) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO reservations (order_id, product_id, quantity, released) VALUES (?, ?, ?, 0)")
+        .bind(order_id)
+        .bind(product_id)
+        .bind(quantity)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Marks the reservation of `order_id` released; returns its quantity the first time, `None` after.
+pub async fn release(tx: &mut Tx, order_id: &str) -> Result<Option<i64>, StoreError> {
+    let quantity: Option<i64> = sqlx::query_scalar(
+        "UPDATE reservations SET released = 1 WHERE order_id = ? AND released = 0 RETURNING quantity",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(quantity)
+}

@@ -1,0 +1,100 @@
+//! The outbox and the embedded event log.
+//!
+//! Committing a command puts its events in `outbox`. The relay moves them, in order, into
+//! `event_log` (the embedded stand-in for Kafka) and deletes them from `outbox` in the same
+//! transaction, so an event is in exactly one of the two at any moment. Consumers read the log by
+//! position and store how far they got in `consumer_offsets`.
+
+use super::{Store, StoreError};
+use bazaar_protocol::events::Envelope;
+use std::sync::Arc;
+
+/// One published event with its place in the log.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// The position in the log (strictly increasing).
+    pub position: i64,
+    /// The event.
+    pub envelope: Arc<Envelope>,
+}
+
+fn parse(body: &str) -> Result<Arc<Envelope>, StoreError> {
+    serde_json::from_str(body).map(Arc::new).map_err(|e| StoreError::Corrupt(format!("event body: {e}")))
+}
+
+/// Moves up to `limit` outbox events into the event log; returns them as appended.
+pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
+    let mut tx = store.begin().await?;
+    let pending: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
+         ORDER BY o.position LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut appended = Vec::with_capacity(pending.len());
+    for (outbox_position, event_id, topic, body) in &pending {
+        // A crash between publishing and deleting cannot happen here (one transaction), but a log
+        // that already holds the event (restored backup, manual replay) must not get it twice.
+        let position: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO event_log (topic, event_id) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING RETURNING position",
+        )
+        .bind(topic)
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE position = ?").bind(outbox_position).execute(&mut *tx).await?;
+        if let Some(position) = position {
+            appended.push(LogRecord { position, envelope: parse(body)? });
+        }
+    }
+    tx.commit().await?;
+    Ok(appended)
+}
+
+/// How many events wait in the outbox.
+pub async fn outbox_backlog(store: &Store) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(store.reader()).await?)
+}
+
+/// Reads up to `limit` log records after `after`, in order.
+pub async fn read(store: &Store, after: i64, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT l.position, e.body FROM event_log l JOIN events e ON e.id = l.event_id
+         WHERE l.position > ? ORDER BY l.position LIMIT ?",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(store.reader())
+    .await?;
+    rows.into_iter().map(|(position, body)| Ok(LogRecord { position, envelope: parse(&body)? })).collect()
+}
+
+/// The newest position in the log (0 when empty).
+pub async fn head(store: &Store) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM event_log").fetch_one(store.reader()).await?)
+}
+
+/// Where a consumer stopped (0 before its first event).
+pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreError> {
+    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM consumer_offsets WHERE consumer = ?")
+        .bind(consumer)
+        .fetch_optional(store.reader())
+        .await?;
+    Ok(position.unwrap_or(0))
+}
+
+/// Stores where a consumer got to.
+pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    sqlx::query(
+        "INSERT INTO consumer_offsets (consumer, position) VALUES (?, ?)
+         ON CONFLICT (consumer) DO UPDATE SET position = excluded.position WHERE excluded.position > position",
+    )
+    .bind(consumer)
+    .bind(position)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! Storage: the SQL truth behind every entity, the outbox, the embedded event log and the
+//! idempotency records.
+//!
+//! One module per kind of row ([`users`], [`catalog`], [`orders`], [`payments`], [`chat`],
+//! [`tokens`]) plus [`log`] for the outbox and the embedded event log. Writes go through one
+//! connection (SQLite has one writer anyway, and a single connection cannot hit `SQLITE_BUSY` on
+//! a lock upgrade); reads use a pool of their own so they never queue behind writes.
+
+pub mod catalog;
+pub mod chat;
+pub mod log;
+pub mod orders;
+pub mod payments;
+pub mod tokens;
+pub mod users;
+
+use bazaar_protocol::events::Envelope;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// A write transaction.
+pub type Tx = Transaction<'static, Sqlite>;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row changed since it was read: reload and decide again.
+    #[error("version conflict")]
+    VersionConflict,
+    /// A unique constraint refused the row.
+    #[error("duplicate row")]
+    Duplicate,
+    /// The database failed or is unreachable.
+    #[error("database: {0}")]
+    Database(#[source] sqlx::Error),
+    /// A stored row could not be read back (corrupt JSON, unknown enum spelling).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+/// How durable a commit is before it is acknowledged (SQLite `synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss.
+    Full,
+    /// fsync at checkpoints: survives a process crash, may lose the newest commits on power loss.
+    Normal,
+}
+
+/// A record that a request with an idempotency key was carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The hash of the request body it answered.
+    pub request_hash: String,
+    /// The id of the entity it created.
+    pub result_id: String,
+}
+
+/// An idempotency key as the caller sent it, scoped to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The calling user.
+    pub user_id: String,
+    /// The `Idempotency-Key` header.
+    pub key: String,
+    /// A hash of the request body, to tell a retry from a different request.
+    pub request_hash: String,
+}
+
+/// The handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+    committed: Arc<Notify>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `url` and runs the embedded migrations.
+    pub async fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&write).await.map_err(|e| StoreError::Database(e.into()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { write, read, committed: Arc::new(Notify::new()) })
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.write.begin().await?)
+    }
+
+    /// Commits a write transaction and wakes the outbox relay.
+    pub async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.committed.notify_one();
+        Ok(())
+    }
+
+    /// The pool for reads.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    /// Wakes when a transaction has committed (and so the outbox may hold new rows).
+    pub fn commit_signal(&self) -> Arc<Notify> {
+        self.committed.clone()
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+
+    /// Closes both pools, waiting for in-flight statements.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Records `events` and queues them in the outbox, inside the caller's transaction.
+pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), StoreError> {
+    for event in events {
+        let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("INSERT INTO events (id, topic, entity_id, seq, type, at, body) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(event.id.as_str())
+            .bind(event.event.topic())
+            .bind(&event.entity_id)
+            .bind(event.seq)
+            .bind(event.event.type_name())
+            .bind(event.at)
+            .bind(body)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO outbox (event_id) VALUES (?)").bind(event.id.as_str()).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Looks up an idempotency record inside the caller's transaction.
+pub async fn find_idempotency(tx: &mut Tx, user_id: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT request_hash, result_id FROM idempotency WHERE user_id = ? AND key = ?")
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(row.map(|(request_hash, result_id)| IdempotencyRecord { request_hash, result_id }))
+}
+
+/// Looks up an idempotency record outside any transaction (the fast path for retries).
+pub async fn peek_idempotency(
+    store: &Store,
+    user_id: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT request_hash, result_id FROM idempotency WHERE user_id = ? AND key = ?")
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(store.reader())
+            .await?;
+    Ok(row.map(|(request_hash, result_id)| IdempotencyRecord { request_hash, result_id }))
+}
+
+/// Stores an idempotency record inside the caller's transaction.
+pub async fn save_idempotency(
+    tx: &mut Tx,
+    key: &IdempotencyKey,
+    result_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO idempotency (user_id, key, request_hash, result_id, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&key.user_id)
+        .bind(&key.key)
+        .bind(&key.request_hash)
+        .bind(result_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Forgets idempotency records older than `cutoff`; returns how many.
+pub async fn expire_idempotency(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query("DELETE FROM idempotency WHERE created_at < ?").bind(cutoff).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// Marks an event as applied by a consumer; returns false when it already was (a redelivery).
+pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("INSERT OR IGNORE INTO processed_events (consumer, event_id) VALUES (?, ?)")
+        .bind(consumer)
+        .bind(event_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Fails with [`StoreError::VersionConflict`] unless exactly one row was changed.
+pub(crate) fn expect_one(done: sqlx::sqlite::SqliteQueryResult) -> Result<(), StoreError> {
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::VersionConflict)
+    }
+}
+
+pub(crate) fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value}"))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Opens a fresh database in a temporary directory that lives as long as the returned guard.
+    pub async fn fresh_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let store = Store::open(&url, Durability::Normal).await.expect("open store");
+        (store, dir)
+    }
+}

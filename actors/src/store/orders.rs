@@ -1,0 +1,117 @@
+//! Order rows.
+
+use super::{corrupt, expect_one, Store, StoreError, Tx};
+use bazaar_protocol::orders::{Order, OrderStatus};
+use bazaar_protocol::Page;
+use sqlx::Row;
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Order, i64), StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok((
+        Order {
+            id: row.try_get::<String, _>("id")?.into(),
+            buyer_id: row.try_get::<String, _>("buyer_id")?.into(),
+            seller_id: row.try_get::<String, _>("seller_id")?.into(),
+            product_id: row.try_get::<String, _>("product_id")?.into(),
+            quantity: row.try_get::<i64, _>("quantity")? as u32,
+            amount: row.try_get("amount")?,
+            currency: row.try_get("currency")?,
+            status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            payment_id: row.try_get::<Option<String>, _>("payment_id")?.map(Into::into),
+        },
+        row.try_get("version")?,
+    ))
+}
+
+/// Loads an order and its version.
+pub async fn load(store: &Store, id: &str) -> Result<Option<(Order, i64)>, StoreError> {
+    let row = sqlx::query("SELECT * FROM orders WHERE id = ?").bind(id).fetch_optional(store.reader()).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Loads an order inside a transaction (to answer an idempotent retry).
+pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<Order>, StoreError> {
+    let row = sqlx::query("SELECT * FROM orders WHERE id = ?").bind(id).fetch_optional(&mut **tx).await?;
+    row.as_ref().map(|r| from_row(r).map(|(o, _)| o)).transpose()
+}
+
+/// Which side of the orders a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Orders the user placed.
+    Buyer,
+    /// Orders of the user's products.
+    Seller,
+}
+
+/// Lists a user's orders, newest first.
+pub async fn list(
+    store: &Store,
+    user_id: &str,
+    side: Side,
+    status: Option<OrderStatus>,
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<Page<Order>, StoreError> {
+    let sql = match side {
+        Side::Buyer => "SELECT * FROM orders WHERE buyer_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+        Side::Seller => "SELECT * FROM orders WHERE seller_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+    };
+    let rows = sqlx::query(sql)
+        .bind(user_id)
+        .bind(status.map(OrderStatus::as_str))
+        .bind(cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(store.reader())
+        .await?;
+    let mut items = rows.iter().map(|r| from_row(r).map(|(o, _)| o)).collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|o| o.id.0.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Inserts a new order at version 1.
+pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO orders (id, buyer_id, seller_id, product_id, quantity, amount, currency, status, payment_id,
+                             paid_at, created_at, updated_at, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, 1)",
+    )
+    .bind(order.id.as_str())
+    .bind(order.buyer_id.as_str())
+    .bind(order.seller_id.as_str())
+    .bind(order.product_id.as_str())
+    .bind(order.quantity)
+    .bind(order.amount)
+    .bind(&order.currency)
+    .bind(order.status.as_str())
+    .bind(order.payment_id.as_ref().map(|p| p.as_str()))
+    .bind(order.created_at)
+    .bind(order.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes an order's new status if it is still at `version`; remembers when it first became PAID.
+pub async fn update(tx: &mut Tx, order: &Order, version: i64) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = ?1, payment_id = ?2, updated_at = ?3,
+                paid_at = COALESCE(paid_at, CASE WHEN ?1 = 'PAID' THEN ?3 END), version = version + 1
+         WHERE id = ?4 AND version = ?5",
+    )
+    .bind(order.status.as_str())
+    .bind(order.payment_id.as_ref().map(|p| p.as_str()))
+    .bind(order.updated_at)
+    .bind(order.id.as_str())
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
+    expect_one(done)
+}

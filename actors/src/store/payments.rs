@@ -1,0 +1,164 @@
+//! Payment rows and the simulated gateway's ledger of charges.
+
+use super::{corrupt, expect_one, Store, StoreError, Tx};
+use bazaar_protocol::payments::{Payment, PaymentStatus};
+use bazaar_protocol::UserId;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+/// A payment as stored: the view plus who may see it and what to charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// What clients see.
+    pub payment: Payment,
+    /// The order's buyer.
+    pub buyer_id: UserId,
+    /// The order's seller.
+    pub seller_id: UserId,
+    /// The amount's currency.
+    pub currency: String,
+    /// The card token to charge (never published in events).
+    pub token: String,
+    /// The row version.
+    pub version: i64,
+}
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PaymentRecord, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(PaymentRecord {
+        payment: Payment {
+            id: row.try_get::<String, _>("id")?.into(),
+            order_id: row.try_get::<String, _>("order_id")?.into(),
+            amount: row.try_get("amount")?,
+            status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?,
+            reason: row.try_get("reason")?,
+        },
+        buyer_id: row.try_get::<String, _>("buyer_id")?.into(),
+        seller_id: row.try_get::<String, _>("seller_id")?.into(),
+        currency: row.try_get("currency")?,
+        token: row.try_get("token")?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// Loads a payment.
+pub async fn load(store: &Store, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+    let row = sqlx::query("SELECT * FROM payments WHERE id = ?").bind(id).fetch_optional(store.reader()).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Loads a payment inside a transaction (to answer an idempotent retry).
+pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+    let row = sqlx::query("SELECT * FROM payments WHERE id = ?").bind(id).fetch_optional(&mut **tx).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Inserts a new payment at version 1.
+pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO payments (id, order_id, buyer_id, seller_id, amount, currency, token, status, reason,
+                               created_at, updated_at, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+    )
+    .bind(record.payment.id.as_str())
+    .bind(record.payment.order_id.as_str())
+    .bind(record.buyer_id.as_str())
+    .bind(record.seller_id.as_str())
+    .bind(record.payment.amount)
+    .bind(&record.currency)
+    .bind(&record.token)
+    .bind(record.payment.status.as_str())
+    .bind(&record.payment.reason)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a payment's new status if it is still at `version`.
+pub async fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE payments SET status = ?, reason = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?",
+    )
+    .bind(payment.status.as_str())
+    .bind(&payment.reason)
+    .bind(now)
+    .bind(payment.id.as_str())
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
+    expect_one(done)
+}
+
+/// What the gateway answered for a payment before, if it was asked.
+pub async fn find_charge(store: &Store, payment_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT outcome FROM gateway_charges WHERE payment_id = ?")
+        .bind(payment_id)
+        .fetch_optional(store.reader())
+        .await?)
+}
+
+/// Records the gateway's answer for a payment; the first answer wins, and is returned.
+pub async fn record_charge(
+    store: &Store,
+    payment_id: &str,
+    amount: i64,
+    outcome: &str,
+    now: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    let mut tx = store.begin().await?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO gateway_charges (payment_id, amount, outcome, refunded, at) VALUES (?, ?, ?, 0, ?)",
+    )
+    .bind(payment_id)
+    .bind(amount)
+    .bind(outcome)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let first: String = sqlx::query_scalar("SELECT outcome FROM gateway_charges WHERE payment_id = ?")
+        .bind(payment_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(first)
+}
+
+/// Marks a charge refunded at the gateway; idempotent.
+pub async fn refund_charge(store: &Store, payment_id: &str) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE gateway_charges SET refunded = 1 WHERE payment_id = ?")
+        .bind(payment_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How many charges the gateway approved for an order's payments (tests and audits).
+pub async fn approved_charges_for_order(store: &Store, order_id: &str) -> Result<i64, StoreError> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM gateway_charges c JOIN payments p ON p.id = c.payment_id
+         WHERE p.order_id = ? AND c.outcome = 'approved'",
+    )
+    .bind(order_id)
+    .fetch_one(store.reader())
+    .await?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::fresh_store;
+
+    #[tokio::test]
+    async fn the_first_gateway_answer_wins() {
+        let (store, _dir) = fresh_store().await;
+        let now = Utc::now();
+        assert_eq!(record_charge(&store, "p1", 10, "approved", now).await.unwrap(), "approved");
+        assert_eq!(record_charge(&store, "p1", 10, "declined", now).await.unwrap(), "approved");
+        assert_eq!(find_charge(&store, "p1").await.unwrap().as_deref(), Some("approved"));
+    }
+}

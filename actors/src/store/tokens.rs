@@ -1,0 +1,107 @@
+//! Refresh-token families: rotation on every use, and revocation of the whole family when a
+//! spent token comes back (someone copied it).
+
+use super::{Store, StoreError};
+use chrono::{DateTime, Utc};
+
+/// What presenting a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live; it is now spent and `user_id` may get a new pair in `family_id`.
+    Rotated { user_id: String, family_id: String },
+    /// Unknown, expired or revoked.
+    Invalid,
+    /// The token was already spent: its family is now revoked.
+    Reused,
+}
+
+/// Starts a new family with its first token (at login).
+pub async fn start_family(
+    store: &Store,
+    family_id: &str,
+    user_id: &str,
+    token_hash: &str,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    sqlx::query("INSERT INTO token_families (id, user_id, revoked, created_at) VALUES (?, ?, 0, ?)")
+        .bind(family_id)
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    insert_token(&mut tx, family_id, user_id, token_hash, expires_at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_token(
+    tx: &mut super::Tx,
+    family_id: &str,
+    user_id: &str,
+    token_hash: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, spent) VALUES (?, ?, ?, ?, 0)",
+    )
+    .bind(token_hash)
+    .bind(family_id)
+    .bind(user_id)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Spends `token_hash` and stores its successor `next_hash` in one transaction.
+pub async fn rotate(
+    store: &Store,
+    token_hash: &str,
+    next_hash: &str,
+    next_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Rotation, StoreError> {
+    let mut tx = store.begin().await?;
+    let row: Option<(String, String, DateTime<Utc>, i64, i64)> = sqlx::query_as(
+        "SELECT t.family_id, t.user_id, t.expires_at, t.spent, f.revoked
+         FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = ?",
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((family_id, user_id, expires_at, spent, revoked)) = row else {
+        return Ok(Rotation::Invalid);
+    };
+    if revoked != 0 {
+        return Ok(Rotation::Invalid);
+    }
+    if spent != 0 {
+        sqlx::query("UPDATE token_families SET revoked = 1 WHERE id = ?").bind(&family_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        return Ok(Rotation::Reused);
+    }
+    if expires_at <= now {
+        return Ok(Rotation::Invalid);
+    }
+    sqlx::query("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = ?").bind(token_hash).execute(&mut *tx).await?;
+    insert_token(&mut tx, &family_id, &user_id, next_hash, next_expires_at).await?;
+    tx.commit().await?;
+    Ok(Rotation::Rotated { user_id, family_id })
+}
+
+/// Revokes the family of `token_hash` if it belongs to `user_id`; returns whether one was found.
+pub async fn revoke_family_of(store: &Store, token_hash: &str, user_id: &str) -> Result<bool, StoreError> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query(
+        "UPDATE token_families SET revoked = 1
+         WHERE id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ? AND user_id = ?)",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
+}

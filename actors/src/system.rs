@@ -1,0 +1,130 @@
+//! Starting and stopping everything the actor side runs on one node: storage, the regions, the
+//! chat gateway, the outbox relay, the saga consumer and housekeeping.
+
+use crate::chat_gateway::{self, ChatGateway, GatewayMsg};
+use crate::entity::{Ctx, EntitySettings, RegionRef};
+use crate::payment_gateway::{PaymentGateway, SimulatedGateway};
+use crate::relay;
+use crate::saga::{self, Regions};
+use crate::store::{self, Durability, Store};
+use anyhow::Context;
+use bazaar_protocol::events::Envelope;
+use ractor::{Actor, ActorRef};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// What the actor side needs to start.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    /// `sqlite://path` of the database.
+    pub database_url: String,
+    /// How durable each commit is.
+    pub durability: Durability,
+    /// Entity timing.
+    pub entities: EntitySettings,
+    /// Outbox rows the relay moves per transaction.
+    pub relay_batch: u32,
+    /// How long idempotency keys are remembered.
+    pub idempotency_retention: Duration,
+}
+
+/// The running actor side of a node.
+pub struct System {
+    pub store: Store,
+    pub regions: Regions,
+    pub gateway: ActorRef<GatewayMsg>,
+    pub settings: Arc<EntitySettings>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl System {
+    /// Opens storage and starts every actor and background task.
+    pub async fn start(config: SystemConfig) -> anyhow::Result<Self> {
+        let store = Store::open(&config.database_url, config.durability).await.context("opening the database")?;
+        let payment_gateway: Arc<dyn PaymentGateway> = Arc::new(SimulatedGateway::new(store.clone()));
+        let settings = Arc::new(config.entities.clone());
+        let ctx = Ctx { store: store.clone(), gateway: payment_gateway, settings: settings.clone() };
+        let regions = Regions {
+            users: RegionRef::spawn(ctx.clone()).await?,
+            products: RegionRef::spawn(ctx.clone()).await?,
+            orders: RegionRef::spawn(ctx.clone()).await?,
+            payments: RegionRef::spawn(ctx.clone()).await?,
+            rooms: RegionRef::spawn(ctx.clone()).await?,
+        };
+        let (gateway, _) = Actor::spawn(None, ChatGateway, ()).await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (live, live_rx) = broadcast::channel::<Arc<Envelope>>(65_536);
+        let appended = Arc::new(Notify::new());
+        // A charge waits for the gateway; the saga must wait a little longer than that.
+        let charge_timeout = settings.gateway_timeout + settings.call_timeout;
+        let tasks = vec![
+            chat_gateway::forward(live_rx, gateway.clone()),
+            relay::spawn(store.clone(), config.relay_batch, appended.clone(), live, shutdown_rx.clone()),
+            saga::spawn(store.clone(), regions.clone(), appended, charge_timeout, shutdown_rx.clone()),
+            housekeeping(store.clone(), config.idempotency_retention, shutdown_rx),
+        ];
+        info!(database = %redact(&config.database_url), "actor system started");
+        Ok(Self { store, regions, gateway, settings, shutdown, tasks })
+    }
+
+    /// Stops the background tasks (draining the outbox first), the actors and storage.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                warn!("a background task did not stop in time");
+            }
+        }
+        self.regions.users.stop();
+        self.regions.products.stop();
+        self.regions.orders.stop();
+        self.regions.payments.stop();
+        self.regions.rooms.stop();
+        self.gateway.stop(None);
+        self.store.close().await;
+    }
+}
+
+/// Hides credentials in a database URL before it is logged.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn housekeeping(store: Store, retention: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let cutoff =
+                chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(1));
+            match store::expire_idempotency(&store, cutoff).await {
+                Ok(0) => {}
+                Ok(n) => info!(expired = n, "idempotency keys expired"),
+                Err(e) => warn!(reason = %e, "idempotency expiry failed"),
+            }
+            if let Ok(backlog) = store::log::outbox_backlog(&store).await {
+                metrics::gauge!("bazaar_outbox_backlog").set(backlog as f64);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn database_passwords_never_reach_the_log() {
+        assert_eq!(redact("postgres://bazaar:secret@db:5432/bazaar"), "postgres://***@db:5432/bazaar");
+        assert_eq!(redact("sqlite://./data/bazaar.db"), "sqlite://./data/bazaar.db");
+    }
+}

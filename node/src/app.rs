@@ -1,0 +1,50 @@
+//! What every request handler shares.
+
+use crate::config::Settings;
+use crate::rate_limit::LoginLimiter;
+use crate::tokens::TokenService;
+use bazaar_actors::chat_gateway::GatewayMsg;
+use bazaar_actors::saga::Regions;
+use bazaar_actors::store::Store;
+use bazaar_protocol::UserId;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::ActorRef;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The node's shared state, behind an `Arc` in every filter.
+pub struct App {
+    pub settings: Settings,
+    pub regions: Regions,
+    pub store: Store,
+    pub gateway: ActorRef<GatewayMsg>,
+    pub tokens: TokenService,
+    pub logins: LoginLimiter,
+    /// Open WebSockets per user, for the per-user connection limit.
+    pub sockets: Mutex<HashMap<UserId, usize>>,
+    pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Counts a new socket for `user`; false when the user is at the limit.
+    pub fn open_socket(&self, user: &UserId) -> bool {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let count = sockets.entry(user.clone()).or_insert(0);
+        if *count >= self.settings.ws_max_connections_per_user {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Forgets a closed socket of `user`.
+    pub fn close_socket(&self, user: &UserId) {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = sockets.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                sockets.remove(user);
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Configuration: built-in defaults, then the `[settings]` table of `cluster.toml`, then
+//! `BAZAAR_*` environment variables, then command-line flags.
+
+use anyhow::{bail, Context};
+use bazaar_actors::store::Durability;
+use clap::{Parser, Subcommand};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// bazaar: a marketplace backend (accounts, catalog, orders, payments, chat) as an actor system.
+#[derive(Debug, Parser)]
+#[command(name = "bazaar", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; `serve` when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs one node: the HTTP/WebSocket front end and its actors.
+    Serve(ServeArgs),
+}
+
+/// Flags of `bazaar serve`; each overrides the file and the environment.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// A cluster.toml to read `[settings]` (and the `[[nodes]]` entry of --node) from.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's name; with --config, its `[[nodes]]` entry supplies http_addr.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Where to listen for HTTP and WebSocket traffic (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Where the SQLite database and the generated development secret live.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Every setting of a node. Field names are the `cluster.toml` keys; `BAZAAR_<KEY>` overrides.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub node_name: String,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Empty: `sqlite://{data_dir}/bazaar.db`.
+    pub database_url: String,
+    /// `full` or `normal`.
+    pub sqlite_synchronous: String,
+    /// Unset: a development secret generated into the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub login_attempts_per_minute: u32,
+    pub body_limit_bytes: u64,
+    pub default_currency: String,
+    pub ws_max_frame_bytes: usize,
+    pub ws_messages_per_second: u32,
+    pub ws_burst: u32,
+    pub ws_max_connections_per_user: usize,
+    pub ws_send_queue: usize,
+    pub gateway: String,
+    pub gateway_timeout_ms: u64,
+    pub call_timeout_ms: u64,
+    pub passivate_after_secs: u64,
+    pub idempotency_retention_hours: u64,
+    pub relay_batch: u32,
+}
+
+impl std::fmt::Debug for Settings {
+    // The JWT secret must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("node_name", &self.node_name)
+            .field("http_addr", &self.http_addr)
+            .field("data_dir", &self.data_dir)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_name: "node1".into(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: String::new(),
+            sqlite_synchronous: "full".into(),
+            jwt_secret: None,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 14 * 24 * 3600,
+            login_attempts_per_minute: 10,
+            body_limit_bytes: 64 * 1024,
+            default_currency: "KRW".into(),
+            ws_max_frame_bytes: 64 * 1024,
+            ws_messages_per_second: 20,
+            ws_burst: 40,
+            ws_max_connections_per_user: 16,
+            ws_send_queue: 256,
+            gateway: "simulated".into(),
+            gateway_timeout_ms: 5000,
+            call_timeout_ms: 5000,
+            passivate_after_secs: 120,
+            idempotency_retention_hours: 24,
+            relay_batch: 500,
+        }
+    }
+}
+
+/// One `[[nodes]]` entry of cluster.toml.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub http_addr: SocketAddr,
+    #[allow(dead_code)]
+    pub cluster_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ClusterFile {
+    #[serde(default)]
+    nodes: Vec<NodeEntry>,
+}
+
+impl Settings {
+    /// Reads the settings for `args`: defaults < file < environment < flags.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let mut entry = None;
+        if let Some(path) = &args.config {
+            let file = Figment::from(Toml::file_exact(path));
+            figment = figment.merge(file.clone().focus("settings"));
+            let cluster: ClusterFile =
+                file.extract().with_context(|| format!("reading the [[nodes]] of {}", path.display()))?;
+            if let Some(name) = &args.node {
+                let found = cluster.nodes.into_iter().find(|n| &n.name == name);
+                entry = Some(found.with_context(|| format!("no [[nodes]] entry named {name} in {}", path.display()))?);
+            }
+        }
+        if let Some(entry) = &entry {
+            figment = figment.merge(Serialized::default("node_name", &entry.name));
+            figment = figment.merge(Serialized::default("http_addr", entry.http_addr));
+        }
+        figment = figment.merge(Env::prefixed("BAZAAR_").ignore(&["CLUSTER_COOKIE"]));
+        if let Some(node) = &args.node {
+            figment = figment.merge(Serialized::default("node_name", node));
+        }
+        if let Some(addr) = args.http_addr {
+            figment = figment.merge(Serialized::default("http_addr", addr));
+        }
+        if let Some(dir) = &args.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        let settings: Settings = figment.extract().context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.gateway != "simulated" {
+            bail!("gateway: only \"simulated\" is built in, got {:?}", self.gateway);
+        }
+        self.durability()?;
+        bazaar_protocol::values::parse_currency(&self.default_currency)
+            .map_err(|e| anyhow::anyhow!("default_currency: {}", e.reason))?;
+        if self.ws_burst == 0 || self.ws_messages_per_second == 0 || self.ws_send_queue == 0 {
+            bail!("ws_burst, ws_messages_per_second and ws_send_queue must be at least 1");
+        }
+        if self.login_attempts_per_minute == 0 || self.body_limit_bytes == 0 || self.ws_max_frame_bytes == 0 {
+            bail!("login_attempts_per_minute, body_limit_bytes and ws_max_frame_bytes must be at least 1");
+        }
+        if self.idempotency_retention_hours < 24 {
+            bail!("idempotency_retention_hours: the API promises at least 24");
+        }
+        if matches!(&self.jwt_secret, Some(s) if s.len() < 32) {
+            bail!("jwt_secret: must be at least 32 characters");
+        }
+        Ok(())
+    }
+
+    /// The SQLite durability setting.
+    pub fn durability(&self) -> anyhow::Result<Durability> {
+        match self.sqlite_synchronous.as_str() {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            other => bail!("sqlite_synchronous: \"full\" or \"normal\", got {other:?}"),
+        }
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("bazaar.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+
+    /// The JWT secret: configured, or the development secret of the data directory (created on
+    /// first start with owner-only permissions).
+    pub fn jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
+        if let Some(secret) = &self.jwt_secret {
+            return Ok(secret.as_bytes().to_vec());
+        }
+        dev_secret(&self.data_dir.join("jwt_secret"))
+    }
+}
+
+fn dev_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim();
+        if existing.len() >= 32 {
+            return Ok(existing.as_bytes().to_vec());
+        }
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    Ok(secret.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(
+            &path,
+            "[settings]\nws_burst = 7\n[[nodes]]\nname = \"n2\"\nhttp_addr = \"127.0.0.1:9999\"\ncluster_addr = \"127.0.0.1:9998\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path), node: Some("n2".into()), ..Default::default() };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!(settings.ws_burst, 7);
+        assert_eq!(settings.node_name, "n2");
+        assert_eq!(settings.http_addr.port(), 9999);
+
+        let args = ServeArgs { http_addr: Some("127.0.0.1:0".parse().unwrap()), ..args };
+        assert_eq!(Settings::load(&args).unwrap().http_addr.port(), 0);
+    }
+
+    #[test]
+    fn the_repository_cluster_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster.toml");
+        let args = ServeArgs { config: Some(path), node: Some("node2".into()), ..Default::default() };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!(settings.node_name, "node2");
+    }
+
+    #[test]
+    fn the_dev_secret_is_stable_and_the_debug_form_hides_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dev_secret(&dir.path().join("s")).unwrap();
+        assert_eq!(first, dev_secret(&dir.path().join("s")).unwrap());
+        let settings = Settings { jwt_secret: Some("x".repeat(40)), ..Settings::default() };
+        assert!(!format!("{settings:?}").contains("xxxx"));
+    }
+}

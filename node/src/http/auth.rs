@@ -1,0 +1,184 @@
+//! `/auth`: signup, login, refresh, logout, the caller's profile and user lookup.
+
+use super::{caller, json, json_body, render, settle, ApiError, ApiResult};
+use crate::app::App;
+use crate::tokens::{self, Caller};
+use bazaar_actors::store::{tokens as token_store, users};
+use bazaar_actors::user::{NewUser, UserError, UserMsg};
+use bazaar_protocol::auth::{LoginRequest, RefreshRequest, SignupRequest, TokenPair, UserView};
+use bazaar_protocol::values::{parse_name, Email, Password, Role};
+use bazaar_protocol::{ErrorCode, UserId};
+use chrono::Utc;
+use std::sync::Arc;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::NotFound => ApiError::not_found("user"),
+            UserError::EmailTaken => ApiError::new(ErrorCode::EmailTaken, "the e-mail address is already registered"),
+            UserError::Unavailable => ApiError::unavailable(),
+        }
+    }
+}
+
+pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let limit = app.settings.body_limit_bytes;
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let signup = warp::path!("auth" / "signup")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(json_body::<SignupRequest>(limit))
+        .and_then(|app, body| async move { render(signup(app, body).await) });
+    let login = warp::path!("auth" / "login")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(json_body::<LoginRequest>(limit))
+        .and_then(|app, body| async move { render(login(app, body).await) });
+    let refresh = warp::path!("auth" / "refresh")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(json_body::<RefreshRequest>(limit))
+        .and_then(|app, body| async move { render(refresh(app, body).await) });
+    let logout = warp::path!("auth" / "logout")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(caller(app.clone()))
+        .and(json_body::<RefreshRequest>(limit))
+        .and_then(|app, who, body| async move { render(logout(app, who, body).await) });
+    let me = warp::path!("auth" / "me")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(caller(app.clone()))
+        .and_then(|app, who| async move { render(me(app, who).await) });
+    let user = warp::path!("auth" / "user" / String)
+        .and(warp::get())
+        .and(with_app)
+        .and(caller(app))
+        .and_then(|id, app, who| async move { render(lookup(app, who, id).await) });
+    signup.or(login).unify().or(refresh).unify().or(logout).unify().or(me).unify().or(user).unify().boxed()
+}
+
+async fn signup(app: Arc<App>, body: SignupRequest) -> ApiResult {
+    let email = Email::parse(&body.email)?;
+    let password = Password::parse(&body.password)?;
+    let role = Role::parse(&body.role)?;
+    let name = match &body.name {
+        Some(name) => parse_name("name", name, 100)?,
+        None => email.as_str().split('@').next().unwrap_or_default().to_owned(),
+    };
+    let password_hash = tokio::task::spawn_blocking(move || tokens::hash_password(password.expose()))
+        .await
+        .map_err(|_| ApiError::unavailable())?
+        .map_err(|_| ApiError::unavailable())?;
+    let new = NewUser { email, password_hash, role, name };
+    let id = UserId::generate();
+    let view = settle(app.regions.users.ask(id.as_str(), |reply| UserMsg::Register(new, reply)).await)?;
+    Ok(json(StatusCode::CREATED, &view))
+}
+
+async fn issue_pair(app: &App, user: &UserId, role: Role, refresh_token: String) -> TokenPair {
+    TokenPair { access_token: app.tokens.issue(user, role), refresh_token, expires_in: app.tokens.access_ttl.as_secs() }
+}
+
+async fn login(app: Arc<App>, body: LoginRequest) -> ApiResult {
+    let bad_credentials = || ApiError::new(ErrorCode::Unauthorized, "wrong e-mail or password");
+    // Unparseable e-mails are counted too, under their raw spelling, so they cannot dodge the limit.
+    let email = Email::parse(&body.email).map(|e| e.as_str().to_owned()).unwrap_or_else(|_| body.email.clone());
+    if let Err(wait) = app.logins.attempt(&email) {
+        metrics::counter!("bazaar_rate_limited_total", "limit" => "login").increment(1);
+        return Err(ApiError::new(ErrorCode::RateLimited, "too many login attempts, retry later")
+            .with_retry_after(wait.as_secs() + 1));
+    }
+    let user = users::find_by_email(&app.store, &email).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let password = body.password;
+    let verified = tokio::task::spawn_blocking(move || tokens::verify_password(&password, stored.as_deref()))
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    let user = match user {
+        Some(user) if verified => user,
+        _ => return Err(bad_credentials()),
+    };
+    let refresh_token = tokens::new_refresh_token();
+    let now = Utc::now();
+    token_store::start_family(
+        &app.store,
+        &uuid::Uuid::now_v7().to_string(),
+        user.view.id.as_str(),
+        &tokens::refresh_token_hash(&refresh_token),
+        now + app.tokens.refresh_ttl,
+        now,
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, refresh_token).await))
+}
+
+async fn refresh(app: Arc<App>, body: RefreshRequest) -> ApiResult {
+    let next = tokens::new_refresh_token();
+    let now = Utc::now();
+    let rotation = token_store::rotate(
+        &app.store,
+        &tokens::refresh_token_hash(&body.refresh_token),
+        &tokens::refresh_token_hash(&next),
+        now + app.tokens.refresh_ttl,
+        now,
+    )
+    .await?;
+    match rotation {
+        token_store::Rotation::Rotated { user_id, .. } => {
+            let user = users::load(&app.store, &user_id).await?.ok_or_else(ApiError::unauthorized)?;
+            Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, next).await))
+        }
+        token_store::Rotation::Reused => {
+            Err(ApiError::new(ErrorCode::Unauthorized, "refresh token reused; every session of it is revoked"))
+        }
+        token_store::Rotation::Invalid => {
+            Err(ApiError::new(ErrorCode::Unauthorized, "refresh token unknown, expired or revoked"))
+        }
+    }
+}
+
+async fn logout(app: Arc<App>, who: Caller, body: RefreshRequest) -> ApiResult {
+    let hash = tokens::refresh_token_hash(&body.refresh_token);
+    if !token_store::revoke_family_of(&app.store, &hash, who.id.as_str()).await? {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "refresh token unknown"));
+    }
+    Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+}
+
+use warp::Reply;
+
+async fn profile(app: &App, id: &UserId) -> Result<UserView, ApiError> {
+    settle(app.regions.users.ask(id.as_str(), UserMsg::Get).await)
+}
+
+async fn me(app: Arc<App>, who: Caller) -> ApiResult {
+    // A valid token for a user that no longer exists is as good as no token.
+    let view = profile(&app, &who.id).await.map_err(|e| match e.code {
+        ErrorCode::NotFound => ApiError::unauthorized(),
+        _ => e,
+    })?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+async fn lookup(app: Arc<App>, who: Caller, id: String) -> ApiResult {
+    let target = profile(&app, &UserId::from(id)).await?;
+    let visible = match target.role {
+        Role::Seller => true,
+        Role::Buyer if target.id == who.id => true,
+        Role::Buyer => {
+            who.role == Role::Seller && users::has_paid_order(&app.store, target.id.as_str(), who.id.as_str()).await?
+        }
+    };
+    if !visible {
+        return Err(ApiError::forbidden("a buyer's profile is visible only to sellers they have paid"));
+    }
+    Ok(json(StatusCode::OK, &target))
+}

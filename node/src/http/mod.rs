@@ -1,0 +1,356 @@
+//! The HTTP front end: one module per resource, each returning a warp filter; this module holds
+//! what they share — the API error type, JSON bodies with a size limit, the bearer-token filter,
+//! idempotency keys — and the one `recover` that turns every rejection into the API's JSON error.
+
+pub mod auth;
+pub mod catalog;
+pub mod chat;
+pub mod operations;
+pub mod orders;
+pub mod payments;
+pub mod ws;
+
+use crate::app::App;
+use crate::tokens::Caller;
+use bazaar_actors::entity::CallError;
+use bazaar_actors::store::{IdempotencyKey, StoreError};
+use bazaar_protocol::error::ErrorBody;
+use bazaar_protocol::values::Invalid;
+use bazaar_protocol::ErrorCode;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tracing::warn;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Buf, Filter, Rejection, Reply};
+
+/// An error answer of the API: a code (which fixes the status) and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(ErrorCode::Unauthorized, "missing, malformed, expired or forged token")
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn unavailable() -> Self {
+        Self { retry_after: Some(1), ..Self::new(ErrorCode::Unavailable, "temporarily unavailable, retry shortly") }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    /// The JSON response for this error.
+    pub fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&ErrorBody::new(self.code, self.message)), status)
+                .into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        Self::new(ErrorCode::Invalid, invalid.to_string())
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> Self {
+        warn!(reason = %error, "entity call failed");
+        Self::unavailable()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        warn!(reason = %error, "storage failed");
+        Self::unavailable()
+    }
+}
+
+/// A handler's outcome.
+pub type ApiResult = Result<Response, ApiError>;
+
+/// Renders a handler's outcome; errors become JSON responses here, not rejections, so a refused
+/// request never falls through to other routes.
+pub fn render(result: ApiResult) -> Result<Response, Rejection> {
+    Ok(result.unwrap_or_else(ApiError::into_response))
+}
+
+/// A JSON body with a status.
+pub fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// Lets handlers write `answer?` for an entity reply that may fail twice (the call, the command).
+pub fn settle<T, E: Into<ApiError>>(answer: Result<Result<T, E>, CallError>) -> Result<T, ApiError> {
+    answer.map_err(ApiError::from)?.map_err(Into::into)
+}
+
+fn reject(error: ApiError) -> Rejection {
+    warp::reject::custom(error)
+}
+
+/// Reads the body (at most `limit` bytes, whatever Content-Length claims) and parses it as `T`;
+/// the 400 names the field that was missing or of the wrong type.
+pub fn json_body<T: DeserializeOwned + Send + 'static>(limit: u64) -> BoxedFilter<(T,)> {
+    warp::body::stream()
+        .and_then(move |body| async move {
+            read_limited(body, limit).await.and_then(|b| parse_json::<T>(&b)).map_err(reject)
+        })
+        .boxed()
+}
+
+async fn read_limited<S, B>(body: S, limit: u64) -> Result<Vec<u8>, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = Box::pin(body);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        if bytes.len() + chunk.remaining() > limit as usize {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the request body is larger than {limit} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(chunk.chunk());
+    }
+    Ok(bytes)
+}
+
+/// Parses JSON into `T`, naming the offending field in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::bad_request(format!("malformed JSON: {inner}"))
+            }
+            _ if path == "." => ApiError::bad_request(format!("{inner}")),
+            _ => ApiError::bad_request(format!("{path}: {inner}")),
+        }
+    })?;
+    deserializer.end().map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// The authenticated caller, from `Authorization: Bearer <jwt>`; 401 otherwise.
+pub fn caller(app: Arc<App>) -> BoxedFilter<(Caller,)> {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let app = app.clone();
+            async move {
+                header
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+                    .and_then(|token| app.tokens.verify(token.trim()))
+                    .ok_or_else(|| reject(ApiError::unauthorized()))
+            }
+        })
+        .boxed()
+}
+
+/// The raw `Idempotency-Key` header, required.
+pub fn idempotency_key() -> BoxedFilter<(String,)> {
+    warp::header::optional::<String>("idempotency-key")
+        .and_then(|key: Option<String>| async move {
+            match key {
+                Some(key) if !key.trim().is_empty() && key.len() <= 200 => Ok(key),
+                Some(_) => Err(reject(ApiError::bad_request("Idempotency-Key: must be 1 to 200 characters"))),
+                None => Err(reject(ApiError::bad_request("the Idempotency-Key header is required"))),
+            }
+        })
+        .boxed()
+}
+
+/// Scopes an idempotency key to its caller and fingerprints the request it came with (the
+/// route is part of the fingerprint: one key cannot both order and pay).
+pub fn idempotency(caller: &Caller, key: String, route: &str, body: &impl Serialize) -> IdempotencyKey {
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update([0]);
+    hasher.update(&canonical);
+    IdempotencyKey { user_id: caller.id.0.clone(), key, request_hash: hex::encode(hasher.finalize()) }
+}
+
+/// The query string as a map (empty when absent).
+pub fn query() -> BoxedFilter<(HashMap<String, String>,)> {
+    warp::query::<HashMap<String, String>>().boxed()
+}
+
+/// Reads `limit` from a query: default when absent, clamped to `max`; 400 when not a number.
+pub fn limit_param(query: &HashMap<String, String>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match query.get("limit") {
+        None => Ok(default),
+        Some(raw) => {
+            let n: i64 = raw.parse().map_err(|_| ApiError::bad_request("limit: must be a whole number"))?;
+            Ok(n.clamp(1, i64::from(max)) as u32)
+        }
+    }
+}
+
+/// Every route of the API, with JSON errors and request metrics.
+pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    auth::routes(app.clone())
+        .or(catalog::routes(app.clone()))
+        .unify()
+        .or(orders::routes(app.clone()))
+        .unify()
+        .or(payments::routes(app.clone()))
+        .unify()
+        .or(chat::routes(app.clone()))
+        .unify()
+        .or(ws::routes(app.clone()))
+        .unify()
+        .or(operations::routes(app))
+        .unify()
+        .recover(recover)
+        .unify()
+        .with(warp::log::custom(record_request))
+}
+
+/// Turns every rejection into the API's JSON error body.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if let Some(api) = rejection.find::<ApiError>() {
+        ApiError { code: api.code, message: api.message.clone(), retry_after: api.retry_after }
+    } else if rejection.is_not_found() {
+        ApiError::new(ErrorCode::NotFound, "no such route")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+    } else if let Some(header) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::bad_request(format!("header {}: not valid", header.name()))
+    } else if let Some(header) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::bad_request(format!("header {} is required", header.name()))
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        ApiError::bad_request("the query string is malformed")
+    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::new(ErrorCode::UnsupportedMediaType, "unsupported content type")
+    } else {
+        // Whatever else warp refuses with (a bad upgrade, a length error) is the client's doing.
+        ApiError::bad_request("the request could not be handled")
+    };
+    Ok(error.into_response())
+}
+
+/// The route template of a path, so metrics have few labels (ids are replaced by `{id}`).
+fn route_label(path: &str) -> String {
+    let mut label = String::new();
+    for (index, segment) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
+        let fixed = matches!(
+            segment,
+            "auth"
+                | "signup"
+                | "login"
+                | "refresh"
+                | "logout"
+                | "me"
+                | "user"
+                | "products"
+                | "orders"
+                | "cancel"
+                | "payments"
+                | "refund"
+                | "chat"
+                | "rooms"
+                | "messages"
+                | "ws"
+                | "healthz"
+                | "readyz"
+                | "metrics"
+                | "cluster"
+        );
+        if index > 5 {
+            return "other".into();
+        }
+        label.push('/');
+        label.push_str(if fixed { segment } else { "{id}" });
+    }
+    if label.is_empty() {
+        "/".into()
+    } else {
+        label
+    }
+}
+
+fn record_request(info: warp::log::Info<'_>) {
+    let route = route_label(info.path());
+    let status = info.status().as_u16().to_string();
+    let method = info.method().to_string();
+    metrics::counter!("bazaar_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("bazaar_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(info.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_do_not_become_metric_labels() {
+        assert_eq!(route_label("/orders/0193abc/cancel"), "/orders/{id}/cancel");
+        assert_eq!(route_label("/chat/rooms/r1/messages"), "/chat/rooms/{id}/messages");
+        assert_eq!(route_label("/"), "/");
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Body {
+            #[allow(dead_code)]
+            price: i64,
+        }
+        let wrong = parse_json::<Body>(br#"{"price":"x"}"#).unwrap_err();
+        assert!(wrong.message.contains("price"), "{}", wrong.message);
+        let missing = parse_json::<Body>(b"{}").unwrap_err();
+        assert!(missing.message.contains("price"), "{}", missing.message);
+        assert!(parse_json::<Body>(b"{\"price\":1} x").is_err());
+    }
+}

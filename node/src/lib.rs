@@ -1,0 +1,96 @@
+//! The `bazaar` node: configuration ([`config`]), credentials ([`tokens`], [`rate_limit`]), the
+//! warp front end ([`http`], one module per resource plus the WebSocket in [`http::ws`]) and
+//! startup ([`Node`]). A request enters a route in [`http`], is checked into domain values, and
+//! becomes a message to an entity's region in `bazaar_actors`; the reply (or its error, mapped in
+//! one place per error enum) goes back as JSON.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod rate_limit;
+pub mod tokens;
+
+use anyhow::Context;
+use app::App;
+use bazaar_actors::entity::EntitySettings;
+use bazaar_actors::system::{System, SystemConfig};
+use config::Settings;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::info;
+
+/// A node that is bound and ready to serve.
+pub struct Node {
+    app: Arc<App>,
+    system: System,
+    listener: tokio::net::TcpListener,
+}
+
+fn metrics_handle() -> PrometheusHandle {
+    const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let builder = || PrometheusBuilder::new().set_buckets(SECONDS).expect("the bucket list is not empty");
+    match builder().install_recorder() {
+        Ok(handle) => handle,
+        // Another node in this process (tests) installed the global recorder first.
+        Err(_) => builder().build_recorder().handle(),
+    }
+}
+
+impl Node {
+    /// Opens storage, starts the actors and binds the HTTP listener (port 0 allowed).
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+        let secret = settings.jwt_secret()?;
+        let system = System::start(SystemConfig {
+            database_url: settings.database_url(),
+            durability: settings.durability()?,
+            entities: EntitySettings {
+                gateway_timeout: Duration::from_millis(settings.gateway_timeout_ms),
+                call_timeout: settings.call_timeout(),
+                passivate_after: Duration::from_secs(settings.passivate_after_secs.max(1)),
+            },
+            relay_batch: settings.relay_batch.max(1),
+            idempotency_retention: Duration::from_secs(settings.idempotency_retention_hours * 3600),
+        })
+        .await?;
+        let listener = tokio::net::TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.http_addr))?;
+        settings.http_addr = listener.local_addr()?;
+        let app = Arc::new(App {
+            tokens: tokens::TokenService::new(
+                &secret,
+                Duration::from_secs(settings.access_token_ttl_secs),
+                Duration::from_secs(settings.refresh_token_ttl_secs),
+            ),
+            logins: rate_limit::LoginLimiter::new(settings.login_attempts_per_minute),
+            regions: system.regions.clone(),
+            store: system.store.clone(),
+            gateway: system.gateway.clone(),
+            sockets: Mutex::new(HashMap::new()),
+            metrics: metrics_handle(),
+            settings,
+        });
+        Ok(Self { app, system, listener })
+    }
+
+    /// Where the HTTP front end listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.app.settings.http_addr
+    }
+
+    /// Serves until `shutdown` resolves, then drains requests and stops the actors.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Node { app, system, listener } = self;
+        info!(node = %app.settings.node_name, http = %app.settings.http_addr, "serving");
+        warp::serve(http::routes(app)).incoming(listener).graceful(shutdown).run().await;
+        info!("shutting down");
+        system.stop().await;
+        Ok(())
+    }
+}

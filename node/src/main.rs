@@ -1,0 +1,40 @@
+use bazaar_node::config::{Cli, Command, ServeArgs, Settings};
+use bazaar_node::Node;
+use clap::Parser;
+use std::io::Write;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BAZAAR_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => ServeArgs::default(),
+    };
+    let settings = Settings::load(&args)?;
+    let node = Node::build(settings.clone()).await?;
+    // Scripts and tests wait for this line (and read the bound port from it).
+    println!("bazaar ready node={} http={}", settings.node_name, node.http_addr());
+    std::io::stdout().flush()?;
+    node.run_until(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,113 @@
+//! Stable error codes and the JSON error body every failed request carries.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code; each maps to exactly one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    EmailTaken,
+    IdempotencyMismatch,
+    OutOfStock,
+    OrderNotCancellable,
+    OrderNotPayable,
+    PaymentNotRefundable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Invalid,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with this code.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Conflict
+            | ErrorCode::EmailTaken
+            | ErrorCode::IdempotencyMismatch
+            | ErrorCode::OutOfStock
+            | ErrorCode::OrderNotCancellable
+            | ErrorCode::OrderNotPayable
+            | ErrorCode::PaymentNotRefundable => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::Invalid => 422,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::EmailTaken => "email_taken",
+            ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
+            ErrorCode::OutOfStock => "out_of_stock",
+            ErrorCode::OrderNotCancellable => "order_not_cancellable",
+            ErrorCode::OrderNotPayable => "order_not_payable",
+            ErrorCode::PaymentNotRefundable => "payment_not_refundable",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The body of every error response: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The code and the human-readable explanation.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for machines (`code`) and people (`message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A sentence for people; never internals.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// Builds the body for a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code, message: message.into() } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_name_matches_serde() {
+        for code in [ErrorCode::OutOfStock, ErrorCode::BadRequest, ErrorCode::PaymentNotRefundable] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

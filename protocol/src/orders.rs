@@ -1,0 +1,117 @@
+//! Orders: the placing body, the order view, and the status machine the API allows.
+
+use crate::ids::{OrderId, PaymentId, ProductId, UserId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// `POST /orders`: raw fields, validated by the front end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrderRequest {
+    /// What to buy.
+    pub product_id: String,
+    /// How many units, at least 1.
+    pub quantity: i64,
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Ordered,
+    PaymentPending,
+    Paid,
+    Refunded,
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// Every status, for listings and tests.
+    pub const ALL: [OrderStatus; 5] = [
+        OrderStatus::Ordered,
+        OrderStatus::PaymentPending,
+        OrderStatus::Paid,
+        OrderStatus::Refunded,
+        OrderStatus::Cancelled,
+    ];
+
+    /// Whether the API allows going from `self` to `next`:
+    /// ORDERED → PAYMENT_PENDING → PAID → REFUNDED, and CANCELLED from ORDERED or PAYMENT_PENDING.
+    pub fn may_become(self, next: OrderStatus) -> bool {
+        use OrderStatus::*;
+        matches!(
+            (self, next),
+            (Ordered, PaymentPending)
+                | (Ordered, Cancelled)
+                | (PaymentPending, Paid)
+                | (PaymentPending, Cancelled)
+                | (Paid, Refunded)
+        )
+    }
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Ordered => "ORDERED",
+            OrderStatus::PaymentPending => "PAYMENT_PENDING",
+            OrderStatus::Paid => "PAID",
+            OrderStatus::Refunded => "REFUNDED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// An order as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    /// The order's id.
+    pub id: OrderId,
+    /// Who ordered.
+    pub buyer_id: UserId,
+    /// Who sells.
+    pub seller_id: UserId,
+    /// What was ordered.
+    pub product_id: ProductId,
+    /// How many units.
+    pub quantity: u32,
+    /// Price × quantity at the time of ordering.
+    pub amount: i64,
+    /// The amount's currency.
+    pub currency: String,
+    /// Where the order is.
+    pub status: OrderStatus,
+    /// When it was placed.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The payment that is paying (or paid) for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<PaymentId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_leaves_a_final_status() {
+        for next in OrderStatus::ALL {
+            assert!(!OrderStatus::Cancelled.may_become(next));
+            assert!(!OrderStatus::Refunded.may_become(next));
+        }
+    }
+
+    #[test]
+    fn wire_names_parse_back() {
+        for status in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{}\"", status.as_str()));
+        }
+    }
+}
