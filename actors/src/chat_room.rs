@@ -161,6 +161,10 @@ impl Entity for RoomState {
         }
     }
 
+    fn exists(&self) -> bool {
+        self.record.is_some()
+    }
+
     fn refuse(msg: RoomMsg) {
         match msg {
             RoomMsg::Open { reply, .. } => {

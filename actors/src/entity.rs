@@ -50,6 +50,10 @@ pub trait Entity: Sized + Send + Sync + 'static {
 
     /// Answers a message with "unavailable" when the entity could not be loaded.
     fn refuse(msg: Self::Msg);
+
+    /// Whether the entity exists in storage. One that does not (a lookup of an unknown id) is
+    /// evicted right after its message, so probing random ids cannot pile up idle actors.
+    fn exists(&self) -> bool;
 }
 
 /// The mailbox of one live entity.
@@ -67,24 +71,25 @@ pub enum EntityMsg<M> {
 pub struct EntityActor<E>(PhantomData<fn() -> E>);
 
 /// The entity actor's state: its id, and the entity once loaded.
-pub struct EntityState<E> {
+pub struct EntityState<E: Entity> {
     id: String,
     ctx: Ctx,
+    region: ActorRef<RegionMsg<E::Msg>>,
     entity: Option<E>,
 }
 
 impl<E: Entity> Actor for EntityActor<E> {
     type Msg = EntityMsg<E::Msg>;
     type State = EntityState<E>;
-    type Arguments = (String, Ctx);
+    type Arguments = (String, Ctx, ActorRef<RegionMsg<E::Msg>>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (id, ctx): (String, Ctx),
+        (id, ctx, region): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         // Loading waits for the first message so that spawning never blocks the region.
-        Ok(EntityState { id, ctx, entity: None })
+        Ok(EntityState { id, ctx, region, entity: None })
     }
 
     async fn handle(
@@ -112,6 +117,9 @@ impl<E: Entity> Actor for EntityActor<E> {
         }
         if let Some(entity) = state.entity.as_mut() {
             entity.handle(command, &state.ctx, &myself).await;
+            if !entity.exists() {
+                let _ = state.region.send_message(RegionMsg::Evict(state.id.clone(), myself.get_id()));
+            }
         }
         Ok(())
     }
@@ -123,6 +131,8 @@ pub enum RegionMsg<M> {
     Deliver(String, M),
     /// Passivate the entities idle for longer than the limit.
     Sweep,
+    /// Passivate this entity now if it is still this actor (it does not exist in storage).
+    Evict(String, ActorId),
     /// Reply with the number of live entities.
     Live(RpcReplyPort<usize>),
 }
@@ -151,6 +161,16 @@ impl<E: Entity> RegionState<E> {
         Some(id)
     }
 
+    fn passivate(&mut self, id: &str) {
+        if let Some(slot) = self.entities.remove(id) {
+            self.by_actor.remove(&slot.actor.get_id());
+            // A message, not `stop()`: it queues behind what the entity still has to do, and
+            // whatever arrives later goes to a fresh activation.
+            let _ = slot.actor.send_message(EntityMsg::Passivate);
+            metrics::counter!("bazaar_entity_passivations_total", "kind" => E::KIND).increment(1);
+        }
+    }
+
     fn report(&self) {
         metrics::gauge!("bazaar_entities_live", "kind" => E::KIND).set(self.entities.len() as f64);
     }
@@ -163,7 +183,7 @@ impl<E: Entity> RegionState<E> {
         let (actor, _) = Actor::spawn_linked(
             None,
             EntityActor::<E>(PhantomData),
-            (id.to_owned(), self.ctx.clone()),
+            (id.to_owned(), self.ctx.clone(), myself.clone()),
             myself.get_cell(),
         )
         .await?;
@@ -220,14 +240,15 @@ impl<E: Entity> Actor for Region<E> {
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in idle {
-                    if let Some(slot) = state.entities.remove(&id) {
-                        state.by_actor.remove(&slot.actor.get_id());
-                        // A message, not `stop()`: it queues behind what the entity still has to do.
-                        let _ = slot.actor.send_message(EntityMsg::Passivate);
-                        metrics::counter!("bazaar_entity_passivations_total", "kind" => E::KIND).increment(1);
-                    }
+                    state.passivate(&id);
                 }
                 state.report();
+            }
+            RegionMsg::Evict(id, actor) => {
+                if state.entities.get(&id).is_some_and(|slot| slot.actor.get_id() == actor) {
+                    state.passivate(&id);
+                    state.report();
+                }
             }
             RegionMsg::Live(reply) => {
                 let _ = reply.send(state.entities.len());
@@ -357,6 +378,7 @@ mod tests {
     enum CounterMsg {
         Bump(RpcReplyPort<(u32, u32)>),
         Panic(RpcReplyPort<()>),
+        Peek(RpcReplyPort<u32>),
     }
 
     static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -377,10 +399,18 @@ mod tests {
                     let _ = reply.send((self.loads, self.count));
                 }
                 CounterMsg::Panic(_reply) => panic!("asked to"),
+                CounterMsg::Peek(reply) => {
+                    let _ = reply.send(self.count);
+                }
             }
         }
 
         fn refuse(_msg: CounterMsg) {}
+
+        // A counter "exists" once bumped, like an entity once stored.
+        fn exists(&self) -> bool {
+            self.count > 0
+        }
     }
 
     async fn ctx(passivate_after: Duration) -> (Ctx, tempfile::TempDir) {
@@ -409,6 +439,23 @@ mod tests {
         let (_, count) = region.ask("a", CounterMsg::Bump).await.unwrap();
         assert_eq!(count, 1);
         assert_eq!(region.live().await, 2);
+    }
+
+    #[tokio::test]
+    async fn looking_up_an_entity_that_does_not_exist_leaves_no_actor_behind() {
+        let (ctx, _dir) = ctx(Duration::from_secs(60)).await;
+        let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
+        region.ask("kept", CounterMsg::Bump).await.unwrap();
+        for n in 0..50 {
+            assert_eq!(region.ask(&format!("ghost-{n}"), CounterMsg::Peek).await, Ok(0));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while region.live().await > 1 {
+            assert!(Instant::now() < deadline, "ghost entities were not evicted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, count) = region.ask("kept", CounterMsg::Bump).await.unwrap();
+        assert_eq!(count, 2);
     }
 
     #[tokio::test]

@@ -273,6 +273,10 @@ impl Entity for OrderState {
         }
     }
 
+    fn exists(&self) -> bool {
+        self.order.is_some()
+    }
+
     fn refuse(msg: OrderMsg) {
         match msg {
             OrderMsg::Get { reply, .. } | OrderMsg::Cancel { reply, .. } => {

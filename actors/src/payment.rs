@@ -210,6 +210,10 @@ impl Entity for PaymentState {
         }
     }
 
+    fn exists(&self) -> bool {
+        self.record.is_some()
+    }
+
     fn refuse(msg: PaymentMsg) {
         match msg {
             PaymentMsg::Get { reply, .. } | PaymentMsg::Refund { reply, .. } => {

@@ -303,6 +303,10 @@ impl Entity for ProductState {
         }
     }
 
+    fn exists(&self) -> bool {
+        self.product.is_some()
+    }
+
     fn refuse(msg: ProductMsg) {
         match msg {
             ProductMsg::Create(_, reply) | ProductMsg::Get(reply) | ProductMsg::Update { reply, .. } => {

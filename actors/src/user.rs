@@ -104,6 +104,10 @@ impl Entity for UserState {
         }
     }
 
+    fn exists(&self) -> bool {
+        self.user.is_some()
+    }
+
     fn refuse(msg: UserMsg) {
         match msg {
             UserMsg::Register(_, reply) | UserMsg::Get(reply) => {
