@@ -10,9 +10,10 @@ use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::{RoomId, UserId};
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
 
 /// Why a room command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum RoomError {
     #[error("room not found")]
     NotFound,
@@ -25,14 +26,14 @@ pub enum RoomError {
 type Reply<T> = RpcReplyPort<Result<T, RoomError>>;
 
 /// A room and where its sequence stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomView {
     pub room: Room,
     pub last_seq: i64,
 }
 
 /// A posted message, and whether it was a resend of one posted before.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Posted {
     pub message: ChatMessage,
     pub duplicate: bool,
@@ -47,6 +48,30 @@ pub enum RoomMsg {
     /// Posts a validated text as `from`.
     Post { from: UserId, text: String, client_msg_id: String, reply: Reply<Posted> },
 }
+
+/// Opens the room of a buyer and a seller (its id derives from them); answers whether it was new.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenRoom {
+    pub buyer: UserId,
+    pub seller: UserId,
+}
+crate::request!(OpenRoom, RoomState, "room.open", Result<(Room, bool), RoomError>, |self, reply| RoomMsg::Open { buyer: self.buyer, seller: self.seller, reply });
+
+/// Reads the room for a member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRoom {
+    pub viewer: UserId,
+}
+crate::request!(GetRoom, RoomState, "room.get", Result<RoomView, RoomError>, |self, reply| RoomMsg::Get { viewer: self.viewer, reply });
+
+/// Posts a validated text as `from`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostMessage {
+    pub from: UserId,
+    pub text: String,
+    pub client_msg_id: String,
+}
+crate::request!(PostMessage, RoomState, "room.post", Result<Posted, RoomError>, |self, reply| RoomMsg::Post { from: self.from, text: self.text, client_msg_id: self.client_msg_id, reply });
 
 /// The room entity's state.
 pub struct RoomState {

@@ -56,6 +56,33 @@ pub trait Entity: Sized + Send + Sync + 'static {
     fn exists(&self) -> bool;
 }
 
+/// A request to an entity of kind `E`: plain, serialisable data (so it can travel to the node that
+/// owns the entity) that becomes the entity's message once a reply port is attached.
+pub trait Request<E: Entity>: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {
+    /// The request's name on the wire, unique within its kind.
+    const NAME: &'static str;
+    /// What the entity answers.
+    type Reply: serde::Serialize + serde::de::DeserializeOwned + Send + 'static;
+
+    /// The entity message carrying this request and the port for its reply.
+    fn into_msg(self, reply: RpcReplyPort<Self::Reply>) -> E::Msg;
+}
+
+/// Declares request types: `request!(GetOrder for OrderState => Result<Order, OrderError>, |self, reply| ...)`.
+#[macro_export]
+macro_rules! request {
+    ($request:ty, $entity:ty, $name:literal, $reply:ty, |$this:ident, $port:ident| $msg:expr) => {
+        impl $crate::entity::Request<$entity> for $request {
+            const NAME: &'static str = $name;
+            type Reply = $reply;
+
+            fn into_msg($this, $port: ractor::RpcReplyPort<$reply>) -> <$entity as $crate::entity::Entity>::Msg {
+                $msg
+            }
+        }
+    };
+}
+
 /// The mailbox of one live entity.
 pub type EntityRef<E> = ActorRef<EntityMsg<<E as Entity>::Msg>>;
 
@@ -317,27 +344,27 @@ impl<E: Entity> RegionRef<E> {
         Ok(Self { actor, timeout })
     }
 
-    /// Sends a message built around a reply port to entity `id` and awaits the reply.
+    /// Sends `request` to entity `id` and awaits the reply.
     ///
-    /// The message is sent before this returns, so messages asked in sequence reach the entity in
+    /// The message is sent before this returns, so requests asked in sequence reach the entity in
     /// that order even if their replies are awaited concurrently.
-    pub fn ask<R: Send + 'static>(
+    pub fn ask<Q: Request<E>>(
         &self,
         id: &str,
-        build: impl FnOnce(RpcReplyPort<R>) -> E::Msg,
-    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static {
-        self.ask_within(id, self.timeout, build)
+        request: Q,
+    ) -> impl Future<Output = Result<Q::Reply, CallError>> + Send + 'static {
+        self.ask_within(id, self.timeout, request)
     }
 
     /// Like [`RegionRef::ask`] with its own timeout (for replies that wait on a slow gateway).
-    pub fn ask_within<R: Send + 'static>(
+    pub fn ask_within<Q: Request<E>>(
         &self,
         id: &str,
         timeout: Duration,
-        build: impl FnOnce(RpcReplyPort<R>) -> E::Msg,
-    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static {
+        request: Q,
+    ) -> impl Future<Output = Result<Q::Reply, CallError>> + Send + 'static {
         let (tx, rx) = ractor::concurrency::oneshot();
-        let sent = self.actor.send_message(RegionMsg::Deliver(id.to_owned(), build(tx.into())));
+        let sent = self.actor.send_message(RegionMsg::Deliver(id.to_owned(), request.into_msg(tx.into())));
         async move {
             sent.map_err(|_| CallError::Unavailable)?;
             match tokio::time::timeout(timeout, rx).await {
@@ -380,6 +407,16 @@ mod tests {
         Panic(RpcReplyPort<()>),
         Peek(RpcReplyPort<u32>),
     }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Bump;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Panic;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Peek;
+    crate::request!(Bump, Counter, "bump", (u32, u32), |self, reply| CounterMsg::Bump(reply));
+    crate::request!(Panic, Counter, "panic", (), |self, reply| CounterMsg::Panic(reply));
+    crate::request!(Peek, Counter, "peek", u32, |self, reply| CounterMsg::Peek(reply));
 
     static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -427,16 +464,16 @@ mod tests {
     async fn a_panicking_entity_restarts_and_leaves_its_neighbours_alone() {
         let (ctx, _dir) = ctx(Duration::from_secs(60)).await;
         let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
-        let (_, count) = region.ask("b", CounterMsg::Bump).await.unwrap();
+        let (_, count) = region.ask("b", Bump).await.unwrap();
         assert_eq!(count, 1);
-        region.ask("a", CounterMsg::Bump).await.unwrap();
+        region.ask("a", Bump).await.unwrap();
 
-        assert_eq!(region.ask("a", CounterMsg::Panic).await, Err(CallError::Dropped));
+        assert_eq!(region.ask("a", Panic).await, Err(CallError::Dropped));
 
         // The neighbour kept its in-memory state; the failed one was reloaded from scratch.
-        let (_, count) = region.ask("b", CounterMsg::Bump).await.unwrap();
+        let (_, count) = region.ask("b", Bump).await.unwrap();
         assert_eq!(count, 2);
-        let (_, count) = region.ask("a", CounterMsg::Bump).await.unwrap();
+        let (_, count) = region.ask("a", Bump).await.unwrap();
         assert_eq!(count, 1);
         assert_eq!(region.live().await, 2);
     }
@@ -445,16 +482,16 @@ mod tests {
     async fn looking_up_an_entity_that_does_not_exist_leaves_no_actor_behind() {
         let (ctx, _dir) = ctx(Duration::from_secs(60)).await;
         let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
-        region.ask("kept", CounterMsg::Bump).await.unwrap();
+        region.ask("kept", Bump).await.unwrap();
         for n in 0..50 {
-            assert_eq!(region.ask(&format!("ghost-{n}"), CounterMsg::Peek).await, Ok(0));
+            assert_eq!(region.ask(&format!("ghost-{n}"), Peek).await, Ok(0));
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while region.live().await > 1 {
             assert!(Instant::now() < deadline, "ghost entities were not evicted");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (_, count) = region.ask("kept", CounterMsg::Bump).await.unwrap();
+        let (_, count) = region.ask("kept", Bump).await.unwrap();
         assert_eq!(count, 2);
     }
 
@@ -462,13 +499,13 @@ mod tests {
     async fn idle_entities_are_passivated_and_reload_on_the_next_message() {
         let (ctx, _dir) = ctx(Duration::from_millis(100)).await;
         let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
-        let (first_load, _) = region.ask("idle", CounterMsg::Bump).await.unwrap();
+        let (first_load, _) = region.ask("idle", Bump).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while region.live().await > 0 {
             assert!(Instant::now() < deadline, "entity was never passivated");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (second_load, count) = region.ask("idle", CounterMsg::Bump).await.unwrap();
+        let (second_load, count) = region.ask("idle", Bump).await.unwrap();
         assert!(second_load > first_load);
         assert_eq!(count, 1);
     }

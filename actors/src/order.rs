@@ -11,18 +11,19 @@ use bazaar_protocol::payments::{Payment, PaymentStatus};
 use bazaar_protocol::{EventId, OrderId, PaymentId, UserId};
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 /// Why an order command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum OrderError {
     /// Unknown, or not the caller's: existence is not revealed.
     #[error("order not found")]
     NotFound,
     #[error("order {0} is {1}")]
-    NotCancellable(OrderId, &'static str),
+    NotCancellable(OrderId, String),
     #[error("order {0} is {1}")]
-    NotPayable(OrderId, &'static str),
+    NotPayable(OrderId, String),
     #[error("the idempotency key was used for a different request")]
     IdempotencyMismatch,
     #[error("storage unavailable")]
@@ -32,7 +33,7 @@ pub enum OrderError {
 type Reply<T> = RpcReplyPort<Result<T, OrderError>>;
 
 /// A buyer's request to pay the order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestPayment {
     /// The id the new payment gets.
     pub payment_id: PaymentId,
@@ -55,6 +56,38 @@ pub enum OrderMsg {
     /// Applies a refund delivered by event `cause`.
     PaymentRefunded { payment: Payment, cause: EventId, reply: Reply<()> },
 }
+
+/// Reads the order for its buyer or seller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetOrder {
+    pub viewer: UserId,
+}
+crate::request!(GetOrder, OrderState, "order.get", Result<Order, OrderError>, |self, reply| OrderMsg::Get { viewer: self.viewer, reply });
+
+/// Cancels an ORDERED order for its buyer or seller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelOrder {
+    pub by: UserId,
+}
+crate::request!(CancelOrder, OrderState, "order.cancel", Result<Order, OrderError>, |self, reply| OrderMsg::Cancel { by: self.by, reply });
+
+crate::request!(RequestPayment, OrderState, "order.request_payment", Result<Payment, OrderError>, |self, reply| OrderMsg::RequestPayment(self, reply));
+
+/// Applies a payment's outcome delivered by event `cause`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettlePayment {
+    pub payment: Payment,
+    pub cause: EventId,
+}
+crate::request!(SettlePayment, OrderState, "order.settle_payment", Result<(), OrderError>, |self, reply| OrderMsg::PaymentDecided { payment: self.payment, cause: self.cause, reply });
+
+/// Applies a refund delivered by event `cause`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettleRefund {
+    pub payment: Payment,
+    pub cause: EventId,
+}
+crate::request!(SettleRefund, OrderState, "order.settle_refund", Result<(), OrderError>, |self, reply| OrderMsg::PaymentRefunded { payment: self.payment, cause: self.cause, reply });
 
 /// The order entity's state.
 pub struct OrderState {
@@ -81,7 +114,7 @@ impl OrderState {
     pub fn cancel(&self, by: &UserId, now: DateTime<Utc>) -> Result<Order, OrderError> {
         let order = self.visible_to(by)?;
         if !order.status.may_become(OrderStatus::Cancelled) || order.status != OrderStatus::Ordered {
-            return Err(OrderError::NotCancellable(order.id.clone(), order.status.as_str()));
+            return Err(OrderError::NotCancellable(order.id.clone(), order.status.as_str().to_owned()));
         }
         Ok(moved(order, OrderStatus::Cancelled, now))
     }
@@ -97,7 +130,7 @@ impl OrderState {
             _ => return Err(OrderError::NotFound),
         };
         if order.status != OrderStatus::Ordered {
-            return Err(OrderError::NotPayable(order.id.clone(), order.status.as_str()));
+            return Err(OrderError::NotPayable(order.id.clone(), order.status.as_str().to_owned()));
         }
         let mut pending = moved(order, OrderStatus::PaymentPending, now);
         pending.payment_id = Some(cmd.payment_id.clone());

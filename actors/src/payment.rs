@@ -11,10 +11,11 @@ use bazaar_protocol::payments::{Payment, PaymentStatus};
 use bazaar_protocol::{EventId, PaymentId, UserId};
 use chrono::Utc;
 use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 /// Why a payment command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum PaymentError {
     /// Unknown, or not the caller's: existence is not revealed.
     #[error("payment not found")]
@@ -22,7 +23,7 @@ pub enum PaymentError {
     #[error("only the order's seller may refund it")]
     Forbidden,
     #[error("payment {0} is {1}")]
-    NotRefundable(PaymentId, &'static str),
+    NotRefundable(PaymentId, String),
     #[error("payment service unavailable")]
     Unavailable,
 }
@@ -51,6 +52,27 @@ pub enum PaymentMsg {
     /// Refunds an APPROVED payment for the order's seller.
     Refund { by: UserId, reply: Reply<Payment> },
 }
+
+/// Reads the payment for the order's buyer or seller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetPayment {
+    pub viewer: UserId,
+}
+crate::request!(GetPayment, PaymentState, "payment.get", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Get { viewer: self.viewer, reply });
+
+/// Charges a REQUESTED payment (delivered by event `cause`); answered once it is decided.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChargePayment {
+    pub cause: EventId,
+}
+crate::request!(ChargePayment, PaymentState, "payment.charge", Result<(), PaymentError>, |self, reply| PaymentMsg::Charge { cause: self.cause, reply });
+
+/// Refunds an APPROVED payment for the order's seller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundPayment {
+    pub by: UserId,
+}
+crate::request!(RefundPayment, PaymentState, "payment.refund", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Refund { by: self.by, reply });
 
 /// The payment entity's state.
 pub struct PaymentState {
@@ -100,7 +122,7 @@ impl PaymentState {
         }
         let current = &record.payment;
         if !current.status.may_become(PaymentStatus::Refunded) {
-            return Err(PaymentError::NotRefundable(current.id.clone(), current.status.as_str()));
+            return Err(PaymentError::NotRefundable(current.id.clone(), current.status.as_str().to_owned()));
         }
         Ok(Payment { status: PaymentStatus::Refunded, ..current.clone() })
     }

@@ -12,9 +12,10 @@ use bazaar_protocol::values::Quantity;
 use bazaar_protocol::{EventId, OrderId, ProductId, UserId};
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
 
 /// Why a product command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ProductError {
     #[error("product not found")]
     NotFound,
@@ -33,7 +34,7 @@ pub enum ProductError {
 type Reply<T> = RpcReplyPort<Result<T, ProductError>>;
 
 /// A validated new product.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewProduct {
     pub seller_id: UserId,
     pub name: String,
@@ -44,7 +45,7 @@ pub struct NewProduct {
 }
 
 /// Validated changes to a product; `None` keeps the field.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProductChanges {
     pub price: Option<i64>,
     pub stock: Option<i64>,
@@ -53,7 +54,7 @@ pub struct ProductChanges {
 }
 
 /// An order to place against this product.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlaceOrder {
     /// The id the new order gets (chosen by the caller so retries can be recognised).
     pub order_id: OrderId,
@@ -63,7 +64,7 @@ pub struct PlaceOrder {
 }
 
 /// The order a placement produced, and whether this call created it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Placed {
     pub order: Order,
     pub created: bool,
@@ -82,6 +83,34 @@ pub enum ProductMsg {
     /// Gives an order's reserved units back (once), because of event `cause`.
     Release { order_id: OrderId, cause: EventId, reply: Reply<()> },
 }
+
+/// Lists a new product under the entity's id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListProduct(pub NewProduct);
+crate::request!(ListProduct, ProductState, "product.list", Result<Product, ProductError>, |self, reply| ProductMsg::Create(self.0, reply));
+
+/// Reads the product.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetProduct;
+crate::request!(GetProduct, ProductState, "product.get", Result<Product, ProductError>, |self, reply| ProductMsg::Get(reply));
+
+/// Changes the product on behalf of its seller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateProduct {
+    pub seller: UserId,
+    pub changes: ProductChanges,
+}
+crate::request!(UpdateProduct, ProductState, "product.update", Result<Product, ProductError>, |self, reply| ProductMsg::Update { seller: self.seller, changes: self.changes, reply });
+
+crate::request!(PlaceOrder, ProductState, "product.place_order", Result<Placed, ProductError>, |self, reply| ProductMsg::PlaceOrder(self, reply));
+
+/// Gives an order's reserved units back (once), because of event `cause`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseStock {
+    pub order_id: OrderId,
+    pub cause: EventId,
+}
+crate::request!(ReleaseStock, ProductState, "product.release", Result<(), ProductError>, |self, reply| ProductMsg::Release { order_id: self.order_id, cause: self.cause, reply });
 
 /// The product entity's state: the product (if it exists) and its stored version.
 pub struct ProductState {

@@ -9,9 +9,9 @@
 
 use crate::chat_room::RoomState;
 use crate::entity::{CallError, RegionRef};
-use crate::order::{OrderMsg, OrderState};
-use crate::payment::{PaymentMsg, PaymentState};
-use crate::product::{ProductMsg, ProductState};
+use crate::order::{OrderState, SettlePayment, SettleRefund};
+use crate::payment::{ChargePayment, PaymentState};
+use crate::product::{ProductState, ReleaseStock};
 use crate::store::{log, log::LogRecord, Store};
 use crate::user::UserState;
 use bazaar_protocol::events::{Envelope, Event};
@@ -54,34 +54,22 @@ fn flat<T, E: std::fmt::Display>(answer: Result<Result<T, E>, CallError>) -> Res
 fn dispatch(regions: &Regions, envelope: &Envelope, charge_timeout: Duration) -> Option<Step> {
     let cause = envelope.id.clone();
     let step: Step = match &envelope.event {
-        Event::PaymentRequested { payment, .. } => regions
-            .payments
-            .ask_within(payment.id.as_str(), charge_timeout, |reply| PaymentMsg::Charge { cause, reply })
+        Event::PaymentRequested { payment, .. } => {
+            regions.payments.ask_within(payment.id.as_str(), charge_timeout, ChargePayment { cause }).map(flat).boxed()
+        }
+        Event::PaymentApproved { payment } | Event::PaymentDeclined { payment } => regions
+            .orders
+            .ask(payment.order_id.as_str(), SettlePayment { payment: payment.clone(), cause })
             .map(flat)
             .boxed(),
-        Event::PaymentApproved { payment } | Event::PaymentDeclined { payment } => {
-            let payment = payment.clone();
-            regions
-                .orders
-                .ask(payment.order_id.clone().as_str(), |reply| OrderMsg::PaymentDecided { payment, cause, reply })
-                .map(flat)
-                .boxed()
-        }
-        Event::PaymentRefunded { payment } => {
-            let payment = payment.clone();
-            regions
-                .orders
-                .ask(payment.order_id.clone().as_str(), |reply| OrderMsg::PaymentRefunded { payment, cause, reply })
-                .map(flat)
-                .boxed()
-        }
+        Event::PaymentRefunded { payment } => regions
+            .orders
+            .ask(payment.order_id.as_str(), SettleRefund { payment: payment.clone(), cause })
+            .map(flat)
+            .boxed(),
         Event::OrderCancelled { order, .. } | Event::OrderRefunded { order } => {
             let order_id = order.id.clone();
-            regions
-                .products
-                .ask(order.product_id.as_str(), |reply| ProductMsg::Release { order_id, cause, reply })
-                .map(flat)
-                .boxed()
+            regions.products.ask(order.product_id.as_str(), ReleaseStock { order_id, cause }).map(flat).boxed()
         }
         _ => return None,
     };

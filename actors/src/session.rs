@@ -4,7 +4,7 @@
 //! without limit.
 
 use crate::chat_gateway::GatewayMsg;
-use crate::chat_room::{RoomError, RoomMsg, RoomState};
+use crate::chat_room::{GetRoom, PostMessage, RoomError, RoomState};
 use crate::entity::RegionRef;
 use crate::store::{chat, Store};
 use bazaar_protocol::chat::{ChatMessage, ClientFrame, ServerFrame};
@@ -95,7 +95,7 @@ impl SessionState {
             session: myself.get_id(),
             reply
         });
-        let view = match self.args.rooms.ask(room.as_str(), |reply| RoomMsg::Get { viewer: user, reply }).await {
+        let view = match self.args.rooms.ask(room.as_str(), GetRoom { viewer: user }).await {
             Ok(Ok(view)) => view,
             Ok(Err(RoomError::Forbidden | RoomError::NotFound)) => {
                 self.send(error_frame("forbidden", "not a member of this room"));
@@ -134,10 +134,8 @@ impl SessionState {
         if client_msg_id.is_empty() || client_msg_id.chars().count() > 128 {
             return self.send(error_frame("invalid", "clientMsgId: must be 1 to 128 characters"));
         }
-        let from = self.args.user.clone();
-        let id = client_msg_id.clone();
-        let answer =
-            self.args.rooms.ask(room.as_str(), |reply| RoomMsg::Post { from, text, client_msg_id: id, reply }).await;
+        let post = PostMessage { from: self.args.user.clone(), text, client_msg_id: client_msg_id.clone() };
+        let answer = self.args.rooms.ask(room.as_str(), post).await;
         match answer {
             Ok(Ok(posted)) => self.send(text_of(&ServerFrame::Ack { client_msg_id, seq: posted.message.seq })),
             Ok(Err(RoomError::Forbidden)) => self.send(error_frame("forbidden", "not a member of this room")),

@@ -10,9 +10,10 @@ use bazaar_protocol::values::{Email, Role};
 use bazaar_protocol::UserId;
 use chrono::Utc;
 use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
 
 /// Why a user command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum UserError {
     #[error("user not found")]
     NotFound,
@@ -25,7 +26,7 @@ pub enum UserError {
 type Reply<T> = RpcReplyPort<Result<T, UserError>>;
 
 /// A validated signup, with the password already hashed (hashing is slow and runs off the actor).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewUser {
     pub email: Email,
     pub password_hash: String,
@@ -40,6 +41,16 @@ pub enum UserMsg {
     /// Reads the profile.
     Get(Reply<UserView>),
 }
+
+/// Registers a new account under the entity's id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Register(pub NewUser);
+crate::request!(Register, UserState, "user.register", Result<UserView, UserError>, |self, reply| UserMsg::Register(self.0, reply));
+
+/// Reads a profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetUser;
+crate::request!(GetUser, UserState, "user.get", Result<UserView, UserError>, |self, reply| UserMsg::Get(reply));
 
 /// The user entity's state.
 pub struct UserState {

@@ -71,7 +71,7 @@ pub struct IdempotencyRecord {
 }
 
 /// An idempotency key as the caller sent it, scoped to the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdempotencyKey {
     /// The calling user.
     pub user_id: String,

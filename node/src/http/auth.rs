@@ -4,7 +4,7 @@ use super::{caller, json, json_body, render, settle, ApiError, ApiResult};
 use crate::app::App;
 use crate::tokens::{self, Caller};
 use bazaar_actors::store::{tokens as token_store, users};
-use bazaar_actors::user::{NewUser, UserError, UserMsg};
+use bazaar_actors::user::{GetUser, NewUser, Register, UserError};
 use bazaar_protocol::auth::{LoginRequest, RefreshRequest, SignupRequest, TokenPair, UserView};
 use bazaar_protocol::values::{parse_name, Email, Password, Role};
 use bazaar_protocol::{ErrorCode, UserId};
@@ -79,7 +79,7 @@ async fn signup(app: Arc<App>, body: SignupRequest) -> ApiResult {
         .map_err(|_| ApiError::unavailable())?;
     let new = NewUser { email, password_hash, role, name };
     let id = UserId::generate();
-    let view = settle(app.regions.users.ask(id.as_str(), |reply| UserMsg::Register(new, reply)).await)?;
+    let view = settle(app.regions.users.ask(id.as_str(), Register(new)).await)?;
     Ok(json(StatusCode::CREATED, &view))
 }
 
@@ -156,7 +156,7 @@ async fn logout(app: Arc<App>, who: Caller, body: RefreshRequest) -> ApiResult {
 use warp::Reply;
 
 async fn profile(app: &App, id: &UserId) -> Result<UserView, ApiError> {
-    settle(app.regions.users.ask(id.as_str(), UserMsg::Get).await)
+    settle(app.regions.users.ask(id.as_str(), GetUser).await)
 }
 
 async fn me(app: Arc<App>, who: Caller) -> ApiResult {

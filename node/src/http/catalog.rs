@@ -3,7 +3,7 @@
 use super::{caller, json, json_body, limit_param, query, render, settle, ApiError, ApiResult};
 use crate::app::App;
 use crate::tokens::Caller;
-use bazaar_actors::product::{NewProduct, ProductChanges, ProductError, ProductMsg};
+use bazaar_actors::product::{GetProduct, ListProduct, NewProduct, ProductChanges, ProductError, UpdateProduct};
 use bazaar_actors::store::catalog;
 use bazaar_protocol::catalog::{CreateProduct, PatchProduct};
 use bazaar_protocol::values::{parse_currency, parse_name, parse_price, parse_stock, Invalid, Role};
@@ -84,7 +84,7 @@ async fn create(app: Arc<App>, who: Caller, body: CreateProduct) -> ApiResult {
         stock: parse_stock(body.stock)?,
     };
     let id = ProductId::generate();
-    let product = settle(app.regions.products.ask(id.as_str(), |reply| ProductMsg::Create(new, reply)).await)?;
+    let product = settle(app.regions.products.ask(id.as_str(), ListProduct(new)).await)?;
     Ok(json(StatusCode::CREATED, &product))
 }
 
@@ -97,7 +97,7 @@ async fn list(app: Arc<App>, query: HashMap<String, String>) -> ApiResult {
 }
 
 async fn get(app: Arc<App>, id: String) -> ApiResult {
-    let product = settle(app.regions.products.ask(&id, ProductMsg::Get).await)?;
+    let product = settle(app.regions.products.ask(&id, GetProduct).await)?;
     Ok(json(StatusCode::OK, &product))
 }
 
@@ -108,7 +108,7 @@ async fn patch(app: Arc<App>, who: Caller, id: String, body: PatchProduct) -> Ap
         name: body.name.as_deref().map(|n| parse_name("name", n, MAX_NAME)).transpose()?,
         description: body.description.as_deref().map(description).transpose()?,
     };
-    let seller = who.id;
-    let product = settle(app.regions.products.ask(&id, |reply| ProductMsg::Update { seller, changes, reply }).await)?;
+    let seller = who.id.clone();
+    let product = settle(app.regions.products.ask(&id, UpdateProduct { seller, changes }).await)?;
     Ok(json(StatusCode::OK, &product))
 }

@@ -3,9 +3,9 @@
 use super::{caller, json, json_body, limit_param, query, render, settle, ApiError, ApiResult};
 use crate::app::App;
 use crate::tokens::Caller;
-use bazaar_actors::chat_room::{RoomError, RoomMsg};
+use bazaar_actors::chat_room::{GetRoom, OpenRoom, RoomError};
 use bazaar_actors::store::chat;
-use bazaar_actors::user::UserMsg;
+use bazaar_actors::user::GetUser;
 use bazaar_protocol::chat::{HistoryPage, OpenRoomRequest};
 use bazaar_protocol::values::{Invalid, Role};
 use bazaar_protocol::{Page, RoomId, UserId};
@@ -57,7 +57,7 @@ async fn open(app: Arc<App>, who: Caller, body: OpenRoomRequest) -> ApiResult {
     if peer_id == who.id {
         return Err(Invalid::new("peerId", "must be another user than the caller").into());
     }
-    let peer = settle(app.regions.users.ask(peer_id.as_str(), UserMsg::Get).await).map_err(|e| {
+    let peer = settle(app.regions.users.ask(peer_id.as_str(), GetUser).await).map_err(|e| {
         if e.code == bazaar_protocol::ErrorCode::NotFound {
             ApiError::not_found("peer")
         } else {
@@ -70,8 +70,7 @@ async fn open(app: Arc<App>, who: Caller, body: OpenRoomRequest) -> ApiResult {
         _ => return Err(Invalid::new("peerId", "a room joins a buyer and a seller").into()),
     };
     let room_id = RoomId::for_pair(&buyer, &seller);
-    let (room, created) =
-        settle(app.regions.rooms.ask(room_id.as_str(), |reply| RoomMsg::Open { buyer, seller, reply }).await)?;
+    let (room, created) = settle(app.regions.rooms.ask(room_id.as_str(), OpenRoom { buyer, seller }).await)?;
     Ok(json(if created { StatusCode::CREATED } else { StatusCode::OK }, &room))
 }
 
@@ -87,7 +86,7 @@ async fn history(app: Arc<App>, who: Caller, id: String, query: HashMap<String, 
         Some(raw) => Some(raw.parse::<i64>().map_err(|_| ApiError::bad_request("before: must be a whole number"))?),
     };
     let viewer = who.id;
-    settle(app.regions.rooms.ask(&id, |reply| RoomMsg::Get { viewer, reply }).await)?;
+    settle(app.regions.rooms.ask(&id, GetRoom { viewer }).await)?;
     let items = chat::history(&app.store, &id, before, limit).await?;
     // Seqs are gapless from 1, so the page that reaches seq 1 is the last one.
     let next_before = match items.last() {

@@ -5,8 +5,8 @@ use super::{
 };
 use crate::app::App;
 use crate::tokens::Caller;
-use bazaar_actors::order::{OrderError, OrderMsg};
-use bazaar_actors::product::{PlaceOrder, ProductMsg};
+use bazaar_actors::order::{CancelOrder, GetOrder, OrderError};
+use bazaar_actors::product::PlaceOrder;
 use bazaar_actors::store::{self, orders};
 use bazaar_protocol::orders::{OrderStatus, PlaceOrderRequest};
 use bazaar_protocol::values::{Quantity, Role};
@@ -76,12 +76,12 @@ async fn place(app: Arc<App>, who: Caller, key: String, body: PlaceOrderRequest)
             return Err(OrderError::IdempotencyMismatch.into());
         }
         let viewer = who.id.clone();
-        let order = settle(app.regions.orders.ask(&earlier.result_id, |reply| OrderMsg::Get { viewer, reply }).await)?;
+        let order = settle(app.regions.orders.ask(&earlier.result_id, GetOrder { viewer }).await)?;
         return Ok(json(StatusCode::OK, &order));
     }
     let quantity = Quantity::try_from(body.quantity)?;
     let cmd = PlaceOrder { order_id: OrderId::generate(), buyer_id: who.id, quantity, idempotency: key };
-    let placed = settle(app.regions.products.ask(&body.product_id, |reply| ProductMsg::PlaceOrder(cmd, reply)).await)?;
+    let placed = settle(app.regions.products.ask(&body.product_id, cmd).await)?;
     let status = if placed.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, &placed.order))
 }
@@ -110,12 +110,12 @@ async fn list(app: Arc<App>, who: Caller, query: HashMap<String, String>) -> Api
 
 async fn get(app: Arc<App>, who: Caller, id: String) -> ApiResult {
     let viewer = who.id;
-    let order = settle(app.regions.orders.ask(&id, |reply| OrderMsg::Get { viewer, reply }).await)?;
+    let order = settle(app.regions.orders.ask(&id, GetOrder { viewer }).await)?;
     Ok(json(StatusCode::OK, &order))
 }
 
 async fn cancel(app: Arc<App>, who: Caller, id: String) -> ApiResult {
     let by = who.id;
-    let order = settle(app.regions.orders.ask(&id, |reply| OrderMsg::Cancel { by, reply }).await)?;
+    let order = settle(app.regions.orders.ask(&id, CancelOrder { by }).await)?;
     Ok(json(StatusCode::OK, &order))
 }

@@ -3,8 +3,8 @@
 use super::{caller, idempotency, idempotency_key, json, json_body, render, settle, ApiError, ApiResult};
 use crate::app::App;
 use crate::tokens::Caller;
-use bazaar_actors::order::{OrderMsg, RequestPayment};
-use bazaar_actors::payment::{PaymentError, PaymentMsg};
+use bazaar_actors::order::RequestPayment;
+use bazaar_actors::payment::{GetPayment, PaymentError, RefundPayment};
 use bazaar_actors::store;
 use bazaar_protocol::payments::{PaymentRequest, PaymentStatus};
 use bazaar_protocol::values::{Invalid, Role};
@@ -81,8 +81,7 @@ async fn pay(app: Arc<App>, who: Caller, key: String, body: PaymentRequest) -> A
             ));
         }
         let viewer = who.id.clone();
-        let payment =
-            settle(app.regions.payments.ask(&earlier.result_id, |reply| PaymentMsg::Get { viewer, reply }).await)?;
+        let payment = settle(app.regions.payments.ask(&earlier.result_id, GetPayment { viewer }).await)?;
         return Ok(json(status_of(payment.status), &payment));
     }
     let cmd = RequestPayment {
@@ -91,18 +90,18 @@ async fn pay(app: Arc<App>, who: Caller, key: String, body: PaymentRequest) -> A
         token: body.method.token.clone(),
         idempotency: key,
     };
-    let payment = settle(app.regions.orders.ask(&body.order_id, |reply| OrderMsg::RequestPayment(cmd, reply)).await)?;
+    let payment = settle(app.regions.orders.ask(&body.order_id, cmd).await)?;
     Ok(json(status_of(payment.status), &payment))
 }
 
 async fn get(app: Arc<App>, who: Caller, id: String) -> ApiResult {
     let viewer = who.id;
-    let payment = settle(app.regions.payments.ask(&id, |reply| PaymentMsg::Get { viewer, reply }).await)?;
+    let payment = settle(app.regions.payments.ask(&id, GetPayment { viewer }).await)?;
     Ok(json(StatusCode::OK, &payment))
 }
 
 async fn refund(app: Arc<App>, who: Caller, id: String) -> ApiResult {
     let by = who.id;
-    let payment = settle(app.regions.payments.ask(&id, |reply| PaymentMsg::Refund { by, reply }).await)?;
+    let payment = settle(app.regions.payments.ask(&id, RefundPayment { by }).await)?;
     Ok(json(StatusCode::OK, &payment))
 }
