@@ -3,6 +3,8 @@
 //! once and handed to every joined session; order changes go to the buyer's and seller's sockets;
 //! presence is recomputed whenever someone joins or leaves.
 
+use crate::cluster::router::{PresenceUpdate, RoomFrame, RouterMsg};
+use crate::cluster::ClusterView;
 use crate::session::SessionMsg;
 use bazaar_protocol::chat::ServerFrame;
 use bazaar_protocol::events::{Envelope, Event};
@@ -14,8 +16,8 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tracing::warn;
 
-/// Messages the gateway accepts. Node-local for now; the remotable cross-node form comes with the
-/// cluster.
+/// Messages the gateway accepts. Local-only: other nodes reach it through their router.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum GatewayMsg {
     /// A session opened for `user`.
     Connect { user: UserId, session: ActorRef<SessionMsg> },
@@ -32,6 +34,12 @@ pub enum GatewayMsg {
     Relay { room: RoomId, from: ActorId, frame: ServerFrame },
     /// An event published on the log.
     Published(Arc<Envelope>),
+    /// Who is online in a room on another node.
+    RemotePresence(PresenceUpdate),
+    /// A typing or read frame from a socket on another node.
+    RemoteRelay(RoomFrame),
+    /// The cluster's members changed: forget presence of nodes that left, tell newcomers ours.
+    MembersChanged(Vec<String>),
     /// How many sessions are connected.
     Connections(RpcReplyPort<usize>),
 }
@@ -48,6 +56,9 @@ pub struct GatewayState {
     sessions: HashMap<ActorId, Connected>,
     rooms: HashMap<RoomId, HashSet<ActorId>>,
     users: HashMap<UserId, HashSet<ActorId>>,
+    /// Online users of rooms on other nodes, by room and node.
+    remote_presence: HashMap<RoomId, HashMap<String, Vec<UserId>>>,
+    view: Option<Arc<ClusterView>>,
 }
 
 fn frame_text(frame: &ServerFrame) -> Arc<str> {
@@ -55,11 +66,31 @@ fn frame_text(frame: &ServerFrame) -> Arc<str> {
 }
 
 impl GatewayState {
+    fn local_online(&self, room: &RoomId) -> BTreeSet<UserId> {
+        let members = self.rooms.get(room).into_iter().flatten();
+        members.filter_map(|s| self.sessions.get(s)).map(|c| c.user.clone()).collect()
+    }
+
+    /// Tells the other nodes who is online in `room` here.
+    fn share_presence(&self, room: &RoomId) {
+        let Some(view) = &self.view else { return };
+        let update = PresenceUpdate {
+            room: room.clone(),
+            node: view.self_name().to_owned(),
+            online: self.local_online(room).into_iter().collect(),
+        };
+        let text = serde_json::to_string(&update).unwrap_or_default();
+        view.broadcast(|| RouterMsg::Presence(text.clone()));
+    }
+
+    /// Sends the room's presence (this node's and the others') to the room's sockets here.
     fn presence(&self, room: &RoomId) {
         let Some(members) = self.rooms.get(room) else { return };
-        let online: BTreeSet<&UserId> = members.iter().filter_map(|s| self.sessions.get(s)).map(|c| &c.user).collect();
-        let text =
-            frame_text(&ServerFrame::Presence { room: room.clone(), online: online.into_iter().cloned().collect() });
+        let mut online = self.local_online(room);
+        for users in self.remote_presence.get(room).into_iter().flat_map(HashMap::values) {
+            online.extend(users.iter().cloned());
+        }
+        let text = frame_text(&ServerFrame::Presence { room: room.clone(), online: online.into_iter().collect() });
         for session in members {
             if let Some(connected) = self.sessions.get(session) {
                 let _ = connected.session.send_message(SessionMsg::Push(text.clone()));
@@ -118,10 +149,14 @@ pub struct ChatGateway;
 impl Actor for ChatGateway {
     type Msg = GatewayMsg;
     type State = GatewayState;
-    type Arguments = ();
+    type Arguments = Option<Arc<ClusterView>>;
 
-    async fn pre_start(&self, _myself: ActorRef<GatewayMsg>, _: ()) -> Result<GatewayState, ActorProcessingErr> {
-        Ok(GatewayState::default())
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<GatewayMsg>,
+        view: Option<Arc<ClusterView>>,
+    ) -> Result<GatewayState, ActorProcessingErr> {
+        Ok(GatewayState { view, ..GatewayState::default() })
     }
 
     async fn handle(
@@ -147,6 +182,7 @@ impl Actor for ChatGateway {
                     for room in &connected.rooms {
                         state.leave(room, &session);
                         state.presence(room);
+                        state.share_presence(room);
                     }
                 }
                 metrics::gauge!("bazaar_ws_connections").set(state.sessions.len() as f64);
@@ -158,16 +194,25 @@ impl Actor for ChatGateway {
                 }
                 let _ = reply.send(());
             }
-            GatewayMsg::Announce { room } => state.presence(&room),
+            GatewayMsg::Announce { room } => {
+                state.presence(&room);
+                state.share_presence(&room);
+            }
             GatewayMsg::Leave { room, session } => {
                 if let Some(connected) = state.sessions.get_mut(&session) {
                     if connected.rooms.remove(&room) {
                         state.leave(&room, &session);
                         state.presence(&room);
+                        state.share_presence(&room);
                     }
                 }
             }
             GatewayMsg::Relay { room, from, frame } => {
+                if let Some(view) = &state.view {
+                    let shared = serde_json::to_string(&RoomFrame { room: room.clone(), frame: frame.clone() })
+                        .unwrap_or_default();
+                    view.broadcast(|| RouterMsg::Relay(shared.clone()));
+                }
                 let text = frame_text(&frame);
                 for session in state.rooms.get(&room).into_iter().flatten().filter(|s| **s != from) {
                     if let Some(connected) = state.sessions.get(session) {
@@ -176,6 +221,40 @@ impl Actor for ChatGateway {
                 }
             }
             GatewayMsg::Published(envelope) => state.published(&envelope),
+            GatewayMsg::RemotePresence(update) => {
+                let nodes = state.remote_presence.entry(update.room.clone()).or_default();
+                if update.online.is_empty() {
+                    nodes.remove(&update.node);
+                } else {
+                    nodes.insert(update.node.clone(), update.online);
+                }
+                state.presence(&update.room);
+            }
+            GatewayMsg::RemoteRelay(RoomFrame { room, frame }) => {
+                let text = frame_text(&frame);
+                for session in state.rooms.get(&room).into_iter().flatten() {
+                    if let Some(connected) = state.sessions.get(session) {
+                        let _ = connected.session.send_message(SessionMsg::Push(text.clone()));
+                    }
+                }
+            }
+            GatewayMsg::MembersChanged(members) => {
+                let mut touched = Vec::new();
+                for (room, nodes) in state.remote_presence.iter_mut() {
+                    let before = nodes.len();
+                    nodes.retain(|node, _| members.contains(node));
+                    if nodes.len() != before {
+                        touched.push(room.clone());
+                    }
+                }
+                for room in touched {
+                    state.presence(&room);
+                }
+                let rooms: Vec<RoomId> = state.rooms.keys().cloned().collect();
+                for room in rooms {
+                    state.share_presence(&room);
+                }
+            }
             GatewayMsg::Connections(reply) => {
                 let _ = reply.send(state.sessions.len());
             }

@@ -73,6 +73,8 @@ pub struct PostMessage {
 }
 crate::request!(PostMessage, RoomState, "room.post", Result<Posted, RoomError>, |self, reply| RoomMsg::Post { from: self.from, text: self.text, client_msg_id: self.client_msg_id, reply });
 
+crate::remote_requests!(RoomState: OpenRoom, GetRoom, PostMessage);
+
 /// The room entity's state.
 pub struct RoomState {
     id: RoomId,

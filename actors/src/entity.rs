@@ -3,8 +3,12 @@
 //! spawning them on demand, passivating idle ones and supervising them, so a panic in one entity
 //! fails only the message that caused it and the entity reloads on its next message.
 
+use crate::cluster::router::{call_route, failure, RouteFailure, RouteRequest, RouterMsg};
+use crate::cluster::{ClusterView, Placement};
 use crate::payment_gateway::PaymentGateway;
 use crate::store::{Store, StoreError};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +26,8 @@ pub struct Ctx {
     pub gateway: Arc<dyn PaymentGateway>,
     /// Timeouts and limits.
     pub settings: Arc<EntitySettings>,
+    /// The cluster as this node sees it; `None` when the node runs alone.
+    pub cluster: Option<Arc<ClusterView>>,
 }
 
 /// Timing settings for entities and regions.
@@ -33,6 +39,9 @@ pub struct EntitySettings {
     pub call_timeout: Duration,
     /// How long an entity may stay idle before it is passivated.
     pub passivate_after: Duration,
+    /// The largest request sent to another node; larger ones are refused here, because a frame
+    /// over the peer's limit would drop the whole session to that peer.
+    pub max_remote_bytes: usize,
 }
 
 /// One kind of entity: how to load it and how it handles its messages.
@@ -83,6 +92,47 @@ macro_rules! request {
     };
 }
 
+/// A request decoded from the wire: the entity's message, and its answer serialised once given.
+pub struct Decoded<E: Entity> {
+    pub msg: E::Msg,
+    pub answer: BoxFuture<'static, Option<String>>,
+}
+
+/// Decodes a request of type `Q` for kind `E`.
+pub fn decode<E: Entity, Q: Request<E>>(payload: &str) -> Result<Decoded<E>, serde_json::Error> {
+    let request: Q = serde_json::from_str(payload)?;
+    let (tx, rx) = ractor::concurrency::oneshot::<Q::Reply>();
+    let msg = request.into_msg(tx.into());
+    let answer = async move { serde_json::to_string(&rx.await.ok()?).ok() }.boxed();
+    Ok(Decoded { msg, answer })
+}
+
+/// An entity kind whose requests can arrive from other nodes.
+pub trait Remote: Entity {
+    /// Decodes the request named `name`; `None` when the kind has no such request.
+    fn decode(name: &str, payload: &str) -> Option<Result<Decoded<Self>, serde_json::Error>>;
+}
+
+/// Lists the requests of a kind that other nodes may send: `remote_requests!(OrderState: GetOrder, ...)`.
+#[macro_export]
+macro_rules! remote_requests {
+    ($entity:ty: $($request:ty),+ $(,)?) => {
+        impl $crate::entity::Remote for $entity {
+            fn decode(
+                name: &str,
+                payload: &str,
+            ) -> Option<Result<$crate::entity::Decoded<Self>, serde_json::Error>> {
+                $(
+                    if name == <$request as $crate::entity::Request<$entity>>::NAME {
+                        return Some($crate::entity::decode::<$entity, $request>(payload));
+                    }
+                )+
+                None
+            }
+        }
+    };
+}
+
 /// The mailbox of one live entity.
 pub type EntityRef<E> = ActorRef<EntityMsg<<E as Entity>::Msg>>;
 
@@ -93,6 +143,10 @@ pub enum EntityMsg<M> {
     /// Stop now; the state is already stored.
     Passivate,
 }
+
+// Local-only: with ractor's `cluster` feature every message type says whether it can travel,
+// and entities never do (their region is what other nodes talk to).
+impl<M: Send + 'static> ractor::Message for EntityMsg<M> {}
 
 /// The actor around one entity.
 pub struct EntityActor<E>(PhantomData<fn() -> E>);
@@ -160,9 +214,13 @@ pub enum RegionMsg<M> {
     Sweep,
     /// Passivate this entity now if it is still this actor (it does not exist in storage).
     Evict(String, ActorId),
+    /// Passivate the entities this node no longer owns (the cluster view changed).
+    Rebalance,
     /// Reply with the number of live entities.
     Live(RpcReplyPort<usize>),
 }
+
+impl<M: Send + 'static> ractor::Message for RegionMsg<M> {}
 
 /// The owner of one kind's entities on this node.
 pub struct Region<E>(PhantomData<fn() -> E>);
@@ -271,6 +329,19 @@ impl<E: Entity> Actor for Region<E> {
                 }
                 state.report();
             }
+            RegionMsg::Rebalance => {
+                if let Some(view) = state.ctx.cluster.clone() {
+                    let moved: Vec<String> =
+                        state.entities.keys().filter(|id| !view.owns(E::KIND, id)).cloned().collect();
+                    for id in &moved {
+                        state.passivate(id);
+                    }
+                    if !moved.is_empty() {
+                        tracing::info!(kind = E::KIND, moved = moved.len(), "passivated entities now owned elsewhere");
+                    }
+                    state.report();
+                }
+            }
             RegionMsg::Evict(id, actor) => {
                 if state.entities.get(&id).is_some_and(|slot| slot.actor.get_id() == actor) {
                     state.passivate(&id);
@@ -322,17 +393,30 @@ pub enum CallError {
     /// No answer within the timeout.
     #[error("entity timed out")]
     Timeout,
+    /// The request is too large to send to the owning node.
+    #[error("request too large to route")]
+    TooLarge,
+    /// The owning node has too many requests in flight.
+    #[error("owning node busy")]
+    Busy,
 }
 
 /// A handle to a kind's region: the way everything else talks to entities.
 pub struct RegionRef<E: Entity> {
     actor: ActorRef<RegionMsg<E::Msg>>,
     timeout: Duration,
+    view: Option<Arc<ClusterView>>,
+    max_remote_bytes: usize,
 }
 
 impl<E: Entity> Clone for RegionRef<E> {
     fn clone(&self) -> Self {
-        Self { actor: self.actor.clone(), timeout: self.timeout }
+        Self {
+            actor: self.actor.clone(),
+            timeout: self.timeout,
+            view: self.view.clone(),
+            max_remote_bytes: self.max_remote_bytes,
+        }
     }
 }
 
@@ -340,19 +424,17 @@ impl<E: Entity> RegionRef<E> {
     /// Starts the region of kind `E`, unlinked: it supervises its entities itself.
     pub async fn spawn(ctx: Ctx) -> Result<Self, ractor::SpawnErr> {
         let timeout = ctx.settings.call_timeout;
+        let max_remote_bytes = ctx.settings.max_remote_bytes;
+        let view = ctx.cluster.clone();
         let (actor, _) = Actor::spawn(None, Region::<E>(PhantomData), ctx).await?;
-        Ok(Self { actor, timeout })
+        Ok(Self { actor, timeout, view, max_remote_bytes })
     }
 
     /// Sends `request` to entity `id` and awaits the reply.
     ///
     /// The message is sent before this returns, so requests asked in sequence reach the entity in
     /// that order even if their replies are awaited concurrently.
-    pub fn ask<Q: Request<E>>(
-        &self,
-        id: &str,
-        request: Q,
-    ) -> impl Future<Output = Result<Q::Reply, CallError>> + Send + 'static {
+    pub fn ask<Q: Request<E>>(&self, id: &str, request: Q) -> BoxFuture<'static, Result<Q::Reply, CallError>> {
         self.ask_within(id, self.timeout, request)
     }
 
@@ -362,7 +444,10 @@ impl<E: Entity> RegionRef<E> {
         id: &str,
         timeout: Duration,
         request: Q,
-    ) -> impl Future<Output = Result<Q::Reply, CallError>> + Send + 'static {
+    ) -> BoxFuture<'static, Result<Q::Reply, CallError>> {
+        if let Some(Placement::Remote(_, router)) = self.view.as_ref().map(|view| view.placement(E::KIND, id)) {
+            return self.ask_remote(&router, id, timeout, request);
+        }
         let (tx, rx) = ractor::concurrency::oneshot();
         let sent = self.actor.send_message(RegionMsg::Deliver(id.to_owned(), request.into_msg(tx.into())));
         async move {
@@ -373,6 +458,56 @@ impl<E: Entity> RegionRef<E> {
                 Err(_) => Err(CallError::Timeout),
             }
         }
+        .boxed()
+    }
+
+    fn ask_remote<Q: Request<E>>(
+        &self,
+        router: &ActorRef<RouterMsg>,
+        id: &str,
+        timeout: Duration,
+        request: Q,
+    ) -> BoxFuture<'static, Result<Q::Reply, CallError>> {
+        let Ok(payload) = serde_json::to_string(&request) else {
+            return futures_util::future::ready(Err(CallError::Unavailable)).boxed();
+        };
+        let route =
+            RouteRequest { kind: E::KIND.to_owned(), id: id.to_owned(), name: Q::NAME.to_owned(), payload, hops: 0 };
+        let call = match call_route(router, &route, timeout, self.max_remote_bytes) {
+            Ok(call) => call,
+            Err(_) => return futures_util::future::ready(Err(CallError::TooLarge)).boxed(),
+        };
+        async move {
+            let text = call.await.map_err(|failure| match failure {
+                RouteFailure::Unreachable => CallError::Unavailable,
+                RouteFailure::Timeout => CallError::Timeout,
+            })?;
+            match text.as_str() {
+                failure::BUSY => Err(CallError::Busy),
+                t if t.starts_with('!') => Err(CallError::Dropped),
+                t => serde_json::from_str(t).map_err(|_| CallError::Dropped),
+            }
+        }
+        .boxed()
+    }
+
+    /// Delivers a request that arrived from another node; `None` when the kind has no such request.
+    pub fn deliver_remote(&self, id: &str, name: &str, payload: &str) -> Option<BoxFuture<'static, Option<String>>>
+    where
+        E: Remote,
+    {
+        match E::decode(name, payload)? {
+            Ok(decoded) => {
+                let sent = self.actor.send_message(RegionMsg::Deliver(id.to_owned(), decoded.msg));
+                Some(if sent.is_ok() { decoded.answer } else { futures_util::future::ready(None).boxed() })
+            }
+            Err(_) => Some(futures_util::future::ready(Some(failure::UNKNOWN.to_owned())).boxed()),
+        }
+    }
+
+    /// Passivates the entities this node no longer owns.
+    pub fn rebalance(&self) {
+        let _ = self.actor.send_message(RegionMsg::Rebalance);
     }
 
     /// How many entities of this kind are live on this node.
@@ -402,6 +537,7 @@ mod tests {
         count: u32,
     }
 
+    #[derive(ractor_cluster::RactorMessage)]
     enum CounterMsg {
         Bump(RpcReplyPort<(u32, u32)>),
         Panic(RpcReplyPort<()>),
@@ -456,8 +592,9 @@ mod tests {
             gateway_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(2),
             passivate_after,
+            max_remote_bytes: 1 << 20,
         });
-        (Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings }, dir)
+        (Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }, dir)
     }
 
     #[tokio::test]

@@ -13,11 +13,14 @@
 pub mod attempt;
 pub mod chat_gateway;
 pub mod chat_room;
+pub mod cluster;
 pub mod entity;
 pub mod order;
 pub mod payment;
 pub mod payment_gateway;
+pub mod placement;
 pub mod product;
+pub mod regions;
 pub mod relay;
 pub mod saga;
 pub mod session;

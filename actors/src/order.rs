@@ -89,6 +89,8 @@ pub struct SettleRefund {
 }
 crate::request!(SettleRefund, OrderState, "order.settle_refund", Result<(), OrderError>, |self, reply| OrderMsg::PaymentRefunded { payment: self.payment, cause: self.cause, reply });
 
+crate::remote_requests!(OrderState: GetOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund);
+
 /// The order entity's state.
 pub struct OrderState {
     id: OrderId,

@@ -74,6 +74,8 @@ pub struct RefundPayment {
 }
 crate::request!(RefundPayment, PaymentState, "payment.refund", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Refund { by: self.by, reply });
 
+crate::remote_requests!(PaymentState: GetPayment, ChargePayment, RefundPayment);
+
 /// The payment entity's state.
 pub struct PaymentState {
     id: PaymentId,

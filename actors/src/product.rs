@@ -112,6 +112,8 @@ pub struct ReleaseStock {
 }
 crate::request!(ReleaseStock, ProductState, "product.release", Result<(), ProductError>, |self, reply| ProductMsg::Release { order_id: self.order_id, cause: self.cause, reply });
 
+crate::remote_requests!(ProductState: ListProduct, GetProduct, UpdateProduct, PlaceOrder, ReleaseStock);
+
 /// The product entity's state: the product (if it exists) and its stored version.
 pub struct ProductState {
     id: ProductId,

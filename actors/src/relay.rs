@@ -1,6 +1,8 @@
 //! The outbox relay: moves committed events from the outbox into the event log, in commit order,
 //! then wakes the consumers and hands the events to this node's live subscribers.
 
+use crate::cluster::router::RouterMsg;
+use crate::cluster::ClusterView;
 use crate::store::{log, Store};
 use bazaar_protocol::events::Envelope;
 use std::sync::Arc;
@@ -10,8 +12,11 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 /// Starts the relay; it stops when `shutdown` turns true, after draining what is committed.
+/// In a cluster each published event also goes, once, to every other node's router, for the
+/// sockets connected there and for the saga wherever it runs.
 pub fn spawn(
     store: Store,
+    view: Option<Arc<ClusterView>>,
     batch: u32,
     appended: Arc<Notify>,
     live: broadcast::Sender<Arc<Envelope>>,
@@ -28,6 +33,10 @@ pub fn spawn(
                     for record in records {
                         let lag = (now - record.envelope.at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                         metrics::histogram!("bazaar_relay_lag_seconds").record(lag.max(0.0));
+                        if let Some(view) = &view {
+                            let text = serde_json::to_string(&*record.envelope).unwrap_or_default();
+                            view.broadcast(|| RouterMsg::Publish(text.clone()));
+                        }
                         // No receiver is fine: nobody on this node is listening right now.
                         let _ = live.send(record.envelope);
                     }

@@ -7,13 +7,13 @@
 //! an event once its step has committed; after a crash the steps after it are delivered again, and
 //! each entity applies a redelivered event at most once (processed-events table, state checks).
 
-use crate::chat_room::RoomState;
-use crate::entity::{CallError, RegionRef};
-use crate::order::{OrderState, SettlePayment, SettleRefund};
-use crate::payment::{ChargePayment, PaymentState};
-use crate::product::{ProductState, ReleaseStock};
+use crate::cluster::ClusterView;
+use crate::entity::CallError;
+use crate::order::{SettlePayment, SettleRefund};
+use crate::payment::ChargePayment;
+use crate::product::ReleaseStock;
+use crate::regions::Regions;
 use crate::store::{log, log::LogRecord, Store};
-use crate::user::UserState;
 use bazaar_protocol::events::{Envelope, Event};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -28,16 +28,6 @@ use tracing::warn;
 pub const CONSUMER: &str = "saga";
 /// How many events may be in flight at once.
 const WINDOW: usize = 512;
-
-/// Every kind's region on this node.
-#[derive(Clone)]
-pub struct Regions {
-    pub users: RegionRef<UserState>,
-    pub products: RegionRef<ProductState>,
-    pub orders: RegionRef<OrderState>,
-    pub payments: RegionRef<PaymentState>,
-    pub rooms: RegionRef<RoomState>,
-}
 
 type Step = BoxFuture<'static, Result<(), String>>;
 
@@ -110,9 +100,13 @@ fn apply(
 }
 
 /// Starts the saga consumer; it stops when `shutdown` turns true, saving its offset.
+/// In a cluster only the node that leads the `saga` role consumes (the rendezvous owner of the
+/// role among the live members); the offset lives in SQL, so a new leader resumes where the last
+/// one stopped. Two leaders during a view change are harmless: every step is idempotent.
 pub fn spawn(
     store: Store,
     regions: Regions,
+    view: Option<Arc<ClusterView>>,
     appended: Arc<Notify>,
     charge_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -130,8 +124,21 @@ pub fn spawn(
         let mut saved_at = Instant::now();
         let mut inflight = FuturesOrdered::new();
         let mut more = true;
+        let mut following = false;
         loop {
-            if more && inflight.len() < WINDOW {
+            let leading = view.as_ref().is_none_or(|view| view.leads(CONSUMER));
+            if !leading {
+                following = true;
+            } else if following && inflight.is_empty() {
+                // Just became the leader: another node may have moved the offset meanwhile.
+                if let Ok(position) = log::load_offset(&store, CONSUMER).await {
+                    committed = committed.max(position);
+                    saved = saved.max(position);
+                    read_upto = read_upto.max(committed);
+                }
+                following = false;
+            }
+            if leading && !following && more && inflight.len() < WINDOW {
                 match log::read(&store, read_upto, (WINDOW - inflight.len()) as u32).await {
                     Ok(records) => {
                         more = records.len() == WINDOW - inflight.len();

@@ -37,6 +37,7 @@ pub enum Outbound {
 }
 
 /// Messages a session accepts. Local-only.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum SessionMsg {
     /// A frame from the client.
     Frame(ClientFrame),

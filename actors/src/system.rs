@@ -1,11 +1,16 @@
 //! Starting and stopping everything the actor side runs on one node: storage, the regions, the
-//! chat gateway, the outbox relay, the saga consumer and housekeeping.
+//! chat gateway, the outbox relay, the saga consumer, housekeeping and, in a cluster, the router
+//! and the membership loop.
 
 use crate::chat_gateway::{self, ChatGateway, GatewayMsg};
+use crate::cluster::membership::{self, ClusterConfig, Membership};
+use crate::cluster::router::{Router, RouterArgs, RouterMsg};
+use crate::cluster::{router_name, ClusterView, ROUTERS};
 use crate::entity::{Ctx, EntitySettings, RegionRef};
 use crate::payment_gateway::{PaymentGateway, SimulatedGateway};
+use crate::regions::Regions;
 use crate::relay;
-use crate::saga::{self, Regions};
+use crate::saga;
 use crate::store::{self, Durability, Store};
 use anyhow::Context;
 use bazaar_protocol::events::Envelope;
@@ -29,6 +34,10 @@ pub struct SystemConfig {
     pub relay_batch: u32,
     /// How long idempotency keys are remembered.
     pub idempotency_retention: Duration,
+    /// How to join a cluster; `None` runs the node alone.
+    pub cluster: Option<ClusterConfig>,
+    /// Most requests from peers handled at once.
+    pub max_routed_in_flight: usize,
 }
 
 /// The running actor side of a node.
@@ -37,6 +46,10 @@ pub struct System {
     pub regions: Regions,
     pub gateway: ActorRef<GatewayMsg>,
     pub settings: Arc<EntitySettings>,
+    /// The cluster as this node sees it, when in one.
+    pub view: Option<Arc<ClusterView>>,
+    router: Option<ActorRef<RouterMsg>>,
+    membership: Option<Membership>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -47,7 +60,9 @@ impl System {
         let store = Store::open(&config.database_url, config.durability).await.context("opening the database")?;
         let payment_gateway: Arc<dyn PaymentGateway> = Arc::new(SimulatedGateway::new(store.clone()));
         let settings = Arc::new(config.entities.clone());
-        let ctx = Ctx { store: store.clone(), gateway: payment_gateway, settings: settings.clone() };
+        let view = config.cluster.as_ref().map(|c| Arc::new(ClusterView::new(c.node_name.clone())));
+        let ctx =
+            Ctx { store: store.clone(), gateway: payment_gateway, settings: settings.clone(), cluster: view.clone() };
         let regions = Regions {
             users: RegionRef::spawn(ctx.clone()).await?,
             products: RegionRef::spawn(ctx.clone()).await?,
@@ -55,23 +70,49 @@ impl System {
             payments: RegionRef::spawn(ctx.clone()).await?,
             rooms: RegionRef::spawn(ctx.clone()).await?,
         };
-        let (gateway, _) = Actor::spawn(None, ChatGateway, ()).await?;
+        let (gateway, _) = Actor::spawn(None, ChatGateway, view.clone()).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (live, live_rx) = broadcast::channel::<Arc<Envelope>>(65_536);
         let appended = Arc::new(Notify::new());
         // A charge waits for the gateway; the saga must wait a little longer than that.
         let charge_timeout = settings.gateway_timeout + settings.call_timeout;
+
+        let (mut router, mut membership) = (None, None);
+        if let (Some(cluster), Some(view)) = (config.cluster.clone(), view.clone()) {
+            let args = RouterArgs {
+                regions: regions.clone(),
+                gateway: gateway.clone(),
+                view: view.clone(),
+                appended: appended.clone(),
+                timeout: charge_timeout,
+                max_remote_bytes: settings.max_remote_bytes,
+                max_in_flight: config.max_routed_in_flight,
+            };
+            let (actor, _) = Actor::spawn(Some(router_name(&cluster.node_name)), Router, args)
+                .await
+                .context("starting the router")?;
+            ractor::pg::join(ROUTERS.to_owned(), vec![actor.get_cell()]);
+            let (on_regions, on_gateway) = (regions.clone(), gateway.clone());
+            let on_change = Box::new(move |members: Vec<String>| {
+                on_regions.rebalance();
+                let _ = on_gateway.send_message(GatewayMsg::MembersChanged(members));
+            });
+            membership = Some(membership::start(cluster, view, on_change, shutdown_rx.clone()).await?);
+            router = Some(actor);
+        }
+
         let tasks = vec![
             chat_gateway::forward(live_rx, gateway.clone()),
-            relay::spawn(store.clone(), config.relay_batch, appended.clone(), live, shutdown_rx.clone()),
-            saga::spawn(store.clone(), regions.clone(), appended, charge_timeout, shutdown_rx.clone()),
+            relay::spawn(store.clone(), view.clone(), config.relay_batch, appended.clone(), live, shutdown_rx.clone()),
+            saga::spawn(store.clone(), regions.clone(), view.clone(), appended, charge_timeout, shutdown_rx.clone()),
             housekeeping(store.clone(), config.idempotency_retention, shutdown_rx),
         ];
-        info!(database = %redact(&config.database_url), "actor system started");
-        Ok(Self { store, regions, gateway, settings, shutdown, tasks })
+        info!(database = %redact(&config.database_url), clustered = view.is_some(), "actor system started");
+        Ok(Self { store, regions, gateway, settings, view, router, membership, shutdown, tasks })
     }
 
-    /// Stops the background tasks (draining the outbox first), the actors and storage.
+    /// Stops the background tasks (draining the outbox first), leaves the cluster, and stops the
+    /// actors and storage.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
@@ -79,11 +120,13 @@ impl System {
                 warn!("a background task did not stop in time");
             }
         }
-        self.regions.users.stop();
-        self.regions.products.stop();
-        self.regions.orders.stop();
-        self.regions.payments.stop();
-        self.regions.rooms.stop();
+        if let Some(membership) = self.membership {
+            membership.stop().await;
+        }
+        if let Some(router) = self.router {
+            router.stop(None);
+        }
+        self.regions.stop();
         self.gateway.stop(None);
         self.store.close().await;
     }

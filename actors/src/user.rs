@@ -52,6 +52,8 @@ crate::request!(Register, UserState, "user.register", Result<UserView, UserError
 pub struct GetUser;
 crate::request!(GetUser, UserState, "user.get", Result<UserView, UserError>, |self, reply| UserMsg::Get(reply));
 
+crate::remote_requests!(UserState: Register, GetUser);
+
 /// The user entity's state.
 pub struct UserState {
     id: UserId,

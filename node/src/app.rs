@@ -4,22 +4,31 @@ use crate::config::Settings;
 use crate::rate_limit::LoginLimiter;
 use crate::tokens::TokenService;
 use bazaar_actors::chat_gateway::GatewayMsg;
-use bazaar_actors::saga::Regions;
+use bazaar_actors::cluster::ClusterView;
+use bazaar_actors::regions::Regions;
 use bazaar_actors::store::Store;
 use bazaar_protocol::UserId;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The node's shared state, behind an `Arc` in every filter.
 pub struct App {
     pub settings: Settings,
     pub regions: Regions,
+    /// The cluster as this node sees it, when in one.
+    pub view: Option<Arc<ClusterView>>,
+    /// Requests being served now, bounded (`max_in_flight_requests`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     pub store: Store,
     pub gateway: ActorRef<GatewayMsg>,
     pub tokens: TokenService,
     pub logins: LoginLimiter,
+    /// Requests in flight per user.
+    pub user_slots: crate::rate_limit::UserSlots,
+    /// The `[[nodes]]` of the cluster file (empty when the node runs alone).
+    pub nodes: Vec<crate::config::NodeEntry>,
     /// Open WebSockets per user, for the per-user connection limit.
     pub sockets: Mutex<HashMap<UserId, usize>>,
     pub metrics: PrometheusHandle,

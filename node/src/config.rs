@@ -2,6 +2,7 @@
 //! `BAZAAR_*` environment variables, then command-line flags.
 
 use anyhow::{bail, Context};
+use bazaar_actors::cluster::membership::ClusterConfig;
 use bazaar_actors::store::Durability;
 use clap::{Parser, Subcommand};
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -73,6 +74,19 @@ pub struct Settings {
     pub passivate_after_secs: u64,
     pub idempotency_retention_hours: u64,
     pub relay_batch: u32,
+    /// A file holding the cluster cookie (BAZAAR_CLUSTER_COOKIE wins); empty: a cookie generated
+    /// into the data directory, shared by the nodes of a local cluster.
+    pub cluster_cookie_file: String,
+    pub cluster_heartbeat_ms: u64,
+    pub cluster_heartbeat_timeout_ms: u64,
+    /// The largest message between nodes; larger requests are refused before they are sent.
+    pub cluster_max_frame_bytes: usize,
+    /// Requests from peers handled at once; beyond it peers get 503.
+    pub cluster_max_routed_in_flight: usize,
+    /// HTTP requests served at once by this node; beyond it 503 + Retry-After.
+    pub max_in_flight_requests: usize,
+    /// HTTP requests one user may have in flight at once; beyond it 429 + Retry-After.
+    pub max_in_flight_per_user: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -112,6 +126,13 @@ impl Default for Settings {
             passivate_after_secs: 120,
             idempotency_retention_hours: 24,
             relay_batch: 500,
+            cluster_cookie_file: String::new(),
+            cluster_heartbeat_ms: 250,
+            cluster_heartbeat_timeout_ms: 1500,
+            cluster_max_frame_bytes: 4 << 20,
+            cluster_max_routed_in_flight: 4096,
+            max_in_flight_requests: 8192,
+            max_in_flight_per_user: 64,
         }
     }
 }
@@ -121,14 +142,24 @@ impl Default for Settings {
 pub struct NodeEntry {
     pub name: String,
     pub http_addr: SocketAddr,
-    #[allow(dead_code)]
+    /// Where the node accepts peer sessions; nodes without one run alone.
     pub cluster_addr: Option<SocketAddr>,
 }
 
+/// The `[[nodes]]` of a cluster.toml.
 #[derive(Debug, Default, Deserialize)]
-struct ClusterFile {
+pub struct ClusterFile {
     #[serde(default)]
-    nodes: Vec<NodeEntry>,
+    pub nodes: Vec<NodeEntry>,
+}
+
+impl ClusterFile {
+    /// Reads the `[[nodes]]` of a file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        Figment::from(Toml::file_exact(path))
+            .extract()
+            .with_context(|| format!("reading the [[nodes]] of {}", path.display()))
+    }
 }
 
 impl Settings {
@@ -137,10 +168,8 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         let mut entry = None;
         if let Some(path) = &args.config {
-            let file = Figment::from(Toml::file_exact(path));
-            figment = figment.merge(file.clone().focus("settings"));
-            let cluster: ClusterFile =
-                file.extract().with_context(|| format!("reading the [[nodes]] of {}", path.display()))?;
+            figment = figment.merge(Figment::from(Toml::file_exact(path)).focus("settings"));
+            let cluster = ClusterFile::read(path)?;
             if let Some(name) = &args.node {
                 let found = cluster.nodes.into_iter().find(|n| &n.name == name);
                 entry = Some(found.with_context(|| format!("no [[nodes]] entry named {name} in {}", path.display()))?);
@@ -181,6 +210,15 @@ impl Settings {
         if self.idempotency_retention_hours < 24 {
             bail!("idempotency_retention_hours: the API promises at least 24");
         }
+        if self.cluster_max_frame_bytes < 64 * 1024 || self.cluster_heartbeat_ms == 0 {
+            bail!("cluster_max_frame_bytes must be at least 65536 and cluster_heartbeat_ms at least 1");
+        }
+        if self.max_in_flight_requests == 0
+            || self.max_in_flight_per_user == 0
+            || self.cluster_max_routed_in_flight == 0
+        {
+            bail!("max_in_flight_requests, max_in_flight_per_user and cluster_max_routed_in_flight must be at least 1");
+        }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 32) {
             bail!("jwt_secret: must be at least 32 characters");
         }
@@ -205,6 +243,34 @@ impl Settings {
         }
     }
 
+    /// How this node joins its cluster: `None` unless `--config` lists this node with a
+    /// `cluster_addr` and at least one other node.
+    pub fn cluster(&self, args: &ServeArgs) -> anyhow::Result<Option<ClusterConfig>> {
+        let Some(path) = &args.config else { return Ok(None) };
+        let nodes = ClusterFile::read(path)?.nodes;
+        let Some(me) = nodes.iter().find(|n| n.name == self.node_name) else { return Ok(None) };
+        let Some(listen) = me.cluster_addr else { return Ok(None) };
+        let peers: Vec<(String, SocketAddr)> = nodes
+            .iter()
+            .filter(|n| n.name != self.node_name)
+            .filter_map(|n| n.cluster_addr.map(|addr| (n.name.clone(), addr)))
+            .collect();
+        if peers.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ClusterConfig {
+            node_name: self.node_name.clone(),
+            listen,
+            peers,
+            cookie: self.cluster_cookie()?,
+            heartbeat: Duration::from_millis(self.cluster_heartbeat_ms),
+            heartbeat_timeout: Duration::from_millis(
+                self.cluster_heartbeat_timeout_ms.max(self.cluster_heartbeat_ms * 2),
+            ),
+            max_frame_bytes: self.cluster_max_frame_bytes,
+        }))
+    }
+
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
     }
@@ -217,25 +283,48 @@ impl Settings {
         }
         dev_secret(&self.data_dir.join("jwt_secret"))
     }
+
+    /// The cluster cookie: BAZAAR_CLUSTER_COOKIE, else the cookie file, else one generated into
+    /// the data directory (which the nodes of a local cluster share).
+    pub fn cluster_cookie(&self) -> anyhow::Result<String> {
+        if let Ok(cookie) = std::env::var("BAZAAR_CLUSTER_COOKIE") {
+            if !cookie.trim().is_empty() {
+                return Ok(cookie.trim().to_owned());
+            }
+        }
+        if !self.cluster_cookie_file.is_empty() {
+            let cookie = std::fs::read_to_string(&self.cluster_cookie_file)
+                .with_context(|| format!("reading the cluster cookie file {}", self.cluster_cookie_file))?;
+            return Ok(cookie.trim().to_owned());
+        }
+        Ok(String::from_utf8(dev_secret(&self.data_dir.join("cluster_cookie"))?)?)
+    }
 }
 
+/// Reads the secret at `path`, creating it first if missing. Nodes of a local cluster start
+/// together on one data directory: the file is written once (to a temporary name, then linked
+/// into place, which fails if another node won the race) and everyone reads the winner's.
 fn dev_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Ok(existing) = std::fs::read_to_string(path) {
-        let existing = existing.trim();
-        if existing.len() >= 32 {
-            return Ok(existing.as_bytes().to_vec());
-        }
+    let read = || std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| s.len() >= 32);
+    if let Some(existing) = read() {
+        return Ok(existing.into_bytes());
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     use std::io::Write;
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options.open(&temporary).with_context(|| format!("writing {}", temporary.display()))?;
     file.write_all(secret.as_bytes())?;
     file.sync_all()?;
-    Ok(secret.into_bytes())
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(secret.into_bytes()),
+        Err(_) => read().map(String::into_bytes).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 #[cfg(test)]

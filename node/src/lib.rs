@@ -12,6 +12,7 @@ pub mod tokens;
 
 use anyhow::Context;
 use app::App;
+use bazaar_actors::cluster::membership::ClusterConfig;
 use bazaar_actors::entity::EntitySettings;
 use bazaar_actors::system::{System, SystemConfig};
 use config::Settings;
@@ -42,7 +43,11 @@ fn metrics_handle() -> PrometheusHandle {
 
 impl Node {
     /// Opens storage, starts the actors and binds the HTTP listener (port 0 allowed).
-    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(
+        mut settings: Settings,
+        cluster: Option<ClusterConfig>,
+        nodes: Vec<config::NodeEntry>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
         let secret = settings.jwt_secret()?;
@@ -53,9 +58,12 @@ impl Node {
                 gateway_timeout: Duration::from_millis(settings.gateway_timeout_ms),
                 call_timeout: settings.call_timeout(),
                 passivate_after: Duration::from_secs(settings.passivate_after_secs.max(1)),
+                max_remote_bytes: settings.cluster_max_frame_bytes,
             },
             relay_batch: settings.relay_batch.max(1),
             idempotency_retention: Duration::from_secs(settings.idempotency_retention_hours * 3600),
+            cluster,
+            max_routed_in_flight: settings.cluster_max_routed_in_flight,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -69,7 +77,11 @@ impl Node {
                 Duration::from_secs(settings.refresh_token_ttl_secs),
             ),
             logins: rate_limit::LoginLimiter::new(settings.login_attempts_per_minute),
+            user_slots: rate_limit::UserSlots::new(settings.max_in_flight_per_user),
+            nodes,
             regions: system.regions.clone(),
+            view: system.view.clone(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight_requests)),
             store: system.store.clone(),
             gateway: system.gateway.clone(),
             sockets: Mutex::new(HashMap::new()),

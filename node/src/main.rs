@@ -17,7 +17,12 @@ async fn main() -> anyhow::Result<()> {
         None => ServeArgs::default(),
     };
     let settings = Settings::load(&args)?;
-    let node = Node::build(settings.clone()).await?;
+    let cluster = settings.cluster(&args)?;
+    let nodes = match (&args.config, &cluster) {
+        (Some(path), Some(_)) => bazaar_node::config::ClusterFile::read(path)?.nodes,
+        _ => Vec::new(),
+    };
+    let node = Node::build(settings.clone(), cluster, nodes).await?;
     // Scripts and tests wait for this line (and read the bound port from it).
     println!("bazaar ready node={} http={}", settings.node_name, node.http_addr());
     std::io::stdout().flush()?;

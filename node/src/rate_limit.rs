@@ -1,7 +1,7 @@
 //! Token buckets: the login limit (per e-mail) and the WebSocket frame limit (per connection).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A token bucket: `burst` tokens, refilled at `per_second`.
@@ -34,6 +34,47 @@ impl Bucket {
 
     fn is_full(&self, now: Instant) -> bool {
         self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.per_second >= self.burst
+    }
+}
+
+/// Requests in flight per user, bounded: one user cannot take the node's whole capacity.
+pub struct UserSlots {
+    limit: usize,
+    taken: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One request's slot; freed when dropped.
+pub struct Slot {
+    user: String,
+    taken: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl UserSlots {
+    pub fn new(limit: usize) -> Self {
+        Self { limit, taken: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Takes a slot for `user`; `None` when the user is at the limit.
+    pub fn acquire(&self, user: &str) -> Option<Slot> {
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let count = taken.entry(user.to_owned()).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { user: user.to_owned(), taken: self.taken.clone() })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = taken.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                taken.remove(&self.user);
+            }
+        }
     }
 }
 
@@ -78,6 +119,17 @@ mod tests {
         let wait = bucket.take(start).unwrap_err();
         assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
         assert!(bucket.take(start + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn user_slots_are_bounded_and_freed_on_drop() {
+        let slots = UserSlots::new(2);
+        let first = slots.acquire("u").unwrap();
+        let _second = slots.acquire("u").unwrap();
+        assert!(slots.acquire("u").is_none());
+        assert!(slots.acquire("v").is_some());
+        drop(first);
+        assert!(slots.acquire("u").is_some());
     }
 
     #[test]

@@ -38,12 +38,14 @@ pub struct TokenService {
 }
 
 /// Who made an authenticated request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Caller {
     pub id: UserId,
     pub role: Role,
     /// Seconds since the epoch when the token expires.
     pub expires_at: i64,
+    /// The caller's in-flight slot, held while the request is served.
+    pub slot: Option<std::sync::Arc<crate::rate_limit::Slot>>,
 }
 
 impl TokenService {
@@ -79,7 +81,7 @@ impl TokenService {
     /// Checks an access token's signature and expiry.
     pub fn verify(&self, token: &str) -> Option<Caller> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        Some(Caller { id: data.claims.sub.into(), role: data.claims.role, expires_at: data.claims.exp })
+        Some(Caller { id: data.claims.sub.into(), role: data.claims.role, expires_at: data.claims.exp, slot: None })
     }
 }
 

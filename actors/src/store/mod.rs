@@ -106,7 +106,16 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations").run(&write).await.map_err(|e| StoreError::Database(e.into()))?;
+        // The nodes of a local cluster start together on one file and race to migrate it; the
+        // losers' transactions roll back, and a second look finds the migration applied.
+        let mut attempt = 0;
+        while let Err(e) = sqlx::migrate!("./migrations").run(&write).await {
+            attempt += 1;
+            if attempt >= 10 {
+                return Err(StoreError::Database(e.into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -116,8 +125,12 @@ impl Store {
     }
 
     /// Starts a write transaction.
+    ///
+    /// `BEGIN IMMEDIATE` takes the write lock up front: when several processes share the file
+    /// (a local cluster), a deferred transaction that read first would fail with `SQLITE_BUSY`
+    /// on its first write instead of waiting for the lock.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.write.begin().await?)
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Commits a write transaction and wakes the outbox relay.

@@ -92,8 +92,16 @@ impl From<Invalid> for ApiError {
 
 impl From<CallError> for ApiError {
     fn from(error: CallError) -> Self {
-        warn!(reason = %error, "entity call failed");
-        Self::unavailable()
+        match error {
+            CallError::TooLarge => {
+                Self::new(ErrorCode::PayloadTooLarge, "the request is too large to route to the node that owns it")
+            }
+            CallError::Busy => Self::unavailable().with_retry_after(1),
+            other => {
+                warn!(reason = %other, "entity call failed");
+                Self::unavailable()
+            }
+        }
     }
 }
 
@@ -184,11 +192,20 @@ pub fn caller(app: Arc<App>) -> BoxedFilter<(Caller,)> {
         .and_then(move |header: Option<String>| {
             let app = app.clone();
             async move {
-                header
+                let mut caller = header
                     .as_deref()
                     .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
                     .and_then(|token| app.tokens.verify(token.trim()))
-                    .ok_or_else(|| reject(ApiError::unauthorized()))
+                    .ok_or_else(|| reject(ApiError::unauthorized()))?;
+                let Some(slot) = app.user_slots.acquire(caller.id.as_str()) else {
+                    metrics::counter!("bazaar_rate_limited_total", "limit" => "user_in_flight").increment(1);
+                    return Err(reject(
+                        ApiError::new(ErrorCode::RateLimited, "too many requests in flight for this user")
+                            .with_retry_after(1),
+                    ));
+                };
+                caller.slot = Some(Arc::new(slot));
+                Ok(caller)
             }
         })
         .boxed()
@@ -236,7 +253,21 @@ pub fn limit_param(query: &HashMap<String, String>, default: u32, max: u32) -> R
 
 /// Every route of the API, with JSON errors and request metrics.
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    auth::routes(app.clone())
+    let in_flight = app.in_flight.clone();
+    // A bounded number of requests at once: past it, 503 at the door instead of queues that grow
+    // in unbounded actor mailboxes.
+    let gate = warp::any().and_then(move || {
+        let in_flight = in_flight.clone();
+        async move {
+            in_flight.try_acquire_owned().map_err(|_| {
+                metrics::counter!("bazaar_rate_limited_total", "limit" => "node_in_flight").increment(1);
+                reject(
+                    ApiError::new(ErrorCode::Unavailable, "the node is at capacity, retry shortly").with_retry_after(1),
+                )
+            })
+        }
+    });
+    let api = auth::routes(app.clone())
         .or(catalog::routes(app.clone()))
         .unify()
         .or(orders::routes(app.clone()))
@@ -248,7 +279,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(ws::routes(app.clone()))
         .unify()
         .or(operations::routes(app))
-        .unify()
+        .unify();
+    gate.and(api)
+        .map(|_permit: tokio::sync::OwnedSemaphorePermit, reply: Response| reply)
         .recover(recover)
         .unify()
         .with(warp::log::custom(record_request))

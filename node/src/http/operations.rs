@@ -1,7 +1,9 @@
 //! Operations: liveness, readiness, Prometheus metrics and the cluster view.
 
 use crate::app::App;
+use bazaar_actors::cluster::router::{NodeStats, RouterMsg};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -26,30 +28,57 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let metrics = warp::path!("metrics").and(warp::get()).and(with_app.clone()).map(|app: Arc<App>| {
         warp::reply::with_header(app.metrics.render(), "content-type", "text/plain; version=0.0.4").into_response()
     });
-    let cluster = warp::path!("cluster").and(warp::get()).and(with_app).then(|app: Arc<App>| async move {
-        let regions = &app.regions;
-        let live = [
-            ("user", regions.users.live().await),
-            ("product", regions.products.live().await),
-            ("order", regions.orders.live().await),
-            ("payment", regions.payments.live().await),
-            ("room", regions.rooms.live().await),
-        ];
-        let name = &app.settings.node_name;
-        let entities: usize = live.iter().map(|(_, n)| n).sum();
-        let shards: serde_json::Map<String, serde_json::Value> =
-            live.iter().map(|(kind, n)| (kind.to_string(), json!({ name.clone(): n }))).collect();
-        warp::reply::json(&json!({
-            "self": name,
-            "members": [{
-                "name": name,
-                "httpAddr": app.settings.http_addr.to_string(),
-                "status": "up",
-                "entities": entities,
-            }],
-            "shards": shards,
-        }))
-        .into_response()
-    });
+    let cluster = warp::path!("cluster")
+        .and(warp::get())
+        .and(with_app)
+        .then(|app: Arc<App>| async move { warp::reply::json(&cluster_view(&app).await).into_response() });
     healthz.or(readyz).unify().or(metrics).unify().or(cluster).unify().boxed()
+}
+
+/// `GET /cluster`: every configured node with its status and live entities, and the entities of
+/// each kind per node.
+async fn cluster_view(app: &App) -> serde_json::Value {
+    let name = app.settings.node_name.clone();
+    let mut stats: BTreeMap<String, NodeStats> = BTreeMap::new();
+    stats.insert(name.clone(), NodeStats { entities: app.regions.live().await });
+    let peers = app.view.as_ref().map(|view| view.peer_routers()).unwrap_or_default();
+    let asks = peers.iter().map(|(peer, router)| async move {
+        let answer = ractor::call_t!(router, RouterMsg::Stats, 500, String::new());
+        let parsed = answer.ok().and_then(|text| serde_json::from_str::<NodeStats>(&text).ok());
+        (peer.clone(), parsed)
+    });
+    for (peer, answer) in futures_util::future::join_all(asks).await {
+        stats.insert(peer, answer.unwrap_or_default());
+    }
+    let mut members = Vec::new();
+    let http_of = |node: &str| app.nodes.iter().find(|n| n.name == node).map(|n| n.http_addr.to_string());
+    members.push(json!({
+        "name": name,
+        "httpAddr": app.settings.http_addr.to_string(),
+        "status": "up",
+        "entities": stats[&name].entities.values().sum::<usize>(),
+    }));
+    for (peer, _) in &peers {
+        members.push(json!({
+            "name": peer,
+            "httpAddr": http_of(peer),
+            "status": "up",
+            "entities": stats.get(peer).map_or(0, |s| s.entities.values().sum::<usize>()),
+        }));
+    }
+    for configured in app.nodes.iter().filter(|n| n.name != name && !peers.iter().any(|(p, _)| p == &n.name)) {
+        members.push(json!({
+            "name": configured.name,
+            "httpAddr": configured.http_addr.to_string(),
+            "status": "down",
+            "entities": 0,
+        }));
+    }
+    let mut shards: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for (node, node_stats) in &stats {
+        for (kind, count) in &node_stats.entities {
+            shards.entry(kind.clone()).or_default().insert(node.clone(), *count);
+        }
+    }
+    json!({ "self": name, "members": members, "shards": shards })
 }
