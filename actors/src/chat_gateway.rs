@@ -80,7 +80,7 @@ impl GatewayState {
             online: self.local_online(room).into_iter().collect(),
         };
         let text = serde_json::to_string(&update).unwrap_or_default();
-        view.broadcast(|| RouterMsg::Presence(text.clone()));
+        view.broadcast(&text, RouterMsg::Presence);
     }
 
     /// Sends the room's presence (this node's and the others') to the room's sockets here.
@@ -211,7 +211,7 @@ impl Actor for ChatGateway {
                 if let Some(view) = &state.view {
                     let shared = serde_json::to_string(&RoomFrame { room: room.clone(), frame: frame.clone() })
                         .unwrap_or_default();
-                    view.broadcast(|| RouterMsg::Relay(shared.clone()));
+                    view.broadcast(&shared, RouterMsg::Relay);
                 }
                 let text = frame_text(&frame);
                 for session in state.rooms.get(&room).into_iter().flatten().filter(|s| **s != from) {

@@ -484,6 +484,7 @@ impl<E: Entity> RegionRef<E> {
             })?;
             match text.as_str() {
                 failure::BUSY => Err(CallError::Busy),
+                failure::TOO_LARGE => Err(CallError::TooLarge),
                 t if t.starts_with('!') => Err(CallError::Dropped),
                 t => serde_json::from_str(t).map_err(|_| CallError::Dropped),
             }

@@ -35,7 +35,7 @@ pub fn spawn(
                         metrics::histogram!("bazaar_relay_lag_seconds").record(lag.max(0.0));
                         if let Some(view) = &view {
                             let text = serde_json::to_string(&*record.envelope).unwrap_or_default();
-                            view.broadcast(|| RouterMsg::Publish(text.clone()));
+                            view.broadcast(&text, RouterMsg::Publish);
                         }
                         // No receiver is fine: nobody on this node is listening right now.
                         let _ = live.send(record.envelope);

@@ -60,7 +60,7 @@ impl System {
         let store = Store::open(&config.database_url, config.durability).await.context("opening the database")?;
         let payment_gateway: Arc<dyn PaymentGateway> = Arc::new(SimulatedGateway::new(store.clone()));
         let settings = Arc::new(config.entities.clone());
-        let view = config.cluster.as_ref().map(|c| Arc::new(ClusterView::new(c.node_name.clone())));
+        let view = config.cluster.as_ref().map(|c| Arc::new(ClusterView::new(c.node_name.clone(), c.max_frame_bytes)));
         let ctx =
             Ctx { store: store.clone(), gateway: payment_gateway, settings: settings.clone(), cluster: view.clone() };
         let regions = Regions {

@@ -25,6 +25,23 @@ pub struct Cli {
 pub enum Command {
     /// Runs one node: the HTTP/WebSocket front end and its actors.
     Serve(ServeArgs),
+    /// Manages a local cluster.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
+}
+
+/// `bazaar cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Starts every node of the config file on this machine as separate processes, with a log
+    /// file per node; Ctrl-C stops them all.
+    Up {
+        /// The cluster.toml listing the nodes.
+        #[arg(long, value_name = "FILE", default_value = "cluster.toml")]
+        config: PathBuf,
+    },
 }
 
 /// Flags of `bazaar serve`; each overrides the file and the environment.
@@ -210,8 +227,8 @@ impl Settings {
         if self.idempotency_retention_hours < 24 {
             bail!("idempotency_retention_hours: the API promises at least 24");
         }
-        if self.cluster_max_frame_bytes < 64 * 1024 || self.cluster_heartbeat_ms == 0 {
-            bail!("cluster_max_frame_bytes must be at least 65536 and cluster_heartbeat_ms at least 1");
+        if self.cluster_max_frame_bytes < 4096 || self.cluster_heartbeat_ms == 0 {
+            bail!("cluster_max_frame_bytes must be at least 4096 and cluster_heartbeat_ms at least 1");
         }
         if self.max_in_flight_requests == 0
             || self.max_in_flight_per_user == 0

@@ -5,6 +5,7 @@
 //! one place per error enum) goes back as JSON.
 
 pub mod app;
+pub mod cluster_up;
 pub mod config;
 pub mod http;
 pub mod rate_limit;

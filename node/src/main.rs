@@ -1,4 +1,5 @@
-use bazaar_node::config::{Cli, Command, ServeArgs, Settings};
+use bazaar_node::cluster_up::{self, shutdown_signal};
+use bazaar_node::config::{Cli, ClusterCommand, ClusterFile, Command, ServeArgs, Settings};
 use bazaar_node::Node;
 use clap::Parser;
 use std::io::Write;
@@ -14,12 +15,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Cluster { action: ClusterCommand::Up { config } }) => return cluster_up::run(&config).await,
         None => ServeArgs::default(),
     };
     let settings = Settings::load(&args)?;
     let cluster = settings.cluster(&args)?;
     let nodes = match (&args.config, &cluster) {
-        (Some(path), Some(_)) => bazaar_node::config::ClusterFile::read(path)?.nodes,
+        (Some(path), Some(_)) => ClusterFile::read(path)?.nodes,
         _ => Vec::new(),
     };
     let node = Node::build(settings.clone(), cluster, nodes).await?;
@@ -27,19 +29,4 @@ async fn main() -> anyhow::Result<()> {
     println!("bazaar ready node={} http={}", settings.node_name, node.http_addr());
     std::io::stdout().flush()?;
     node.run_until(shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

@@ -36,14 +36,21 @@ pub enum Placement {
 /// The live members as this node sees them, itself included.
 pub struct ClusterView {
     self_name: String,
+    /// The largest frame peers accept.
+    max_frame_bytes: usize,
     /// Remote members by name, with their routers.
     peers: RwLock<BTreeMap<String, ActorRef<RouterMsg>>>,
 }
 
 impl ClusterView {
-    /// A view holding only this node.
-    pub fn new(self_name: impl Into<String>) -> Self {
-        Self { self_name: self_name.into(), peers: RwLock::new(BTreeMap::new()) }
+    /// A view holding only this node; peers accept frames up to `max_frame_bytes`.
+    pub fn new(self_name: impl Into<String>, max_frame_bytes: usize) -> Self {
+        Self { self_name: self_name.into(), max_frame_bytes, peers: RwLock::new(BTreeMap::new()) }
+    }
+
+    /// Whether a message carrying `text` fits in a peer's frame.
+    pub fn fits(&self, text: &str) -> bool {
+        text.len() + router::FRAME_OVERHEAD <= self.max_frame_bytes
     }
 
     /// This node's name.
@@ -99,10 +106,17 @@ impl ClusterView {
         self.peers().iter().map(|(name, router)| (name.clone(), router.clone())).collect()
     }
 
-    /// Sends a message to every peer's router (a message each, built by `make`).
-    pub fn broadcast(&self, make: impl Fn() -> RouterMsg) {
+    /// Sends `text` to every peer's router, wrapped by `wrap`. A text too large for a peer's frame
+    /// is not sent (it would drop the whole session); the peers then miss it, which every
+    /// receiver tolerates (sockets fill gaps from storage, the saga polls).
+    pub fn broadcast(&self, text: &str, wrap: impl Fn(String) -> RouterMsg) {
+        if !self.fits(text) {
+            metrics::counter!("bazaar_router_refused_too_large_total").increment(1);
+            tracing::warn!(bytes = text.len(), "message too large for peers; not sent");
+            return;
+        }
         for router in self.peers().values() {
-            let _ = router.send_message(make());
+            let _ = router.send_message(wrap(text.to_owned()));
         }
     }
 

@@ -60,6 +60,8 @@ pub mod failure {
     pub const UNKNOWN: &str = "!unknown";
     /// Too many requests in flight on the owning node.
     pub const BUSY: &str = "!busy";
+    /// The answer would not fit in the caller's frame.
+    pub const TOO_LARGE: &str = "!too_large";
 }
 
 /// A node's online users of a room.
@@ -143,8 +145,14 @@ impl Actor for Router {
                 // Dispatching happens here, in order, so requests from one peer reach an entity in
                 // the order they were sent; only the wait for the answer moves to a task.
                 let answer = route(args, request);
+                let view = args.view.clone();
                 tokio::spawn(async move {
-                    let text = answer.await;
+                    let mut text = answer.await;
+                    // An answer over the caller's frame limit would drop the session to it.
+                    if !view.fits(&text) {
+                        metrics::counter!("bazaar_router_refused_too_large_total").increment(1);
+                        text = failure::TOO_LARGE.to_owned();
+                    }
                     let _ = reply.send(text);
                     drop(permit);
                 });
@@ -219,7 +227,7 @@ pub enum RouteFailure {
 
 /// Room for the frame around a routed request (protobuf envelope, length prefixes, variant name);
 /// measured at 32 bytes, doubled for safety.
-const FRAME_OVERHEAD: usize = 64;
+pub const FRAME_OVERHEAD: usize = 64;
 
 /// The request was too large to send (it would exceed `max_bytes` on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
