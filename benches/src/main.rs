@@ -1,0 +1,5 @@
+//! Load benchmarks (see benches/README.md).
+
+fn main() {
+    println!("bazaar-bench: no scenario yet");
+}
