@@ -288,6 +288,7 @@ impl Settings {
         }))
     }
 
+    /// The deadline of a call to an entity.
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
     }

@@ -50,6 +50,7 @@ pub struct Slot {
 }
 
 impl UserSlots {
+    /// At most `limit` requests in flight per user.
     pub fn new(limit: usize) -> Self {
         Self { limit, taken: Arc::new(Mutex::new(HashMap::new())) }
     }
@@ -88,6 +89,7 @@ pub struct LoginLimiter {
 const PRUNE_ABOVE: usize = 10_000;
 
 impl LoginLimiter {
+    /// At most `per_minute` attempts per e-mail and minute.
     pub fn new(per_minute: u32) -> Self {
         Self { per_minute, buckets: Mutex::new(HashMap::new()) }
     }

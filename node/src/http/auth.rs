@@ -25,6 +25,7 @@ impl From<UserError> for ApiError {
     }
 }
 
+/// The routes of this resource.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.body_limit_bytes;
     let with_app = {

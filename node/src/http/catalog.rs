@@ -41,6 +41,7 @@ fn description(raw: &str) -> Result<String, Invalid> {
     Ok(raw.to_owned())
 }
 
+/// The routes of this resource.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.body_limit_bytes;
     let with_app = {

@@ -42,30 +42,37 @@ pub struct ApiError {
 impl warp::reject::Reject for ApiError {}
 
 impl ApiError {
+    /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), retry_after: None }
     }
 
+    /// 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    /// 401 `unauthorized`, the same for every token problem.
     pub fn unauthorized() -> Self {
         Self::new(ErrorCode::Unauthorized, "missing, malformed, expired or forged token")
     }
 
+    /// 403 `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
     }
 
+    /// 404 `not_found` for a kind of thing.
     pub fn not_found(what: &str) -> Self {
         Self::new(ErrorCode::NotFound, format!("{what} not found"))
     }
 
+    /// 503 `unavailable` with `Retry-After: 1`.
     pub fn unavailable() -> Self {
         Self { retry_after: Some(1), ..Self::new(ErrorCode::Unavailable, "temporarily unavailable, retry shortly") }
     }
 
+    /// Sets `Retry-After` (at least one second).
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds.max(1));
         self

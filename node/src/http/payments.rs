@@ -27,6 +27,7 @@ impl From<PaymentError> for ApiError {
     }
 }
 
+/// The routes of this resource.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.body_limit_bytes;
     let with_app = {

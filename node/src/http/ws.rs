@@ -21,6 +21,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+/// The routes of this resource.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let with_app = warp::any().map(move || app.clone());
     warp::path!("ws")
