@@ -87,6 +87,11 @@ impl ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
         }
+        if self.code == ErrorCode::PayloadTooLarge {
+            // The rest of the oversized body was never read: the connection cannot carry another
+            // request after it.
+            response.headers_mut().insert("connection", HeaderValue::from_static("close"));
+        }
         response
     }
 }

@@ -1,0 +1,22 @@
+//! Black-box tests of the `bazaar` binary: every test starts its own node on port 0 with a fresh
+//! data directory (see [`support`]) and talks to it over HTTP and WebSocket only, as the contract
+//! in API.md describes.
+//!
+//! One module per area: `auth`, `catalog`, `orders`, `payments`, `chat_http` and `websocket`
+//! follow the API's tables; `operations` covers the probes; `bad_input` and `fuzz` throw malformed
+//! and random input; `concurrency` races requests; `crash` kills the node with SIGKILL and checks
+//! that acknowledged writes survive.
+
+mod support;
+
+mod auth;
+mod bad_input;
+mod catalog;
+mod chat_http;
+mod concurrency;
+mod crash;
+mod fuzz;
+mod operations;
+mod orders;
+mod payments;
+mod websocket;
