@@ -52,6 +52,8 @@ impl Node {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
         let secret = settings.jwt_secret()?;
+        // The recorder goes in first: whatever the actors report while starting is kept.
+        let metrics = metrics_handle();
         let system = System::start(SystemConfig {
             database_url: settings.database_url(),
             durability: settings.durability()?,
@@ -86,7 +88,7 @@ impl Node {
             store: system.store.clone(),
             gateway: system.gateway.clone(),
             sockets: Mutex::new(HashMap::new()),
-            metrics: metrics_handle(),
+            metrics,
             settings,
         });
         Ok(Self { app, system, listener })
