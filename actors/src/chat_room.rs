@@ -62,7 +62,7 @@ crate::request!(OpenRoom, RoomState, "room.open", Result<(Room, bool), RoomError
 pub struct GetRoom {
     pub viewer: UserId,
 }
-crate::request!(GetRoom, RoomState, "room.get", Result<RoomView, RoomError>, |self, reply| RoomMsg::Get { viewer: self.viewer, reply });
+crate::request!(read GetRoom, RoomState, "room.get", Result<RoomView, RoomError>, |self, reply| RoomMsg::Get { viewer: self.viewer, reply });
 
 /// Posts a validated text as `from`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

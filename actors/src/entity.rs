@@ -70,6 +70,9 @@ pub trait Entity: Sized + Send + Sync + 'static {
 pub trait Request<E: Entity>: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {
     /// The request's name on the wire, unique within its kind.
     const NAME: &'static str;
+    /// Whether the request only reads. A read whose answer is too large to cross to this node
+    /// is answered here from storage instead (writes stay with the owner).
+    const READ_ONLY: bool = false;
     /// What the entity answers.
     type Reply: serde::Serialize + serde::de::DeserializeOwned + Send + 'static;
 
@@ -77,12 +80,21 @@ pub trait Request<E: Entity>: serde::Serialize + serde::de::DeserializeOwned + S
     fn into_msg(self, reply: RpcReplyPort<Self::Reply>) -> E::Msg;
 }
 
-/// Declares request types: `request!(GetOrder for OrderState => Result<Order, OrderError>, |self, reply| ...)`.
+/// Declares a request type:
+/// `request!(GetOrder, OrderState, "order.get", Result<Order, OrderError>, |self, reply| ...)`;
+/// `request!(read GetOrder, ...)` marks it read-only.
 #[macro_export]
 macro_rules! request {
+    (read $request:ty, $entity:ty, $name:literal, $reply:ty, |$this:ident, $port:ident| $msg:expr) => {
+        $crate::request!(@impl true, $request, $entity, $name, $reply, |$this, $port| $msg);
+    };
     ($request:ty, $entity:ty, $name:literal, $reply:ty, |$this:ident, $port:ident| $msg:expr) => {
+        $crate::request!(@impl false, $request, $entity, $name, $reply, |$this, $port| $msg);
+    };
+    (@impl $read:literal, $request:ty, $entity:ty, $name:literal, $reply:ty, |$this:ident, $port:ident| $msg:expr) => {
         impl $crate::entity::Request<$entity> for $request {
             const NAME: &'static str = $name;
+            const READ_ONLY: bool = $read;
             type Reply = $reply;
 
             fn into_msg($this, $port: ractor::RpcReplyPort<$reply>) -> <$entity as $crate::entity::Entity>::Msg {
@@ -318,10 +330,15 @@ impl<E: Entity> Actor for Region<E> {
             }
             RegionMsg::Sweep => {
                 let limit = state.ctx.settings.passivate_after;
+                let view = state.ctx.cluster.clone();
+                // Idle entities go, and so do those owned elsewhere (activated here for a read
+                // whose answer was too large to cross, or left over from a view change).
                 let idle: Vec<String> = state
                     .entities
                     .iter()
-                    .filter(|(_, slot)| slot.last_used.elapsed() >= limit)
+                    .filter(|(id, slot)| {
+                        slot.last_used.elapsed() >= limit || view.as_ref().is_some_and(|v| !v.owns(E::KIND, id))
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in idle {
@@ -477,6 +494,8 @@ impl<E: Entity> RegionRef<E> {
             Ok(call) => call,
             Err(_) => return futures_util::future::ready(Err(CallError::TooLarge)).boxed(),
         };
+        let local = self.local();
+        let id = id.to_owned();
         async move {
             let text = call.await.map_err(|failure| match failure {
                 RouteFailure::Unreachable => CallError::Unavailable,
@@ -484,12 +503,18 @@ impl<E: Entity> RegionRef<E> {
             })?;
             match text.as_str() {
                 failure::BUSY => Err(CallError::Busy),
+                failure::TOO_LARGE if Q::READ_ONLY => local.ask_within(&id, timeout, request).await,
                 failure::TOO_LARGE => Err(CallError::TooLarge),
                 t if t.starts_with('!') => Err(CallError::Dropped),
                 t => serde_json::from_str(t).map_err(|_| CallError::Dropped),
             }
         }
         .boxed()
+    }
+
+    /// This region without the cluster view: every request goes to the local entity.
+    fn local(&self) -> Self {
+        Self { view: None, ..self.clone() }
     }
 
     /// Delivers a request that arrived from another node; `None` when the kind has no such request.

@@ -62,7 +62,7 @@ pub enum OrderMsg {
 pub struct GetOrder {
     pub viewer: UserId,
 }
-crate::request!(GetOrder, OrderState, "order.get", Result<Order, OrderError>, |self, reply| OrderMsg::Get { viewer: self.viewer, reply });
+crate::request!(read GetOrder, OrderState, "order.get", Result<Order, OrderError>, |self, reply| OrderMsg::Get { viewer: self.viewer, reply });
 
 /// Cancels an ORDERED order for its buyer or seller.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -58,7 +58,7 @@ pub enum PaymentMsg {
 pub struct GetPayment {
     pub viewer: UserId,
 }
-crate::request!(GetPayment, PaymentState, "payment.get", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Get { viewer: self.viewer, reply });
+crate::request!(read GetPayment, PaymentState, "payment.get", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Get { viewer: self.viewer, reply });
 
 /// Charges a REQUESTED payment (delivered by event `cause`); answered once it is decided.
 #[derive(Debug, Clone, Serialize, Deserialize)]

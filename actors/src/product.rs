@@ -92,7 +92,7 @@ crate::request!(ListProduct, ProductState, "product.list", Result<Product, Produ
 /// Reads the product.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetProduct;
-crate::request!(GetProduct, ProductState, "product.get", Result<Product, ProductError>, |self, reply| ProductMsg::Get(reply));
+crate::request!(read GetProduct, ProductState, "product.get", Result<Product, ProductError>, |self, reply| ProductMsg::Get(reply));
 
 /// Changes the product on behalf of its seller.
 #[derive(Debug, Clone, Serialize, Deserialize)]

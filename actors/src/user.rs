@@ -50,7 +50,7 @@ crate::request!(Register, UserState, "user.register", Result<UserView, UserError
 /// Reads a profile.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetUser;
-crate::request!(GetUser, UserState, "user.get", Result<UserView, UserError>, |self, reply| UserMsg::Get(reply));
+crate::request!(read GetUser, UserState, "user.get", Result<UserView, UserError>, |self, reply| UserMsg::Get(reply));
 
 crate::remote_requests!(UserState: Register, GetUser);
 

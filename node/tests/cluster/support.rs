@@ -1,0 +1,709 @@
+//! The harness: a cluster of real `bazaar` processes sharing one data directory, each started with
+//! `serve --config FILE --node NAME`, and clients that speak HTTP and WebSocket to any of them.
+//!
+//! A test builds a [`Cluster`] (the config file and its listed nodes), starts some of its nodes,
+//! and talks to them through [`Api`]s, one per node. Accounts are plain [`User`]s (an id and a
+//! token), so the same account can act through any node. Every child process is killed when the
+//! cluster is dropped, and a failing test prints the tail of every node's log.
+
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a node may take to print its ready line: a debug build on a loaded two-core machine,
+/// next to other tests' clusters, is the slow case.
+pub const READY_DEADLINE: Duration = Duration::from_secs(40);
+/// How long the nodes of a cluster may take to see each other `up`.
+pub const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(20);
+/// How long event-driven outcomes (payments, order pushes) may take to show.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(15);
+/// How long to wait for a WebSocket frame that should come promptly.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(5);
+/// The password every test account uses; long enough for the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+/// The cookie of the nodes that belong together.
+pub const COOKIE: &str = "cluster-test-cookie-0123456789abcdef";
+
+/// What an account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Buyer,
+    Seller,
+}
+
+impl Role {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Buyer => "BUYER",
+            Role::Seller => "SELLER",
+        }
+    }
+}
+
+/// A fresh e-mail address, so tests sharing nothing never collide.
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh idempotency key.
+pub fn unique_key() -> String {
+    format!("key-{}", uuid::Uuid::new_v4())
+}
+
+/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
+pub fn enc(raw: &str) -> String {
+    let mut out = String::new();
+    for byte in raw.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// `n` distinct free ports, outside the kernel's ephemeral range: a port taken from that range
+/// (binding port 0) can be grabbed by any outgoing connection (peers dial down nodes every second)
+/// before the node binds it, or while a killed node is down. All are bound at once (so they
+/// differ), then released for the nodes.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    use rand::Rng;
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let range = if low > 12_000 { 10_000..low } else { high.saturating_add(1)..u16::MAX };
+    let mut rng = rand::thread_rng();
+    let mut listeners = Vec::new();
+    for _ in 0..10_000 {
+        if listeners.len() == n {
+            break;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", rng.gen_range(range.clone()))) {
+            listeners.push(listener);
+        }
+    }
+    assert_eq!(listeners.len(), n, "no {n} free ports in {range:?}");
+    listeners.iter().map(|l| l.local_addr().expect("a bound address").port()).collect()
+}
+
+/// Polls `probe` every 50 ms until it returns `Ok`, or panics with its last complaint.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) => {
+                if started.elapsed() > deadline {
+                    panic!("waited {deadline:?} for {what}; last seen: {last}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A finished HTTP exchange, read to the end so assertions can show the whole body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// The body as text (lossy), for messages and for non-JSON answers.
+    pub text: String,
+    /// The body as JSON, or `Null` when it is empty or not JSON.
+    pub json: Value,
+}
+
+impl Reply {
+    /// The `error.code` of an error body, or "" when there is none.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Asserts the status and returns the JSON body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "expected HTTP {status}, got {} with body {}", self.status, self.text);
+        self.json
+    }
+
+    /// Asserts an error answer: the status and the code.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.code()),
+            (status, code),
+            "expected HTTP {status} `{code}`, got HTTP {} with body {}",
+            self.status,
+            self.text
+        );
+    }
+}
+
+/// An account: its id, e-mail and current access token; usable through any node.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub role: Role,
+    pub token: String,
+}
+
+/// Where a WebSocket carries its access token.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenIn {
+    Header,
+    Query,
+}
+
+/// One node's front door: a client and the node's HTTP address.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    /// The node's name, for failure messages.
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+impl Api {
+    /// The base URL, without a trailing slash.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends one request; `Err` when the connection failed or timed out (a node being killed).
+    pub async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        let url = format!("{}{}", self.base(), path);
+        let mut request = self.client.request(method, &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| format!("{}: {e}", self.name))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| format!("{}: the body broke off: {e}", self.name))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply { status, text, json })
+    }
+
+    /// Sends one request and reads the whole answer; panics when the node does not answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        self.try_send(method.clone(), path, token, body, headers)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} via {}: the node did not answer: {e}", self.name))
+    }
+
+    /// A GET, with a token or anonymous.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(Method::GET, path, token, None, &[]).await
+    }
+
+    /// A POST of JSON, with a token or anonymous.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        self.send(Method::POST, path, token, Some(body), &[]).await
+    }
+
+    /// A POST of JSON with a token and an `Idempotency-Key`.
+    pub async fn post_keyed(&self, path: &str, token: &str, body: &Value, key: &str) -> Reply {
+        self.send(Method::POST, path, Some(token), Some(body), &[("idempotency-key", key)]).await
+    }
+
+    /// A PATCH of JSON with a token.
+    pub async fn patch(&self, path: &str, token: &str, body: &Value) -> Reply {
+        self.send(Method::PATCH, path, Some(token), Some(body), &[]).await
+    }
+
+    /// `GET /cluster`, or why it failed.
+    pub async fn cluster_view(&self) -> Result<Value, String> {
+        let reply = self.try_send(Method::GET, "/cluster", None, None, &[]).await?;
+        if reply.status == 200 {
+            Ok(reply.json)
+        } else {
+            Err(format!("{}: GET /cluster answered HTTP {} {}", self.name, reply.status, reply.text))
+        }
+    }
+
+    /// Signs up an account of `role` with a fresh e-mail; the token stays empty until a login.
+    pub async fn signup(&self, role: Role) -> User {
+        let email = unique_email();
+        let profile = self
+            .post(
+                "/auth/signup",
+                None,
+                &json!({"email": email, "password": PASSWORD, "role": role.as_str(), "name": "Cluster Test"}),
+            )
+            .await
+            .expect(201);
+        let id = profile["id"].as_str().expect("signup returns an id").to_owned();
+        User { id, email, role, token: String::new() }
+    }
+
+    /// Logs `user` in through this node and keeps the access token.
+    pub async fn login(&self, user: &mut User) {
+        let pair =
+            self.post("/auth/login", None, &json!({"email": user.email, "password": PASSWORD})).await.expect(200);
+        user.token = pair["accessToken"].as_str().expect("login returns accessToken").to_owned();
+    }
+
+    /// Signs up and logs in through this node.
+    pub async fn signup_and_login(&self, role: Role) -> User {
+        let mut user = self.signup(role).await;
+        self.login(&mut user).await;
+        user
+    }
+
+    /// Lists a product as `seller` and returns it.
+    pub async fn list_product(&self, seller: &User, price: i64, stock: i64) -> Value {
+        self.post(
+            "/products",
+            Some(&seller.token),
+            &json!({"name": "Cluster product", "price": price, "currency": "KRW", "stock": stock, "description": "for cluster tests"}),
+        )
+        .await
+        .expect(201)
+    }
+
+    /// Places an order with a fresh key and returns it.
+    pub async fn place_order(&self, buyer: &User, product_id: &str, quantity: i64) -> Value {
+        let order = self
+            .post_keyed("/orders", &buyer.token, &json!({"productId": product_id, "quantity": quantity}), &unique_key())
+            .await
+            .expect(201);
+        assert_eq!(order["status"], "ORDERED", "a new order: {order}");
+        order
+    }
+
+    /// Pays an order with an approving card and a fresh key, and returns the payment.
+    pub async fn pay(&self, buyer: &User, order_id: &str) -> Value {
+        self.post_keyed(
+            "/payments",
+            &buyer.token,
+            &json!({"orderId": order_id, "method": {"type": "card", "token": "tok_visa"}}),
+            &unique_key(),
+        )
+        .await
+        .expect(202)
+    }
+
+    /// Every item of a paged listing (`items` / `nextCursor`), following cursors.
+    pub async fn list_all(&self, path: &str, token: Option<&str>) -> Vec<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..200 {
+            let url = match &cursor {
+                Some(cursor) => format!("{path}{separator}cursor={}", enc(cursor)),
+                None => path.to_owned(),
+            };
+            let page = self.get(&url, token).await.expect(200);
+            items.extend(page["items"].as_array().expect("a page has items").clone());
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return items,
+            }
+        }
+        panic!("{path} via {} did not end within 200 pages", self.name);
+    }
+
+    /// Opens a WebSocket carrying `token` in the header or the query.
+    pub async fn ws_connect(&self, token: &str, token_in: TokenIn) -> WsClient {
+        let url = match token_in {
+            TokenIn::Header => format!("ws://{}/ws", self.addr),
+            TokenIn::Query => format!("ws://{}/ws?token={}", self.addr, enc(token)),
+        };
+        let mut request = url.into_client_request().expect("a WebSocket request");
+        if let TokenIn::Header = token_in {
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("a header value"));
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .unwrap_or_else(|e| panic!("the WebSocket upgrade on {} failed: {e}", self.name));
+        WsClient { stream, backlog: VecDeque::new(), node: self.name.clone() }
+    }
+}
+
+/// One `[[nodes]]` entry: a name and the two addresses it listens on.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    pub http_addr: SocketAddr,
+    pub cluster_addr: SocketAddr,
+}
+
+/// A cluster config file with its listed nodes, and the processes started from it.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    specs: Vec<NodeSpec>,
+    children: Vec<Option<Child>>,
+    starts: Vec<u32>,
+    env: Vec<(String, String)>,
+    client: reqwest::Client,
+}
+
+impl Cluster {
+    /// Writes a config listing `listed` nodes (`n1`, `n2`, ...) on fresh ports; starts nothing.
+    /// `env` (`BAZAAR_*` overrides) applies to every node started later.
+    pub fn configure(listed: usize, env: &[(&str, &str)]) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("bazaar-cluster-").tempdir().expect("a temporary directory");
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).expect("the data directory");
+        let ports = free_ports(listed * 2);
+        let specs: Vec<NodeSpec> = (0..listed)
+            .map(|i| NodeSpec {
+                name: format!("n{}", i + 1),
+                http_addr: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
+                cluster_addr: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+            })
+            .collect();
+        let mut toml = format!(
+            "[settings]\ndata_dir = \"{}\"\ncluster_heartbeat_ms = 100\ncluster_heartbeat_timeout_ms = 600\n",
+            data_dir.display()
+        );
+        for spec in &specs {
+            toml.push_str(&format!(
+                "\n[[nodes]]\nname = \"{}\"\nhttp_addr = \"{}\"\ncluster_addr = \"{}\"\n",
+                spec.name, spec.http_addr, spec.cluster_addr
+            ));
+        }
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, toml).expect("the cluster config");
+        // A fresh connection per request: a node answering 413 before reading the body closes
+        // that connection, and a killed node leaves dead pooled connections behind.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("an HTTP client");
+        Cluster {
+            dir,
+            config,
+            children: (0..listed).map(|_| None).collect(),
+            starts: vec![0; listed],
+            specs,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            client,
+        }
+    }
+
+    /// Configures `listed` nodes, starts the first `started` of them at once, and waits until
+    /// each of them sees all of them `up`.
+    pub async fn start(listed: usize, started: usize, env: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::configure(listed, env);
+        let indices: Vec<usize> = (0..started).collect();
+        cluster.start_nodes(&indices, COOKIE).await;
+        cluster.wait_until_members_up(&indices, &indices, MEMBERSHIP_DEADLINE).await;
+        cluster
+    }
+
+    /// The listed nodes.
+    pub fn specs(&self) -> &[NodeSpec] {
+        &self.specs
+    }
+
+    /// The name of node `index` (`n1` is index 0).
+    pub fn name(&self, index: usize) -> &str {
+        &self.specs[index].name
+    }
+
+    /// The front door of node `index`, whether it runs or not.
+    pub fn api(&self, index: usize) -> Api {
+        Api { client: self.client.clone(), name: self.specs[index].name.clone(), addr: self.specs[index].http_addr }
+    }
+
+    /// Starts the given nodes concurrently with `cookie`, and waits for each ready line.
+    pub async fn start_nodes(&mut self, indices: &[usize], cookie: &str) {
+        for &index in indices {
+            assert!(self.children[index].is_none(), "node {} is already running", self.name(index));
+            self.starts[index] += 1;
+        }
+        let children = futures_util::future::join_all(indices.iter().map(|&i| self.spawn_node(i, cookie))).await;
+        for (&index, child) in indices.iter().zip(children) {
+            self.children[index] = Some(child);
+        }
+    }
+
+    /// Starts one node with the shared cookie and waits for its ready line.
+    pub async fn start_node(&mut self, index: usize) {
+        self.start_nodes(&[index], COOKIE).await;
+    }
+
+    /// Kills node `index` with SIGKILL and waits until the process is gone; nothing is flushed.
+    pub async fn kill9(&mut self, index: usize) {
+        if let Some(mut child) = self.children[index].take() {
+            child.kill().await.expect("SIGKILL the node");
+        }
+    }
+
+    fn log_path(&self, index: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.specs[index].name))
+    }
+
+    /// The last lines node `index` wrote to stderr, for failure messages.
+    pub fn log_tail(&self, index: usize, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.log_path(index)).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    async fn spawn_node(&self, index: usize, cookie: &str) -> Child {
+        let spec = &self.specs[index];
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(index)).expect("the node log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bazaar"));
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--node", &spec.name])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("BAZAAR_CLUSTER_COOKIE", cookie)
+            .env("NO_COLOR", "1")
+            // A startup error then fits in the log tail a failing test prints.
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("the bazaar binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(READY_DEADLINE, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("bazaar ready ") {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        let line = match ready {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "node {} exited before it was ready (start {}); its log:\n{}",
+                spec.name,
+                self.starts[index],
+                self.log_tail(index, 40)
+            ),
+            Err(_) => panic!(
+                "node {} printed no ready line within {READY_DEADLINE:?}; its log:\n{}",
+                spec.name,
+                self.log_tail(index, 40)
+            ),
+        };
+        assert_eq!(
+            line,
+            format!("bazaar ready node={} http={}", spec.name, spec.http_addr),
+            "the ready line names the node and its configured address"
+        );
+        // Keep reading stdout so a chatty node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        child
+    }
+
+    /// Waits until, on every node in `observers`, every node in `expected` is listed `up`.
+    pub async fn wait_until_members_up(&self, observers: &[usize], expected: &[usize], deadline: Duration) {
+        let names: Vec<String> = expected.iter().map(|&i| self.name(i).to_owned()).collect();
+        for &observer in observers {
+            let api = self.api(observer);
+            eventually(deadline, &format!("{} to list {names:?} as up", api.name), || async {
+                let view = api.cluster_view().await?;
+                for name in &names {
+                    if member_status(&view, name).as_deref() != Some("up") {
+                        return Err(view.to_string());
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.start_kill();
+        }
+        if std::thread::panicking() {
+            for index in 0..self.specs.len() {
+                eprintln!(
+                    "---- last lines of node {} (started {} times) ----\n{}",
+                    self.specs[index].name,
+                    self.starts[index],
+                    self.log_tail(index, 40)
+                );
+            }
+        }
+    }
+}
+
+/// The `status` of member `name` in a `/cluster` view, if it is listed.
+pub fn member_status(view: &Value, name: &str) -> Option<String> {
+    member(view, name).and_then(|m| m["status"].as_str().map(str::to_owned))
+}
+
+/// The `entities` of member `name` in a `/cluster` view, if it is listed.
+pub fn member_entities(view: &Value, name: &str) -> Option<i64> {
+    member(view, name).and_then(|m| m["entities"].as_i64())
+}
+
+fn member<'a>(view: &'a Value, name: &str) -> Option<&'a Value> {
+    view["members"].as_array()?.iter().find(|m| m["name"] == name)
+}
+
+/// A WebSocket client that keeps frames it skipped, so waiting for one type loses none.
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    backlog: VecDeque<Value>,
+    /// The node it is connected to, for failure messages.
+    pub node: String,
+}
+
+impl WsClient {
+    /// Sends one JSON object as a text frame.
+    pub async fn send_json(&mut self, value: &Value) {
+        self.stream.send(Message::text(value.to_string())).await.expect("the WebSocket accepts a text frame");
+    }
+
+    /// Reads the next JSON frame off the wire; `None` on timeout; panics if the socket closes.
+    async fn read_wire(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Some(serde_json::from_str(text.as_str()).unwrap_or_else(|_| {
+                        panic!("the server on {} sent a text frame that is not JSON: {text}", self.node)
+                    }))
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    panic!("the WebSocket on {} closed ({frame:?}); queued: {:?}", self.node, self.backlog)
+                }
+                Ok(None) | Ok(Some(Err(_))) => {
+                    panic!("the WebSocket on {} broke off; queued: {:?}", self.node, self.backlog)
+                }
+                // Pings are answered by tungstenite; nothing else matters to tests.
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The first frame for which `wanted` holds within `timeout` (others stay queued), or `None`.
+    pub async fn try_next_matching(&mut self, timeout: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(index) = self.backlog.iter().position(&wanted) {
+            return self.backlog.remove(index);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_wire(left).await {
+                Some(value) if wanted(&value) => return Some(value),
+                Some(value) => self.backlog.push_back(value),
+                None => return None,
+            }
+        }
+    }
+
+    /// The first frame for which `wanted` holds within `timeout`; panics when none comes.
+    pub async fn next_matching(&mut self, what: &str, timeout: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+        match self.try_next_matching(timeout, wanted).await {
+            Some(frame) => frame,
+            None => panic!("no frame {what} on {} within {timeout:?}; queued instead: {:?}", self.node, self.backlog),
+        }
+    }
+
+    /// Joins a room (optionally replaying from `since`) and returns the `joined` frame.
+    pub async fn join(&mut self, room_id: &str, since: Option<i64>) -> Value {
+        let frame = match since {
+            Some(since) => json!({"type": "join", "room": room_id, "since": since}),
+            None => json!({"type": "join", "room": room_id}),
+        };
+        self.send_json(&frame).await;
+        self.next_matching("joined", FRAME_DEADLINE, |f| {
+            (f["type"] == "joined" && f["room"] == room_id) || f["type"] == "error"
+        })
+        .await
+    }
+
+    /// Sends a message and returns its `ack` (panics on an `error` frame instead).
+    pub async fn send_message(&mut self, room_id: &str, text: &str, client_msg_id: &str) -> Value {
+        self.send_json(&json!({"type": "send", "room": room_id, "text": text, "clientMsgId": client_msg_id})).await;
+        let ack = self
+            .next_matching(&format!("ack for {client_msg_id}"), FRAME_DEADLINE, |f| {
+                (f["type"] == "ack" && f["clientMsgId"] == client_msg_id) || f["type"] == "error"
+            })
+            .await;
+        assert_eq!(ack["type"], "ack", "sending `{client_msg_id}` on {}: {ack}", self.node);
+        ack
+    }
+
+    /// Takes the next `count` `message` frames of `room_id`, in arrival order.
+    pub async fn messages(&mut self, room_id: &str, count: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let frame = self
+                .next_matching(&format!("message #{} of {room_id}", out.len() + 1), FRAME_DEADLINE, |f| {
+                    f["type"] == "message" && f["room"] == room_id
+                })
+                .await;
+            out.push(frame);
+        }
+        out
+    }
+
+    /// The frames received so far but not yet taken.
+    pub fn backlog(&self) -> &VecDeque<Value> {
+        &self.backlog
+    }
+}
