@@ -21,9 +21,17 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+fn key_hash(key: &str) -> u64 {
+    mix(fnv1a(key.as_bytes()))
+}
+
+fn member_weight(member: &str, key_hash: u64) -> u64 {
+    mix(fnv1a(member.as_bytes()) ^ key_hash)
+}
+
 /// The weight of `member` for `key`.
 pub fn weight(member: &str, key: &str) -> u64 {
-    mix(fnv1a(member.as_bytes()) ^ mix(fnv1a(key.as_bytes())))
+    member_weight(member, key_hash(key))
 }
 
 /// The member that owns `key` among `members` (ties broken by name), or `None` when empty.
@@ -31,7 +39,12 @@ pub fn owner<'a, I>(key: &str, members: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {
-    members.into_iter().max_by(|a, b| weight(a, key).cmp(&weight(b, key)).then_with(|| b.cmp(a)))
+    let key_hash = key_hash(key);
+    members
+        .into_iter()
+        .map(|member| (member_weight(member, key_hash), member))
+        .max_by(|(wa, a), (wb, b)| wa.cmp(wb).then_with(|| b.cmp(a)))
+        .map(|(_, member)| member)
 }
 
 #[cfg(test)]

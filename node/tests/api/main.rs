@@ -1,12 +1,14 @@
 //! Black-box tests of the `bazaar` binary: every test starts its own node on port 0 with a fresh
-//! data directory (see [`support`]) and talks to it over HTTP and WebSocket only, as the contract
-//! in API.md describes.
+//! data directory (see [`support`], built on [`common`], which the `cluster` tests share) and
+//! talks to it over HTTP and WebSocket only, as the contract in API.md describes.
 //!
 //! One module per area: `auth`, `catalog`, `orders`, `payments`, `chat_http` and `websocket`
 //! follow the API's tables; `operations` covers the probes; `bad_input` and `fuzz` throw malformed
 //! and random input; `concurrency` races requests; `crash` kills the node with SIGKILL and checks
 //! that acknowledged writes survive.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod support;
 
 mod auth;

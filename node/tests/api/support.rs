@@ -3,140 +3,27 @@
 //!
 //! Tests hold a [`TestNode`] (the process) and [`TestUser`]s (accounts with tokens). Both share
 //! the node's current address through an [`Api`], so a user created before a crash keeps working
-//! after [`TestNode::restart`] moved the node to a new port.
+//! after [`TestNode::restart`] moved the node to a new port. What the `cluster` tests share
+//! (replies, the WebSocket client, polling) lives in `common` and is re-exported from here.
 
 #![allow(dead_code)]
 
-use futures_util::{SinkExt, StreamExt};
+pub use crate::common::*;
 use rand::Rng;
-use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use std::time::Duration;
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a node may take to print its ready line; a debug build recovering a data directory
 /// after SIGKILL is the slow case.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 /// How long event-driven outcomes (payments, stock releases) may take to show.
 pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);
-/// How long to wait for a WebSocket frame that should come promptly.
-pub const FRAME_DEADLINE: Duration = Duration::from_secs(5);
-/// The password every test account uses; long enough for the policy.
-pub const PASSWORD: &str = "correct horse battery staple";
-
-/// What an account may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Buyer,
-    Seller,
-}
-
-impl Role {
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Buyer => "BUYER",
-            Role::Seller => "SELLER",
-        }
-    }
-}
-
-/// A fresh e-mail address, so tests sharing nothing never collide.
-pub fn unique_email() -> String {
-    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
-}
-
-/// A fresh idempotency key.
-pub fn unique_key() -> String {
-    format!("key-{}", uuid::Uuid::new_v4())
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-pub fn enc(raw: &str) -> String {
-    let mut out = String::new();
-    for byte in raw.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
-/// A request body: none, JSON, or raw bytes with a content type (for malformed input).
-#[derive(Debug, Clone)]
-pub enum Body {
-    None,
-    Json(Value),
-    Raw { content_type: Option<String>, bytes: Vec<u8> },
-}
-
-/// A finished HTTP exchange, read to the end so assertions can show the whole body.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    /// The body as text (lossy), for messages and for non-JSON answers.
-    pub text: String,
-    /// The body as JSON, or `Null` when it is empty or not JSON.
-    pub json: Value,
-}
-
-impl Reply {
-    /// The `error.code` of an error body, or "" when there is none.
-    pub fn code(&self) -> &str {
-        self.json["error"]["code"].as_str().unwrap_or("")
-    }
-
-    /// The `error.message` of an error body, or "" when there is none.
-    pub fn message(&self) -> &str {
-        self.json["error"]["message"].as_str().unwrap_or("")
-    }
-
-    /// A header's value as text.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
-    }
-
-    /// Asserts the status and returns the JSON body.
-    #[track_caller]
-    pub fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status, status, "expected HTTP {status}, got {} with body {}", self.status, self.text);
-        self.json
-    }
-
-    /// Asserts an error answer: the status, the code, and the documented body shape.
-    #[track_caller]
-    pub fn expect_error(&self, status: u16, code: &str) {
-        assert_eq!(
-            (self.status, self.code()),
-            (status, code),
-            "expected HTTP {status} `{code}`, got HTTP {} with body {}",
-            self.status,
-            self.text
-        );
-        assert!(self.json["error"]["message"].is_string(), "an error body carries a message: {}", self.text);
-    }
-
-    /// Asserts an error whose message names `field`, as the API promises for 400 and 422.
-    #[track_caller]
-    pub fn expect_error_naming(&self, status: u16, code: &str, field: &str) {
-        self.expect_error(status, code);
-        assert!(self.message().contains(field), "the message should name `{field}`: {}", self.text);
-    }
-}
 
 /// The shared way to reach the node: a client and the node's current address.
 #[derive(Clone)]
@@ -179,31 +66,7 @@ impl Api {
         body: Body,
         headers: &[(&str, &str)],
     ) -> Result<Reply, String> {
-        let url = format!("{}{}", self.base(), path);
-        let mut request = self.client.request(method, &url);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request = match body {
-            Body::None => request,
-            Body::Json(value) => request.json(&value),
-            Body::Raw { content_type, bytes } => {
-                if let Some(content_type) = content_type {
-                    request = request.header("content-type", content_type);
-                }
-                request.body(bytes)
-            }
-        };
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(|e| format!("the body broke off: {e}"))?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, headers, text, json })
+        send_request(&self.client, method, &format!("{}{}", self.base(), path), token, body, headers).await
     }
 
     /// An anonymous GET.
@@ -235,16 +98,13 @@ impl Api {
         header_token: Option<&str>,
         query_token: Option<&str>,
     ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
-        let mut request = self.ws_url(query_token).into_client_request()?;
-        if let Some(token) = header_token {
-            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("a header value"));
-        }
+        let request = ws_request(&self.ws_url(query_token), header_token)?;
         // Leave room for the oversized frames some tests send on purpose.
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(64 << 20);
         config.max_frame_size = Some(64 << 20);
         let (stream, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-        Ok(WsClient { stream, backlog: Default::default() })
+        Ok(WsClient::new(stream, None))
     }
 
     /// Signs up an account of `role` with a fresh e-mail and logs it in.
@@ -293,14 +153,7 @@ impl TestNode {
     pub async fn spawn_with(env: &[(&str, &str)]) -> TestNode {
         let dir = tempfile::Builder::new().prefix("bazaar-test-").tempdir().expect("a temporary directory");
         std::fs::create_dir_all(dir.path().join("data")).expect("the data directory");
-        // A fresh connection per request: a node that answers 413 before reading the body closes
-        // that connection, and a pooled reuse of it would fail the next request.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("an HTTP client");
+        let client = http_client_builder().build().expect("an HTTP client");
         let mut node = TestNode {
             api: Api { client, addr: Arc::new(RwLock::new(SocketAddr::from(([127, 0, 0, 1], 0)))) },
             name: String::new(),
@@ -324,41 +177,22 @@ impl TestNode {
 
     /// The last lines the node wrote to stderr, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        crate::common::log_tail(&self.log_path(), lines)
     }
 
     async fn start(&mut self) {
         self.starts += 1;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("the node log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bazaar"));
+        let mut command = serve_command();
         command
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(self.data_dir())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("the bazaar binary starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(READY_DEADLINE, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("bazaar ready ") {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        let line = match ready {
-            Ok(Some(line)) => line,
-            Ok(None) => {
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (child, line) = match spawn_until_ready(&mut command, &self.log_path(), READY_DEADLINE).await {
+            Ok(ready) => ready,
+            Err(NotReady::Exited) => {
                 panic!("the node exited before it was ready (start {}); its log:\n{}", self.starts, self.log_tail(40))
             }
-            Err(_) => {
+            Err(NotReady::TimedOut) => {
                 panic!("the node printed no ready line within {READY_DEADLINE:?}; its log:\n{}", self.log_tail(40))
             }
         };
@@ -378,8 +212,6 @@ impl TestNode {
         }
         self.name = name.unwrap_or_else(|| panic!("the ready line names no node: {line}"));
         *self.api.addr.write().unwrap() = addr.unwrap_or_else(|| panic!("the ready line has no http address: {line}"));
-        // Keep reading stdout so a chatty node never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
     }
 
@@ -603,22 +435,9 @@ impl TestUser {
 
     /// Every item of a paged listing (`items` / `nextCursor`), following cursors.
     pub async fn list_all(&self, path: &str) -> Vec<Value> {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..100 {
-            let url = match &cursor {
-                Some(cursor) => format!("{path}{separator}cursor={}", enc(cursor)),
-                None => path.to_owned(),
-            };
-            let page = self.get(&url).await.expect(200);
-            items.extend(page["items"].as_array().expect("a page has items").clone());
-            match page["nextCursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => return items,
-            }
-        }
-        panic!("{path} did not end within 100 pages");
+        collect_pages(path, 100, |url| async move { self.get(&url).await.expect(200) })
+            .await
+            .unwrap_or_else(|| panic!("{path} did not end within 100 pages"))
     }
 
     /// A room's whole history, newest first, following `nextBefore`.
@@ -638,218 +457,6 @@ impl TestUser {
             }
         }
         panic!("the history of {room_id} did not end within 100 pages");
-    }
-}
-
-/// Polls `probe` every 50 ms until it returns `Ok`, or panics with its last complaint.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) => {
-                if started.elapsed() > deadline {
-                    panic!("waited {deadline:?} for {what}; last seen: {last}");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// What a WebSocket read produced.
-#[derive(Debug)]
-pub enum WsEvent {
-    Json(Value),
-    /// A text frame that is not JSON (the server should never send one).
-    Text(String),
-    Closed(Option<u16>),
-    Timeout,
-}
-
-/// A WebSocket client that keeps frames it skipped, so waiting for one type loses none.
-pub struct WsClient {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    backlog: std::collections::VecDeque<Value>,
-}
-
-impl WsClient {
-    /// Sends one JSON object as a text frame.
-    pub async fn send_json(&mut self, value: &Value) {
-        self.send_text(&value.to_string()).await;
-    }
-
-    /// Sends a raw text frame.
-    pub async fn send_text(&mut self, text: &str) {
-        self.stream.send(Message::text(text.to_owned())).await.expect("the WebSocket accepts a text frame");
-    }
-
-    /// Sends a text frame; false once the connection is gone (a flood may be cut off mid-way).
-    pub async fn try_send_text(&mut self, text: &str) -> bool {
-        self.stream.send(Message::text(text.to_owned())).await.is_ok()
-    }
-
-    /// Sends a raw binary frame.
-    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
-        self.stream.send(Message::binary(bytes)).await.expect("the WebSocket accepts a binary frame");
-    }
-
-    /// Closes the socket politely.
-    pub async fn close(mut self) {
-        let _ = self.stream.close(None).await;
-    }
-
-    /// Reads the next frame off the wire (not the backlog).
-    async fn read_wire(&mut self, timeout: Duration) -> WsEvent {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.stream.next()).await {
-                Err(_) => return WsEvent::Timeout,
-                Ok(None) => return WsEvent::Closed(None),
-                Ok(Some(Err(_))) => return WsEvent::Closed(None),
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    return match serde_json::from_str(text.as_str()) {
-                        Ok(value) => WsEvent::Json(value),
-                        Err(_) => WsEvent::Text(text.to_string()),
-                    }
-                }
-                Ok(Some(Ok(Message::Close(frame)))) => return WsEvent::Closed(frame.map(|f| u16::from(f.code))),
-                // Pings are answered by tungstenite; nothing else matters to tests.
-                Ok(Some(Ok(_))) => continue,
-            }
-        }
-    }
-
-    /// The next JSON frame (backlog first), or `None` after `timeout`; panics if the socket closes.
-    pub async fn next_json_with_timeout(&mut self, timeout: Duration) -> Option<Value> {
-        if let Some(value) = self.backlog.pop_front() {
-            return Some(value);
-        }
-        match self.read_wire(timeout).await {
-            WsEvent::Json(value) => Some(value),
-            WsEvent::Text(text) => panic!("the server sent a text frame that is not JSON: {text}"),
-            WsEvent::Closed(code) => panic!("the WebSocket closed (code {code:?}) while a frame was awaited"),
-            WsEvent::Timeout => None,
-        }
-    }
-
-    /// The first frame of `type` within `timeout` (others stay queued), or `None`.
-    pub async fn try_next_of_type(&mut self, kind: &str, timeout: Duration) -> Option<Value> {
-        self.try_next_matching(timeout, |frame| frame["type"] == kind).await
-    }
-
-    /// The first frame of `type` within [`FRAME_DEADLINE`]; panics when none comes.
-    pub async fn next_of_type(&mut self, kind: &str) -> Value {
-        match self.try_next_of_type(kind, FRAME_DEADLINE).await {
-            Some(frame) => frame,
-            None => panic!("no `{kind}` frame within {FRAME_DEADLINE:?}; queued instead: {:?}", self.backlog),
-        }
-    }
-
-    /// The first frame for which `wanted` holds within `timeout` (others stay queued), or `None`.
-    pub async fn try_next_matching(&mut self, timeout: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
-        if let Some(index) = self.backlog.iter().position(&wanted) {
-            return self.backlog.remove(index);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.read_wire(left).await {
-                WsEvent::Json(value) if wanted(&value) => return Some(value),
-                WsEvent::Json(value) => self.backlog.push_back(value),
-                WsEvent::Text(text) => {
-                    panic!("the server sent a text frame that is not JSON: {text}")
-                }
-                WsEvent::Closed(code) => {
-                    panic!("the WebSocket closed (code {code:?}) while a frame was awaited; queued: {:?}", self.backlog)
-                }
-                WsEvent::Timeout => return None,
-            }
-        }
-    }
-
-    /// The first frame for which `wanted` holds within [`FRAME_DEADLINE`]; panics when none comes.
-    pub async fn next_matching(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        match self.try_next_matching(FRAME_DEADLINE, wanted).await {
-            Some(frame) => frame,
-            None => panic!("no frame {what} within {FRAME_DEADLINE:?}; queued instead: {:?}", self.backlog),
-        }
-    }
-
-    /// Reads until the server closes, and asserts the close code; text frames before it are skipped.
-    pub async fn expect_close_code(&mut self, code: u16, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.read_wire(left).await {
-                WsEvent::Json(value) => self.backlog.push_back(value),
-                WsEvent::Text(_) => {}
-                WsEvent::Closed(seen) => {
-                    assert_eq!(
-                        seen,
-                        Some(code),
-                        "the WebSocket closed with the wrong code; frames before it: {:?}",
-                        self.backlog
-                    );
-                    return;
-                }
-                WsEvent::Timeout => {
-                    panic!("the WebSocket was not closed with {code} within {timeout:?}; frames: {:?}", self.backlog)
-                }
-            }
-        }
-    }
-
-    /// Joins a room and returns the `joined` frame.
-    pub async fn join(&mut self, room_id: &str) -> Value {
-        self.send_json(&json!({"type": "join", "room": room_id})).await;
-        self.next_matching("joined", |frame| frame["type"] == "joined" && frame["room"] == room_id).await
-    }
-
-    /// Sends a message and returns its `ack`.
-    pub async fn send_message(&mut self, room_id: &str, text: &str, client_msg_id: &str) -> Value {
-        self.send_json(&json!({"type": "send", "room": room_id, "text": text, "clientMsgId": client_msg_id})).await;
-        let ack = self
-            .next_matching(&format!("ack for {client_msg_id}"), |frame| {
-                (frame["type"] == "ack" && frame["clientMsgId"] == client_msg_id) || frame["type"] == "error"
-            })
-            .await;
-        assert_eq!(ack["type"], "ack", "sending `{client_msg_id}`: {ack}");
-        ack
-    }
-
-    /// The frames received so far but not yet taken.
-    pub fn backlog(&self) -> &std::collections::VecDeque<Value> {
-        &self.backlog
-    }
-
-    /// Reads everything that arrives within `window` into the backlog; panics if the socket closes.
-    pub async fn drain_for(&mut self, window: Duration) {
-        let deadline = Instant::now() + window;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            match self.read_wire(left).await {
-                WsEvent::Json(value) => self.backlog.push_back(value),
-                WsEvent::Text(text) => panic!("the server sent a text frame that is not JSON: {text}"),
-                WsEvent::Closed(code) => {
-                    panic!("the WebSocket closed (code {code:?}); frames before it: {:?}", self.backlog)
-                }
-                WsEvent::Timeout => return,
-            }
-        }
-    }
-
-    /// Takes every queued frame.
-    pub fn take_backlog(&mut self) -> Vec<Value> {
-        self.backlog.drain(..).collect()
     }
 }
 

@@ -27,16 +27,19 @@ async fn chat_between_sockets_on_different_nodes() {
 
     let mut buyer_ws = n1.ws_connect(&buyer.token, TokenIn::Query).await;
     let mut seller_ws = n2.ws_connect(&seller.token, TokenIn::Header).await;
-    let joined = buyer_ws.join(&room_id, None).await;
+    let joined = buyer_ws.join_or_error(&room_id, None).await;
     assert_eq!(joined["type"], "joined", "the buyer joins on n1: {joined}");
     assert_eq!(joined["lastSeq"], 0, "a new room has no messages: {joined}");
-    let joined = seller_ws.join(&room_id, None).await;
+    let joined = seller_ws.join_or_error(&room_id, None).await;
     assert_eq!(joined["type"], "joined", "the seller joins on n2: {joined}");
 
     // Presence spans nodes: each side eventually sees both members online.
     let both = [buyer.id.as_str(), seller.id.as_str()];
     for ws in [&mut buyer_ws, &mut seller_ws] {
-        ws.next_matching("presence listing both members", FRAME_DEADLINE, |f| presence_lists(f, &room_id, &both)).await;
+        ws.next_matching_within("presence listing both members", FRAME_DEADLINE, |f| {
+            presence_lists(f, &room_id, &both)
+        })
+        .await;
     }
 
     // Alternate senders; each ack carries the next seq of the room.
@@ -84,7 +87,7 @@ async fn chat_between_sockets_on_different_nodes() {
 
     // A socket on a third node replays the whole room.
     let mut replay_ws = n3.ws_connect(&buyer.token, TokenIn::Header).await;
-    let joined = replay_ws.join(&room_id, Some(0)).await;
+    let joined = replay_ws.join_or_error(&room_id, Some(0)).await;
     assert_eq!(joined["lastSeq"], 7, "joining on n3 reports the room's last seq: {joined}");
     let replayed = replay_ws.messages(&room_id, 7).await;
     let seqs: Vec<i64> = replayed.iter().map(|m| m["seq"].as_i64().unwrap_or(-1)).collect();
@@ -112,7 +115,7 @@ async fn chat_between_sockets_on_different_nodes() {
     .await;
     for ws in [&mut buyer_ws, &mut replay_ws] {
         let push = ws
-            .next_matching("order push of PAID", EVENT_DEADLINE, |f| {
+            .next_matching_within("order push of PAID", EVENT_DEADLINE, |f| {
                 f["type"] == "order" && f["order"]["id"] == order_id.as_str() && f["order"]["status"] == "PAID"
             })
             .await;

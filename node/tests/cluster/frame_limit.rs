@@ -28,7 +28,7 @@ async fn a_message_over_the_frame_limit_is_refused_at_the_sender_and_the_session
         if reply.status == 200 {
             assert_eq!(reply.json["description"], description.as_str(), "the owner {name} stores the description");
         } else {
-            reply.expect_error(413, "payload_too_large");
+            reply.expect_code(413, "payload_too_large");
         }
     }
 

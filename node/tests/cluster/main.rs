@@ -1,12 +1,15 @@
 //! Multi-node tests of the `bazaar` binary: every test writes its own cluster config (fresh ports,
 //! one shared data directory in a temporary folder), starts separate `bazaar serve` processes from
-//! it (see [`support`]), and talks to them over HTTP and WebSocket only.
+//! it (see [`support`], built on [`common`], which the `api` tests share), and talks to them over
+//! HTTP and WebSocket only.
 //!
 //! One module per concern: `consistency` reads entities through nodes other than the one that
 //! wrote them; `chat` joins sockets on different nodes to one room; `membership` covers the cookie
 //! and a node joining under load; `failover` kills a node under load; `frame_limit` sends a routed
 //! request larger than the inter-node frame limit.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod support;
 
 mod chat;

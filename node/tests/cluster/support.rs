@@ -4,25 +4,20 @@
 //! A test builds a [`Cluster`] (the config file and its listed nodes), starts some of its nodes,
 //! and talks to them through [`Api`]s, one per node. Accounts are plain [`User`]s (an id and a
 //! token), so the same account can act through any node. Every child process is killed when the
-//! cluster is dropped, and a failing test prints the tail of every node's log.
+//! cluster is dropped, and a failing test prints the tail of every node's log. What the `api`
+//! tests share (replies, the WebSocket client, polling) lives in `common` and is re-exported here.
 
 #![allow(dead_code)]
 
-use futures_util::{SinkExt, StreamExt};
+use crate::common::{collect_pages, enc, http_client_builder, send_request, serve_command, spawn_until_ready};
+pub use crate::common::{eventually, unique_email, unique_key, Reply, Role, WsClient, FRAME_DEADLINE, PASSWORD};
+use crate::common::{ws_request, Body, NotReady};
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use std::time::Duration;
+use tokio::process::Child;
 
 /// How long a node may take to print its ready line: a debug build on a loaded two-core machine,
 /// next to other tests' clusters, is the slow case.
@@ -31,51 +26,8 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(40);
 pub const MEMBERSHIP_DEADLINE: Duration = Duration::from_secs(20);
 /// How long event-driven outcomes (payments, order pushes) may take to show.
 pub const EVENT_DEADLINE: Duration = Duration::from_secs(15);
-/// How long to wait for a WebSocket frame that should come promptly.
-pub const FRAME_DEADLINE: Duration = Duration::from_secs(5);
-/// The password every test account uses; long enough for the policy.
-pub const PASSWORD: &str = "correct horse battery staple";
 /// The cookie of the nodes that belong together.
 pub const COOKIE: &str = "cluster-test-cookie-0123456789abcdef";
-
-/// What an account may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Buyer,
-    Seller,
-}
-
-impl Role {
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Buyer => "BUYER",
-            Role::Seller => "SELLER",
-        }
-    }
-}
-
-/// A fresh e-mail address, so tests sharing nothing never collide.
-pub fn unique_email() -> String {
-    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
-}
-
-/// A fresh idempotency key.
-pub fn unique_key() -> String {
-    format!("key-{}", uuid::Uuid::new_v4())
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-pub fn enc(raw: &str) -> String {
-    let mut out = String::new();
-    for byte in raw.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
 
 /// `n` distinct free ports, outside the kernel's ephemeral range: a port taken from that range
 /// (binding port 0) can be grabbed by any outgoing connection (peers dial down nodes every second)
@@ -103,67 +55,6 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     }
     assert_eq!(listeners.len(), n, "no {n} free ports in {range:?}");
     listeners.iter().map(|l| l.local_addr().expect("a bound address").port()).collect()
-}
-
-/// Polls `probe` every 50 ms until it returns `Ok`, or panics with its last complaint.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) => {
-                if started.elapsed() > deadline {
-                    panic!("waited {deadline:?} for {what}; last seen: {last}");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A finished HTTP exchange, read to the end so assertions can show the whole body.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    /// The body as text (lossy), for messages and for non-JSON answers.
-    pub text: String,
-    /// The body as JSON, or `Null` when it is empty or not JSON.
-    pub json: Value,
-}
-
-impl Reply {
-    /// The `error.code` of an error body, or "" when there is none.
-    pub fn code(&self) -> &str {
-        self.json["error"]["code"].as_str().unwrap_or("")
-    }
-
-    /// Whether the status is 2xx.
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    /// Asserts the status and returns the JSON body.
-    #[track_caller]
-    pub fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status, status, "expected HTTP {status}, got {} with body {}", self.status, self.text);
-        self.json
-    }
-
-    /// Asserts an error answer: the status and the code.
-    #[track_caller]
-    pub fn expect_error(&self, status: u16, code: &str) {
-        assert_eq!(
-            (self.status, self.code()),
-            (status, code),
-            "expected HTTP {status} `{code}`, got HTTP {} with body {}",
-            self.status,
-            self.text
-        );
-    }
 }
 
 /// An account: its id, e-mail and current access token; usable through any node.
@@ -206,23 +97,10 @@ impl Api {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<Reply, String> {
-        let url = format!("{}{}", self.base(), path);
-        let mut request = self.client.request(method, &url);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| format!("{}: {e}", self.name))?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| format!("{}: the body broke off: {e}", self.name))?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, text, json })
+        let body = body.map_or(Body::None, |body| Body::Json(body.clone()));
+        send_request(&self.client, method, &format!("{}{}", self.base(), path), token, body, headers)
+            .await
+            .map_err(|e| format!("{}: {e}", self.name))
     }
 
     /// Sends one request and reads the whole answer; panics when the node does not answer.
@@ -333,38 +211,22 @@ impl Api {
 
     /// Every item of a paged listing (`items` / `nextCursor`), following cursors.
     pub async fn list_all(&self, path: &str, token: Option<&str>) -> Vec<Value> {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..200 {
-            let url = match &cursor {
-                Some(cursor) => format!("{path}{separator}cursor={}", enc(cursor)),
-                None => path.to_owned(),
-            };
-            let page = self.get(&url, token).await.expect(200);
-            items.extend(page["items"].as_array().expect("a page has items").clone());
-            match page["nextCursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => return items,
-            }
-        }
-        panic!("{path} via {} did not end within 200 pages", self.name);
+        collect_pages(path, 200, |url| async move { self.get(&url, token).await.expect(200) })
+            .await
+            .unwrap_or_else(|| panic!("{path} via {} did not end within 200 pages", self.name))
     }
 
     /// Opens a WebSocket carrying `token` in the header or the query.
     pub async fn ws_connect(&self, token: &str, token_in: TokenIn) -> WsClient {
-        let url = match token_in {
-            TokenIn::Header => format!("ws://{}/ws", self.addr),
-            TokenIn::Query => format!("ws://{}/ws?token={}", self.addr, enc(token)),
+        let (url, header_token) = match token_in {
+            TokenIn::Header => (format!("ws://{}/ws", self.addr), Some(token)),
+            TokenIn::Query => (format!("ws://{}/ws?token={}", self.addr, enc(token)), None),
         };
-        let mut request = url.into_client_request().expect("a WebSocket request");
-        if let TokenIn::Header = token_in {
-            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("a header value"));
-        }
+        let request = ws_request(&url, header_token).expect("a WebSocket request");
         let (stream, _) = tokio_tungstenite::connect_async(request)
             .await
             .unwrap_or_else(|e| panic!("the WebSocket upgrade on {} failed: {e}", self.name));
-        WsClient { stream, backlog: VecDeque::new(), node: self.name.clone() }
+        WsClient::new(stream, Some(self.name.clone()))
     }
 }
 
@@ -414,15 +276,7 @@ impl Cluster {
         }
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, toml).expect("the cluster config");
-        // A fresh connection per request: a node answering 413 before reading the body closes
-        // that connection, and a killed node leaves dead pooled connections behind.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(0)
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .expect("an HTTP client");
+        let client = http_client_builder().connect_timeout(Duration::from_secs(3)).build().expect("an HTTP client");
         Cluster {
             dir,
             config,
@@ -489,18 +343,13 @@ impl Cluster {
 
     /// The last lines node `index` wrote to stderr, for failure messages.
     pub fn log_tail(&self, index: usize, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.log_path(index)).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        crate::common::log_tail(&self.log_path(index), lines)
     }
 
     async fn spawn_node(&self, index: usize, cookie: &str) -> Child {
         let spec = &self.specs[index];
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(index)).expect("the node log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bazaar"));
+        let mut command = serve_command();
         command
-            .arg("serve")
             .arg("--config")
             .arg(&self.config)
             .args(["--node", &spec.name])
@@ -509,32 +358,16 @@ impl Cluster {
             .env("NO_COLOR", "1")
             // A startup error then fits in the log tail a failing test prints.
             .env("RUST_BACKTRACE", "0")
-            .env("RUST_LIB_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("the bazaar binary starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(READY_DEADLINE, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("bazaar ready ") {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        let line = match ready {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!(
+            .env("RUST_LIB_BACKTRACE", "0");
+        let (child, line) = match spawn_until_ready(&mut command, &self.log_path(index), READY_DEADLINE).await {
+            Ok(ready) => ready,
+            Err(NotReady::Exited) => panic!(
                 "node {} exited before it was ready (start {}); its log:\n{}",
                 spec.name,
                 self.starts[index],
                 self.log_tail(index, 40)
             ),
-            Err(_) => panic!(
+            Err(NotReady::TimedOut) => panic!(
                 "node {} printed no ready line within {READY_DEADLINE:?}; its log:\n{}",
                 spec.name,
                 self.log_tail(index, 40)
@@ -545,8 +378,6 @@ impl Cluster {
             format!("bazaar ready node={} http={}", spec.name, spec.http_addr),
             "the ready line names the node and its configured address"
         );
-        // Keep reading stdout so a chatty node never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         child
     }
 
@@ -599,111 +430,4 @@ pub fn member_entities(view: &Value, name: &str) -> Option<i64> {
 
 fn member<'a>(view: &'a Value, name: &str) -> Option<&'a Value> {
     view["members"].as_array()?.iter().find(|m| m["name"] == name)
-}
-
-/// A WebSocket client that keeps frames it skipped, so waiting for one type loses none.
-pub struct WsClient {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    backlog: VecDeque<Value>,
-    /// The node it is connected to, for failure messages.
-    pub node: String,
-}
-
-impl WsClient {
-    /// Sends one JSON object as a text frame.
-    pub async fn send_json(&mut self, value: &Value) {
-        self.stream.send(Message::text(value.to_string())).await.expect("the WebSocket accepts a text frame");
-    }
-
-    /// Reads the next JSON frame off the wire; `None` on timeout; panics if the socket closes.
-    async fn read_wire(&mut self, timeout: Duration) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.stream.next()).await {
-                Err(_) => return None,
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    return Some(serde_json::from_str(text.as_str()).unwrap_or_else(|_| {
-                        panic!("the server on {} sent a text frame that is not JSON: {text}", self.node)
-                    }))
-                }
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    panic!("the WebSocket on {} closed ({frame:?}); queued: {:?}", self.node, self.backlog)
-                }
-                Ok(None) | Ok(Some(Err(_))) => {
-                    panic!("the WebSocket on {} broke off; queued: {:?}", self.node, self.backlog)
-                }
-                // Pings are answered by tungstenite; nothing else matters to tests.
-                Ok(Some(Ok(_))) => continue,
-            }
-        }
-    }
-
-    /// The first frame for which `wanted` holds within `timeout` (others stay queued), or `None`.
-    pub async fn try_next_matching(&mut self, timeout: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
-        if let Some(index) = self.backlog.iter().position(&wanted) {
-            return self.backlog.remove(index);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.read_wire(left).await {
-                Some(value) if wanted(&value) => return Some(value),
-                Some(value) => self.backlog.push_back(value),
-                None => return None,
-            }
-        }
-    }
-
-    /// The first frame for which `wanted` holds within `timeout`; panics when none comes.
-    pub async fn next_matching(&mut self, what: &str, timeout: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
-        match self.try_next_matching(timeout, wanted).await {
-            Some(frame) => frame,
-            None => panic!("no frame {what} on {} within {timeout:?}; queued instead: {:?}", self.node, self.backlog),
-        }
-    }
-
-    /// Joins a room (optionally replaying from `since`) and returns the `joined` frame.
-    pub async fn join(&mut self, room_id: &str, since: Option<i64>) -> Value {
-        let frame = match since {
-            Some(since) => json!({"type": "join", "room": room_id, "since": since}),
-            None => json!({"type": "join", "room": room_id}),
-        };
-        self.send_json(&frame).await;
-        self.next_matching("joined", FRAME_DEADLINE, |f| {
-            (f["type"] == "joined" && f["room"] == room_id) || f["type"] == "error"
-        })
-        .await
-    }
-
-    /// Sends a message and returns its `ack` (panics on an `error` frame instead).
-    pub async fn send_message(&mut self, room_id: &str, text: &str, client_msg_id: &str) -> Value {
-        self.send_json(&json!({"type": "send", "room": room_id, "text": text, "clientMsgId": client_msg_id})).await;
-        let ack = self
-            .next_matching(&format!("ack for {client_msg_id}"), FRAME_DEADLINE, |f| {
-                (f["type"] == "ack" && f["clientMsgId"] == client_msg_id) || f["type"] == "error"
-            })
-            .await;
-        assert_eq!(ack["type"], "ack", "sending `{client_msg_id}` on {}: {ack}", self.node);
-        ack
-    }
-
-    /// Takes the next `count` `message` frames of `room_id`, in arrival order.
-    pub async fn messages(&mut self, room_id: &str, count: usize) -> Vec<Value> {
-        let mut out = Vec::new();
-        for _ in 0..count {
-            let frame = self
-                .next_matching(&format!("message #{} of {room_id}", out.len() + 1), FRAME_DEADLINE, |f| {
-                    f["type"] == "message" && f["room"] == room_id
-                })
-                .await;
-            out.push(frame);
-        }
-        out
-    }
-
-    /// The frames received so far but not yet taken.
-    pub fn backlog(&self) -> &VecDeque<Value> {
-        &self.backlog
-    }
 }
