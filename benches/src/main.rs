@@ -1,5 +1,166 @@
-//! Load benchmarks (see benches/README.md).
+//! Load benchmarks of bazaar (see benches/README.md). Each scenario starts what it measures on
+//! loopback (bazaar nodes and a bare baseline server, as child processes), drives both with the
+//! same client settings, prints a summary table and writes `results/SCENARIO.json` and `.svg`.
 
-fn main() {
-    println!("bazaar-bench: no scenario yet");
+mod api;
+mod baseline;
+mod load;
+mod report;
+mod scenarios;
+mod sys;
+mod ws;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Load benchmarks of bazaar, each against a bare baseline measured in the same run.
+///
+/// Every scenario starts its own bazaar node(s) (target/release/bazaar next to this binary, or
+/// --bazaar) with a fresh temporary data directory, and kills everything it started when it ends.
+/// Progress goes to stderr, the summary table to stdout.
+#[derive(Debug, Parser)]
+#[command(name = "bazaar-bench", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Authenticated GET /orders/{id}: req/s and latency vs a bare hyper hello-world (target ratio ≥ 0.5).
+    HttpRead(HttpArgs),
+    /// Durable POST /orders + POST /payments: req/s and p50/p99 vs a bare hyper server (target ratio ≥ 0.2,
+    /// p99 ≤ 20 ms).
+    OrderPlace(HttpArgs),
+    /// GET /products/{id} through a 3-node cluster vs raw ractor_cluster calls between two processes
+    /// (target ratio ≥ 0.7).
+    CrossNode(CrossArgs),
+    /// A room fanning out to many sockets: deliveries/s and delivery p99 vs a bare tokio-tungstenite
+    /// broadcast server (target ratio ≥ 0.5, p99 ≤ 50 ms).
+    ChatFanout(ChatArgs),
+    /// Idle authenticated WebSocket connections one node holds, and its RSS per connection (target:
+    /// 100k in 2 GiB).
+    WsIdle(IdleArgs),
+    /// RSS per live idle entity actor (products), vs bare ractor actors (target ≤ 2 KiB).
+    Entities(EntitiesArgs),
+    #[command(name = "__hello-server", hide = true)]
+    HelloServer,
+    #[command(name = "__ws-broadcast", hide = true)]
+    WsBroadcast {
+        #[arg(long, default_value_t = 256)]
+        queue: usize,
+    },
+    #[command(name = "__ractor-peer", hide = true)]
+    RactorPeer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        cookie: String,
+    },
+    #[command(name = "__ractor-idle", hide = true)]
+    RactorIdle {
+        #[arg(long)]
+        count: usize,
+    },
+}
+
+/// Flags every scenario has.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The bazaar binary (default: `bazaar` next to this binary, i.e. target/release/bazaar).
+    #[arg(long, value_name = "PATH")]
+    pub bazaar: Option<PathBuf>,
+    /// Where SCENARIO.json and SCENARIO.svg are written.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    pub results: PathBuf,
+    /// Measured seconds of each side (timed scenarios).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Warm-up seconds before each measured window (timed scenarios).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Keep-alive HTTP/1.1 connections, each closed-loop (the same for bazaar and the baseline).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Orders read round robin (http-read).
+    #[arg(long, default_value_t = 16)]
+    pub orders: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CrossArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Concurrent callers: keep-alive connections for bazaar, ractor callers for the baseline.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Products spread over the cluster and read round robin.
+    #[arg(long, default_value_t = 300)]
+    pub products: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// WebSocket connections joined to the room (the sender's included).
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+    /// Messages the sender may have unanswered (not yet back on its own socket).
+    #[arg(long, default_value_t = 8)]
+    pub in_flight: usize,
+    /// Approximate size of each message text.
+    #[arg(long, default_value_t = 64)]
+    pub text_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Idle WebSocket connections to open.
+    #[arg(long, default_value_t = 20_000)]
+    pub connections: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EntitiesArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Products to create and keep live.
+    #[arg(long, default_value_t = 20_000)]
+    pub count: usize,
+    /// Requests in flight while creating and reading them.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let run = async {
+        match &cli.scenario {
+            Scenario::HelloServer => baseline::hello_server().await,
+            Scenario::WsBroadcast { queue } => baseline::ws_broadcast(*queue).await,
+            Scenario::RactorPeer { port, cookie } => baseline::ractor_peer(*port, cookie.clone()).await,
+            Scenario::RactorIdle { count } => baseline::ractor_idle(*count).await,
+            Scenario::HttpRead(args) => scenarios::http_read(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::OrderPlace(args) => scenarios::order_place(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::CrossNode(args) => scenarios::cross_node(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::ChatFanout(args) => scenarios::chat_fanout(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::WsIdle(args) => scenarios::ws_idle(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::Entities(args) => scenarios::entities(&scenarios::Ctx::new(&args.common)?, args).await,
+        }
+    };
+    // On Ctrl-C the scenario is dropped, which kills every process it started.
+    tokio::select! {
+        result = run => result,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    }
 }
