@@ -48,7 +48,7 @@ pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, St
             appended.push(LogRecord { position, envelope: parse(body)? });
         }
     }
-    tx.commit().await?;
+    store.commit(tx).await?;
     Ok(appended)
 }
 
@@ -95,6 +95,6 @@ pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result
     .bind(position)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
+    store.commit(tx).await?;
     Ok(())
 }

@@ -2,9 +2,14 @@
 //! idempotency records.
 //!
 //! One module per kind of row ([`users`], [`catalog`], [`orders`], [`payments`], [`chat`],
-//! [`tokens`]) plus [`log`] for the outbox and the embedded event log. Writes go through one
-//! connection (SQLite has one writer anyway, and a single connection cannot hit `SQLITE_BUSY` on
-//! a lock upgrade); reads use a pool of their own so they never queue behind writes.
+//! [`tokens`]) plus [`log`] for the outbox and the embedded event log. Reads use a pool of their
+//! own so they never queue behind writes.
+//!
+//! Writes go through one connection (SQLite has one writer anyway) with group commit: each
+//! command runs in a savepoint of a batch transaction, and one `COMMIT` (one fsync) makes every
+//! command that finished meanwhile durable at once. A command is acknowledged only after the
+//! `COMMIT` that carries it, so "committed before replying" holds while the fsync cost is shared
+//! by every writer waiting at that moment.
 
 pub mod catalog;
 pub mod chat;
@@ -17,14 +22,12 @@ pub mod users;
 use bazaar_protocol::events::Envelope;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Executor, SqliteConnection, SqlitePool};
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-
-/// A write transaction.
-pub type Tx = Transaction<'static, Sqlite>;
+use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +84,95 @@ pub struct IdempotencyKey {
     pub request_hash: String,
 }
 
+/// The one write connection and the batch it is building.
+struct Writer {
+    conn: SqliteConnection,
+    /// A batch transaction is open.
+    open: bool,
+    /// The last command's savepoint was neither released nor rolled back (its `Tx` was dropped).
+    abandoned: bool,
+    /// Commands in the open batch waiting for its `COMMIT`.
+    waiting: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Writer {
+    /// Undoes an abandoned command; if that fails the batch is beyond repair and is rolled back.
+    async fn tidy(&mut self) {
+        if !self.abandoned {
+            return;
+        }
+        self.abandoned = false;
+        if self.conn.execute("ROLLBACK TO command; RELEASE command").await.is_err() {
+            self.abort("the batch could not undo a failed command").await;
+        }
+    }
+
+    /// Rolls the whole batch back and fails everyone waiting for it.
+    async fn abort(&mut self, reason: &str) {
+        let _ = self.conn.execute("ROLLBACK").await;
+        self.open = false;
+        for waiting in self.waiting.drain(..) {
+            let _ = waiting.send(Err(reason.to_owned()));
+        }
+    }
+
+    /// Commits the open batch and tells everyone in it.
+    async fn flush(&mut self) {
+        self.tidy().await;
+        if !self.open {
+            return;
+        }
+        match self.conn.execute("COMMIT").await {
+            Ok(_) => {
+                self.open = false;
+                metrics::histogram!("bazaar_store_batch_commands").record(self.waiting.len() as f64);
+                for waiting in self.waiting.drain(..) {
+                    let _ = waiting.send(Ok(()));
+                }
+            }
+            Err(e) => self.abort(&e.to_string()).await,
+        }
+    }
+}
+
+/// A command's write transaction: a savepoint in the current batch, holding the write connection
+/// until [`Store::commit`] (or until dropped, which undoes it).
+pub struct Tx {
+    writer: OwnedMutexGuard<Writer>,
+    released: bool,
+    flush: Arc<Notify>,
+}
+
+impl Deref for Tx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.writer.conn
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.writer.conn
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if !self.released {
+            // Undone by whoever takes the connection next (undoing needs an await); the flusher
+            // is woken so an otherwise idle batch does not keep the database locked.
+            self.writer.abandoned = true;
+            self.flush.notify_one();
+        }
+    }
+}
+
 /// The handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    write: SqlitePool,
+    writer: Arc<Mutex<Writer>>,
+    flush: Arc<Notify>,
     read: SqlitePool,
     committed: Arc<Notify>,
 }
@@ -121,23 +209,47 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { write, read, committed: Arc::new(Notify::new()) })
+        let conn = write.acquire().await?.detach();
+        write.close().await;
+        let writer = Arc::new(Mutex::new(Writer { conn, open: false, abandoned: false, waiting: Vec::new() }));
+        let flush = Arc::new(Notify::new());
+        tokio::spawn(flusher(Arc::downgrade(&writer), flush.clone()));
+        Ok(Self { writer, flush, read, committed: Arc::new(Notify::new()) })
     }
 
-    /// Starts a write transaction.
+    /// Starts a command's write transaction (a savepoint in the current batch).
     ///
-    /// `BEGIN IMMEDIATE` takes the write lock up front: when several processes share the file
-    /// (a local cluster), a deferred transaction that read first would fail with `SQLITE_BUSY`
-    /// on its first write instead of waiting for the lock.
+    /// The batch starts with `BEGIN IMMEDIATE`, which takes the write lock up front: when several
+    /// processes share the file (a local cluster), a deferred transaction that read first would
+    /// fail with `SQLITE_BUSY` on its first write instead of waiting for the lock.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+        let mut writer = self.writer.clone().lock_owned().await;
+        writer.tidy().await;
+        if !writer.open {
+            writer.conn.execute("BEGIN IMMEDIATE").await?;
+            writer.open = true;
+        }
+        writer.conn.execute("SAVEPOINT command").await?;
+        Ok(Tx { writer, released: false, flush: self.flush.clone() })
     }
 
-    /// Commits a write transaction and wakes the outbox relay.
-    pub async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
-        tx.commit().await?;
-        self.committed.notify_one();
-        Ok(())
+    /// Makes a command's writes durable: waits for the `COMMIT` of the batch that carries them,
+    /// then wakes the outbox relay.
+    pub async fn commit(&self, mut tx: Tx) -> Result<(), StoreError> {
+        tx.writer.conn.execute("RELEASE command").await?;
+        tx.released = true;
+        let (done, committed) = oneshot::channel();
+        tx.writer.waiting.push(done);
+        drop(tx);
+        self.flush.notify_one();
+        match committed.await {
+            Ok(Ok(())) => {
+                self.committed.notify_one();
+                Ok(())
+            }
+            Ok(Err(reason)) => Err(StoreError::Corrupt(format!("batch commit failed: {reason}"))),
+            Err(_) => Err(StoreError::Corrupt("the writer stopped".into())),
+        }
     }
 
     /// The pool for reads.
@@ -155,10 +267,22 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
     }
 
-    /// Closes both pools, waiting for in-flight statements.
+    /// Commits what is pending and closes the read pool (the write connection closes with the
+    /// last handle).
     pub async fn close(&self) {
-        self.write.close().await;
+        self.writer.lock().await.flush().await;
         self.read.close().await;
+    }
+}
+
+/// Commits batches: woken after each command is released, it takes the write connection once
+/// the commands already queued for it have run, so everything that finished meanwhile shares one
+/// `COMMIT`.
+async fn flusher(writer: std::sync::Weak<Mutex<Writer>>, flush: Arc<Notify>) {
+    loop {
+        flush.notified().await;
+        let Some(writer) = writer.upgrade() else { return };
+        writer.lock().await.flush().await;
     }
 }
 
@@ -229,7 +353,7 @@ pub async fn save_idempotency(
 pub async fn expire_idempotency(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
     let mut tx = store.begin().await?;
     let done = sqlx::query("DELETE FROM idempotency WHERE created_at < ?").bind(cutoff).execute(&mut *tx).await?;
-    tx.commit().await?;
+    store.commit(tx).await?;
     Ok(done.rows_affected())
 }
 
@@ -254,6 +378,59 @@ pub(crate) fn expect_one(done: sqlx::sqlite::SqliteQueryResult) -> Result<(), St
 
 pub(crate) fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: {value}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::fresh_store;
+    use super::*;
+
+    async fn count(store: &Store) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM consumer_offsets").fetch_one(store.reader()).await.unwrap()
+    }
+
+    async fn insert(store: &Store, name: &str) -> Result<(), StoreError> {
+        let mut tx = store.begin().await?;
+        sqlx::query("INSERT INTO consumer_offsets (consumer, position) VALUES (?, 1)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        store.commit(tx).await
+    }
+
+    #[tokio::test]
+    async fn concurrent_commands_are_each_committed_once() {
+        let (store, _dir) = fresh_store().await;
+        let writes = (0..200).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { insert(&store, &format!("c{n}")).await })
+        });
+        for write in futures_util::future::join_all(writes).await {
+            write.unwrap().unwrap();
+        }
+        assert_eq!(count(&store).await, 200);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_or_failed_command_leaves_its_batch_neighbours_intact() {
+        let (store, _dir) = fresh_store().await;
+        insert(&store, "kept").await.unwrap();
+        // Dropped without commit: undone.
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO consumer_offsets (consumer, position) VALUES ('dropped', 1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+        // A unique violation fails only its own command.
+        assert!(matches!(insert(&store, "kept").await, Err(StoreError::Duplicate)));
+        insert(&store, "after").await.unwrap();
+        let names: Vec<String> = sqlx::query_scalar("SELECT consumer FROM consumer_offsets ORDER BY consumer")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(names, ["after", "kept"]);
+    }
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ pub async fn record_charge(
         .bind(payment_id)
         .fetch_one(&mut *tx)
         .await?;
-    tx.commit().await?;
+    store.commit(tx).await?;
     Ok(first)
 }
 
@@ -132,7 +132,7 @@ pub async fn refund_charge(store: &Store, payment_id: &str) -> Result<(), StoreE
         .bind(payment_id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
+    store.commit(tx).await?;
     Ok(())
 }
 

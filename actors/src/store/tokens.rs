@@ -32,7 +32,7 @@ pub async fn start_family(
         .execute(&mut *tx)
         .await?;
     insert_token(&mut tx, family_id, user_id, token_hash, expires_at).await?;
-    tx.commit().await?;
+    store.commit(tx).await?;
     Ok(())
 }
 
@@ -79,7 +79,7 @@ pub async fn rotate(
     }
     if spent != 0 {
         sqlx::query("UPDATE token_families SET revoked = 1 WHERE id = ?").bind(&family_id).execute(&mut *tx).await?;
-        tx.commit().await?;
+        store.commit(tx).await?;
         return Ok(Rotation::Reused);
     }
     if expires_at <= now {
@@ -87,7 +87,7 @@ pub async fn rotate(
     }
     sqlx::query("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = ?").bind(token_hash).execute(&mut *tx).await?;
     insert_token(&mut tx, &family_id, &user_id, next_hash, next_expires_at).await?;
-    tx.commit().await?;
+    store.commit(tx).await?;
     Ok(Rotation::Rotated { user_id, family_id })
 }
 
@@ -102,6 +102,6 @@ pub async fn revoke_family_of(store: &Store, token_hash: &str, user_id: &str) ->
     .bind(user_id)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
+    store.commit(tx).await?;
     Ok(done.rows_affected() == 1)
 }
