@@ -5,7 +5,7 @@
 
 use crate::cluster::router::{PresenceUpdate, RoomFrame, RouterMsg};
 use crate::cluster::ClusterView;
-use crate::session::SessionMsg;
+use crate::session::{frame_text, SessionMsg};
 use bazaar_protocol::chat::ServerFrame;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::orders::Order;
@@ -40,8 +40,6 @@ pub enum GatewayMsg {
     RemoteRelay(RoomFrame),
     /// The cluster's members changed: forget presence of nodes that left, tell newcomers ours.
     MembersChanged(Vec<String>),
-    /// How many sessions are connected.
-    Connections(RpcReplyPort<usize>),
 }
 
 struct Connected {
@@ -59,10 +57,6 @@ pub struct GatewayState {
     /// Online users of rooms on other nodes, by room and node.
     remote_presence: HashMap<RoomId, HashMap<String, Vec<UserId>>>,
     view: Option<Arc<ClusterView>>,
-}
-
-fn frame_text(frame: &ServerFrame) -> Arc<str> {
-    Arc::from(serde_json::to_string(frame).expect("server frames always serialise"))
 }
 
 impl GatewayState {
@@ -254,9 +248,6 @@ impl Actor for ChatGateway {
                 for room in rooms {
                     state.share_presence(&room);
                 }
-            }
-            GatewayMsg::Connections(reply) => {
-                let _ = reply.send(state.sessions.len());
             }
         }
         Ok(())

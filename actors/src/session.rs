@@ -69,11 +69,13 @@ pub struct SessionState {
 /// The session actor.
 pub struct Session;
 
-fn error_frame(code: &str, message: impl Into<String>) -> Arc<str> {
-    text_of(&ServerFrame::Error { code: code.to_owned(), message: message.into() })
+/// An `error` frame, serialised.
+pub fn error_frame(code: &str, message: impl Into<String>) -> Arc<str> {
+    frame_text(&ServerFrame::Error { code: code.to_owned(), message: message.into() })
 }
 
-fn text_of(frame: &ServerFrame) -> Arc<str> {
+/// A server frame serialised once, to be shared by every socket it goes to.
+pub fn frame_text(frame: &ServerFrame) -> Arc<str> {
     Arc::from(serde_json::to_string(frame).expect("server frames always serialise"))
 }
 
@@ -108,14 +110,14 @@ impl SessionState {
                 return self.send(error_frame("unavailable", "chat is unavailable, try again"));
             }
         };
-        if !self.send(text_of(&ServerFrame::Joined { room: room.clone(), last_seq: view.last_seq })) {
+        if !self.send(frame_text(&ServerFrame::Joined { room: room.clone(), last_seq: view.last_seq })) {
             return false;
         }
         if let Some(since) = since {
             match chat::range(&self.args.store, room.as_str(), since.max(0), view.last_seq).await {
                 Ok(messages) => {
                     for message in messages {
-                        if !self.send(text_of(&ServerFrame::Message(message))) {
+                        if !self.send(frame_text(&ServerFrame::Message(message))) {
                             return false;
                         }
                     }
@@ -138,7 +140,7 @@ impl SessionState {
         let post = PostMessage { from: self.args.user.clone(), text, client_msg_id: client_msg_id.clone() };
         let answer = self.args.rooms.ask(room.as_str(), post).await;
         match answer {
-            Ok(Ok(posted)) => self.send(text_of(&ServerFrame::Ack { client_msg_id, seq: posted.message.seq })),
+            Ok(Ok(posted)) => self.send(frame_text(&ServerFrame::Ack { client_msg_id, seq: posted.message.seq })),
             Ok(Err(RoomError::Forbidden)) => self.send(error_frame("forbidden", "not a member of this room")),
             Ok(Err(RoomError::NotFound)) => self.send(error_frame("not_found", "no such room")),
             _ => self.send(error_frame("unavailable", "message not stored, send it again")),
@@ -155,7 +157,7 @@ impl SessionState {
             if let Ok(missing) = chat::range(&self.args.store, message.room.as_str(), delivered, message.seq - 1).await
             {
                 for earlier in missing {
-                    if !self.send(text_of(&ServerFrame::Message(earlier))) {
+                    if !self.send(frame_text(&ServerFrame::Message(earlier))) {
                         return false;
                     }
                 }

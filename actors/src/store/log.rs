@@ -70,11 +70,6 @@ pub async fn read(store: &Store, after: i64, limit: u32) -> Result<Vec<LogRecord
     rows.into_iter().map(|(position, body)| Ok(LogRecord { position, envelope: parse(&body)? })).collect()
 }
 
-/// The newest position in the log (0 when empty).
-pub async fn head(store: &Store) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM event_log").fetch_one(store.reader()).await?)
-}
-
 /// Where a consumer stopped (0 before its first event).
 pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreError> {
     let position: Option<i64> = sqlx::query_scalar("SELECT position FROM consumer_offsets WHERE consumer = ?")

@@ -136,18 +136,6 @@ pub async fn refund_charge(store: &Store, payment_id: &str) -> Result<(), StoreE
     Ok(())
 }
 
-/// How many charges the gateway approved for an order's payments (tests and audits).
-pub async fn approved_charges_for_order(store: &Store, order_id: &str) -> Result<i64, StoreError> {
-    let (count,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM gateway_charges c JOIN payments p ON p.id = c.payment_id
-         WHERE p.order_id = ? AND c.outcome = 'approved'",
-    )
-    .bind(order_id)
-    .fetch_one(store.reader())
-    .await?;
-    Ok(count)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Filter;
+use warp::{Filter, Reply};
 
 impl From<UserError> for ApiError {
     fn from(error: UserError) -> Self {
@@ -84,7 +84,7 @@ async fn signup(app: Arc<App>, body: SignupRequest) -> ApiResult {
     Ok(json(StatusCode::CREATED, &view))
 }
 
-async fn issue_pair(app: &App, user: &UserId, role: Role, refresh_token: String) -> TokenPair {
+fn issue_pair(app: &App, user: &UserId, role: Role, refresh_token: String) -> TokenPair {
     TokenPair { access_token: app.tokens.issue(user, role), refresh_token, expires_in: app.tokens.access_ttl.as_secs() }
 }
 
@@ -118,7 +118,7 @@ async fn login(app: Arc<App>, body: LoginRequest) -> ApiResult {
         now,
     )
     .await?;
-    Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, refresh_token).await))
+    Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, refresh_token)))
 }
 
 async fn refresh(app: Arc<App>, body: RefreshRequest) -> ApiResult {
@@ -135,7 +135,7 @@ async fn refresh(app: Arc<App>, body: RefreshRequest) -> ApiResult {
     match rotation {
         token_store::Rotation::Rotated { user_id, .. } => {
             let user = users::load(&app.store, &user_id).await?.ok_or_else(ApiError::unauthorized)?;
-            Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, next).await))
+            Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, next)))
         }
         token_store::Rotation::Reused => {
             Err(ApiError::new(ErrorCode::Unauthorized, "refresh token reused; every session of it is revoked"))
@@ -153,8 +153,6 @@ async fn logout(app: Arc<App>, who: Caller, body: RefreshRequest) -> ApiResult {
     }
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }
-
-use warp::Reply;
 
 async fn profile(app: &App, id: &UserId) -> Result<UserView, ApiError> {
     settle(app.regions.users.ask(id.as_str(), GetUser).await)

@@ -198,6 +198,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer(header: &str) -> Option<&str> {
+    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?;
+    Some(token.trim())
+}
+
 /// The authenticated caller, from `Authorization: Bearer <jwt>`; 401 otherwise.
 pub fn caller(app: Arc<App>) -> BoxedFilter<(Caller,)> {
     warp::header::optional::<String>("authorization")
@@ -206,8 +212,8 @@ pub fn caller(app: Arc<App>) -> BoxedFilter<(Caller,)> {
             async move {
                 let mut caller = header
                     .as_deref()
-                    .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-                    .and_then(|token| app.tokens.verify(token.trim()))
+                    .and_then(bearer)
+                    .and_then(|token| app.tokens.verify(token))
                     .ok_or_else(|| reject(ApiError::unauthorized()))?;
                 let Some(slot) = app.user_slots.acquire(caller.id.as_str()) else {
                     metrics::counter!("bazaar_rate_limited_total", "limit" => "user_in_flight").increment(1);

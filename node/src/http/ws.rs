@@ -2,12 +2,12 @@
 //! and frame-rate limits and parses frames for the session actor; the writer drains the session's
 //! bounded queue into the socket.
 
-use super::{render, ApiError};
+use super::{bearer, render, ApiError};
 use crate::app::App;
 use crate::rate_limit::Bucket;
 use crate::tokens::Caller;
-use bazaar_actors::session::{close, Outbound, Session, SessionArgs, SessionMsg};
-use bazaar_protocol::chat::{ClientFrame, ServerFrame};
+use bazaar_actors::session::{close, error_frame, Outbound, Session, SessionArgs, SessionMsg};
+use bazaar_protocol::chat::ClientFrame;
 use bazaar_protocol::ErrorCode;
 use futures_util::{SinkExt, StreamExt};
 use ractor::Actor;
@@ -42,10 +42,7 @@ fn upgrade(
     query: HashMap<String, String>,
     ws: Ws,
 ) -> Result<Response, ApiError> {
-    let token = header
-        .as_deref()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .or_else(|| query.get("token").map(String::as_str));
+    let token = header.as_deref().and_then(bearer).or_else(|| query.get("token").map(String::as_str));
     let who = token.and_then(|t| app.tokens.verify(t.trim())).ok_or_else(ApiError::unauthorized)?;
     if !app.open_socket(&who.id) {
         metrics::counter!("bazaar_rate_limited_total", "limit" => "ws_connections").increment(1);
@@ -66,8 +63,7 @@ fn upgrade(
 }
 
 fn error_text(code: ErrorCode, message: impl Into<String>) -> Outbound {
-    let frame = ServerFrame::Error { code: code.as_str().to_owned(), message: message.into() };
-    Outbound::Text(Arc::from(serde_json::to_string(&frame).expect("server frames always serialise")))
+    Outbound::Text(error_frame(code.as_str(), message))
 }
 
 async fn serve(app: Arc<App>, who: Caller, socket: WebSocket) {
