@@ -5,7 +5,8 @@
 //!
 //! One module per concern: `consistency` reads entities through nodes other than the one that
 //! wrote them; `chat` joins sockets on different nodes to one room; `membership` covers the cookie
-//! and a node joining under load; `failover` kills a node under load; `frame_limit` sends a routed
+//! and a node joining under load; `cluster_up` starts and stops a whole cluster with one command;
+//! `failover` kills a node under load; `frame_limit` sends a routed
 //! request larger than the inter-node frame limit.
 
 #[path = "../common/mod.rs"]
@@ -13,6 +14,7 @@ mod common;
 mod support;
 
 mod chat;
+mod cluster_up;
 mod consistency;
 mod failover;
 mod frame_limit;

@@ -299,6 +299,16 @@ impl Cluster {
     }
 
     /// The listed nodes.
+    /// The cluster.toml this cluster was configured with.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// The data directory every node of this config shares.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn specs(&self) -> &[NodeSpec] {
         &self.specs
     }
