@@ -382,23 +382,18 @@ impl TestUser {
 
     /// Polls `GET /orders/{id}` until the order has `status`, and returns it.
     pub async fn wait_for_order_status(&self, order_id: &str, status: &str, deadline: Duration) -> Value {
-        let path = format!("/orders/{order_id}");
-        eventually(deadline, &format!("order {order_id} to be {status}"), || async {
-            let reply = self.get(&path).await;
-            if reply.status == 200 && reply.json["status"] == status {
-                Ok(reply.json)
-            } else {
-                Err(format!("HTTP {} {}", reply.status, reply.text))
-            }
-        })
-        .await
+        self.wait_for_status(&format!("/orders/{order_id}"), status, deadline).await
     }
 
     /// Polls `GET /payments/{id}` until the payment has `status`, and returns it.
     pub async fn wait_for_payment_status(&self, payment_id: &str, status: &str, deadline: Duration) -> Value {
-        let path = format!("/payments/{payment_id}");
-        eventually(deadline, &format!("payment {payment_id} to be {status}"), || async {
-            let reply = self.get(&path).await;
+        self.wait_for_status(&format!("/payments/{payment_id}"), status, deadline).await
+    }
+
+    /// Polls `path` until its JSON has `status`, and returns it.
+    async fn wait_for_status(&self, path: &str, status: &str, deadline: Duration) -> Value {
+        eventually(deadline, &format!("{path} to be {status}"), || async {
+            let reply = self.get(path).await;
             if reply.status == 200 && reply.json["status"] == status {
                 Ok(reply.json)
             } else {

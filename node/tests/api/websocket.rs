@@ -14,6 +14,16 @@ async fn pair_with_room(node: &TestNode) -> (TestUser, TestUser, String) {
     (buyer, seller, room["id"].as_str().expect("a room id").to_owned())
 }
 
+/// A buyer and a seller with their room, each with a socket that joined it (buyer first).
+async fn both_joined(node: &TestNode) -> (TestUser, TestUser, String, WsClient, WsClient) {
+    let (buyer, seller, room_id) = pair_with_room(node).await;
+    let mut buyer_ws = buyer.ws_connect().await;
+    let mut seller_ws = seller.ws_connect().await;
+    buyer_ws.join(&room_id).await;
+    seller_ws.join(&room_id).await;
+    (buyer, seller, room_id, buyer_ws, seller_ws)
+}
+
 fn online(frame: &Value) -> BTreeSet<String> {
     frame["online"]
         .as_array()
@@ -55,11 +65,7 @@ async fn the_token_may_come_as_a_query_parameter() {
 #[tokio::test]
 async fn a_message_reaches_every_joined_member_and_the_sender_gets_an_ack() {
     let node = TestNode::spawn().await;
-    let (buyer, seller, room_id) = pair_with_room(&node).await;
-    let mut buyer_ws = buyer.ws_connect().await;
-    let mut seller_ws = seller.ws_connect().await;
-    buyer_ws.join(&room_id).await;
-    seller_ws.join(&room_id).await;
+    let (buyer, seller, room_id, mut buyer_ws, mut seller_ws) = both_joined(&node).await;
 
     let ack = buyer_ws.send_message(&room_id, "안녕하세요", "c-1").await;
     assert_eq!(ack["seq"], 1, "{ack}");
@@ -97,11 +103,7 @@ async fn joined_reports_the_rooms_last_seq() {
 #[tokio::test]
 async fn resending_a_client_msg_id_acks_the_original_seq_without_a_second_message() {
     let node = TestNode::spawn().await;
-    let (buyer, seller, room_id) = pair_with_room(&node).await;
-    let mut buyer_ws = buyer.ws_connect().await;
-    let mut seller_ws = seller.ws_connect().await;
-    buyer_ws.join(&room_id).await;
-    seller_ws.join(&room_id).await;
+    let (buyer, _seller, room_id, mut buyer_ws, mut seller_ws) = both_joined(&node).await;
     let first = buyer_ws.send_message(&room_id, "once", "dup-1").await;
     let again = buyer_ws.send_message(&room_id, "once", "dup-1").await;
     assert_eq!(first["seq"], again["seq"]);
@@ -211,11 +213,7 @@ async fn presence_lists_who_is_online_as_members_come_and_go() {
 #[tokio::test]
 async fn leaving_a_room_updates_presence_and_stops_its_messages() {
     let node = TestNode::spawn().await;
-    let (buyer, seller, room_id) = pair_with_room(&node).await;
-    let mut buyer_ws = buyer.ws_connect().await;
-    let mut seller_ws = seller.ws_connect().await;
-    buyer_ws.join(&room_id).await;
-    seller_ws.join(&room_id).await;
+    let (buyer, _seller, room_id, mut buyer_ws, mut seller_ws) = both_joined(&node).await;
     seller_ws.send_json(&json!({"type": "leave", "room": room_id})).await;
     let only_buyer: BTreeSet<String> = [buyer.id.clone()].into();
     buyer_ws
@@ -231,11 +229,7 @@ async fn leaving_a_room_updates_presence_and_stops_its_messages() {
 #[tokio::test]
 async fn typing_and_read_reach_the_other_member() {
     let node = TestNode::spawn().await;
-    let (buyer, seller, room_id) = pair_with_room(&node).await;
-    let mut buyer_ws = buyer.ws_connect().await;
-    let mut seller_ws = seller.ws_connect().await;
-    buyer_ws.join(&room_id).await;
-    seller_ws.join(&room_id).await;
+    let (buyer, seller, room_id, mut buyer_ws, mut seller_ws) = both_joined(&node).await;
     buyer_ws.send_message(&room_id, "hi", "c-1").await;
     buyer_ws.send_json(&json!({"type": "typing", "room": room_id})).await;
     let typing = seller_ws.next_of_type("typing").await;
@@ -428,11 +422,7 @@ async fn a_cancelled_order_is_pushed_to_the_buyer() {
 #[tokio::test]
 async fn a_sender_cannot_pose_as_someone_else() {
     let node = TestNode::spawn().await;
-    let (buyer, seller, room_id) = pair_with_room(&node).await;
-    let mut buyer_ws = buyer.ws_connect().await;
-    let mut seller_ws = seller.ws_connect().await;
-    buyer_ws.join(&room_id).await;
-    seller_ws.join(&room_id).await;
+    let (buyer, seller, room_id, mut buyer_ws, mut seller_ws) = both_joined(&node).await;
     // Extra fields are the client's words, never the server's facts.
     buyer_ws
         .send_json(&json!({"type": "send", "room": room_id, "text": "it is me", "clientMsgId": "c-1", "from": seller.id, "seq": 99}))
