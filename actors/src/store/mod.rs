@@ -288,20 +288,25 @@ async fn flusher(writer: std::sync::Weak<Mutex<Writer>>, flush: Arc<Notify>) {
 
 /// Records `events` and queues them in the outbox, inside the caller's transaction.
 pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), StoreError> {
-    for event in events {
-        let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("INSERT INTO events (id, topic, entity_id, seq, type, at, body) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            .bind(event.id.as_str())
-            .bind(event.event.topic())
-            .bind(&event.entity_id)
-            .bind(event.seq)
-            .bind(event.event.type_name())
-            .bind(event.at)
-            .bind(body)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("INSERT INTO outbox (event_id) VALUES (?)").bind(event.id.as_str()).execute(&mut **tx).await?;
+    if events.is_empty() {
+        return Ok(());
     }
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        rows.push((event, serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?));
+    }
+    // One statement for all of a command's events; a trigger queues each in the outbox.
+    let mut insert = sqlx::QueryBuilder::new("INSERT INTO events (id, topic, entity_id, seq, type, at, body) ");
+    insert.push_values(rows, |mut row, (event, body)| {
+        row.push_bind(event.id.as_str())
+            .push_bind(event.event.topic())
+            .push_bind(&event.entity_id)
+            .push_bind(event.seq)
+            .push_bind(event.event.type_name())
+            .push_bind(event.at)
+            .push_bind(body);
+    });
+    insert.build().execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -1,0 +1,6 @@
+-- Every recorded event is queued for the relay by the database itself: one statement per command
+-- instead of two per event, and no way to record an event without queueing it.
+CREATE TRIGGER events_to_outbox AFTER INSERT ON events
+BEGIN
+    INSERT INTO outbox (event_id) VALUES (NEW.id);
+END;
