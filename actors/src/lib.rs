@@ -11,6 +11,7 @@
 //! where money moves; [`system`] starts all of it.
 
 pub mod attempt;
+pub mod cache;
 pub mod chat_gateway;
 pub mod chat_room;
 pub mod cluster;

@@ -1,6 +1,7 @@
 //! The outbox relay: moves committed events from the outbox into the event log, in commit order,
 //! then wakes the consumers and hands the events to this node's live subscribers.
 
+use crate::cache::Cache;
 use crate::cluster::router::RouterMsg;
 use crate::cluster::ClusterView;
 use crate::store::{log, Store};
@@ -17,6 +18,7 @@ use tracing::warn;
 pub fn spawn(
     store: Store,
     view: Option<Arc<ClusterView>>,
+    cache: Cache,
     batch: u32,
     appended: Arc<Notify>,
     live: broadcast::Sender<Arc<Envelope>>,
@@ -30,6 +32,15 @@ pub fn spawn(
                     appended.notify_one();
                     metrics::counter!("bazaar_outbox_relayed_total").increment(records.len() as u64);
                     let now = chrono::Utc::now();
+                    // The cache follows the log off the relay's path, so a slow or absent Redis
+                    // never delays delivery.
+                    let events: Vec<Arc<Envelope>> = records.iter().map(|r| r.envelope.clone()).collect();
+                    let cache = cache.clone();
+                    tokio::spawn(async move {
+                        for event in events {
+                            cache.apply(&event).await;
+                        }
+                    });
                     for record in records {
                         let lag = (now - record.envelope.at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                         metrics::histogram!("bazaar_relay_lag_seconds").record(lag.max(0.0));

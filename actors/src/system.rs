@@ -2,6 +2,7 @@
 //! chat gateway, the outbox relay, the saga consumer, housekeeping and, in a cluster, the router
 //! and the membership loop.
 
+use crate::cache::Cache;
 use crate::chat_gateway::{self, ChatGateway, GatewayMsg};
 use crate::cluster::membership::{self, ClusterConfig, Membership};
 use crate::cluster::router::{Router, RouterArgs, RouterMsg};
@@ -38,6 +39,8 @@ pub struct SystemConfig {
     pub cluster: Option<ClusterConfig>,
     /// Most requests from peers handled at once.
     pub max_routed_in_flight: usize,
+    /// Redis in front of SQL, or disabled.
+    pub cache: Cache,
 }
 
 /// The running actor side of a node.
@@ -103,7 +106,15 @@ impl System {
 
         let tasks = vec![
             chat_gateway::forward(live_rx, gateway.clone()),
-            relay::spawn(store.clone(), view.clone(), config.relay_batch, appended.clone(), live, shutdown_rx.clone()),
+            relay::spawn(
+                store.clone(),
+                view.clone(),
+                config.cache.clone(),
+                config.relay_batch,
+                appended.clone(),
+                live,
+                shutdown_rx.clone(),
+            ),
             saga::spawn(store.clone(), regions.clone(), view.clone(), appended, charge_timeout, shutdown_rx.clone()),
             housekeeping(store.clone(), config.idempotency_retention, shutdown_rx),
         ];

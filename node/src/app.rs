@@ -25,6 +25,8 @@ pub struct App {
     pub gateway: ActorRef<GatewayMsg>,
     pub tokens: TokenService,
     pub logins: LoginLimiter,
+    /// Redis in front of SQL (answers "don't know" when absent or down).
+    pub cache: bazaar_actors::cache::Cache,
     /// Requests in flight per user.
     pub user_slots: crate::rate_limit::UserSlots,
     /// The `[[nodes]]` of the cluster file (empty when the node runs alone).

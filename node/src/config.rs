@@ -104,6 +104,11 @@ pub struct Settings {
     pub max_in_flight_requests: usize,
     /// HTTP requests one user may have in flight at once; beyond it 429 + Retry-After.
     pub max_in_flight_per_user: usize,
+    /// `redis://host:port`: Redis caches relations and profiles and counts logins cluster-wide;
+    /// empty: no cache (SQL only, login limit per node).
+    pub redis_url: String,
+    /// How long a Redis call may take before the request goes on without it.
+    pub redis_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -150,6 +155,8 @@ impl Default for Settings {
             cluster_max_routed_in_flight: 4096,
             max_in_flight_requests: 8192,
             max_in_flight_per_user: 64,
+            redis_url: String::new(),
+            redis_timeout_ms: 50,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod tokens;
 
 use anyhow::Context;
 use app::App;
+use bazaar_actors::cache::Cache;
 use bazaar_actors::cluster::membership::ClusterConfig;
 use bazaar_actors::entity::EntitySettings;
 use bazaar_actors::system::{System, SystemConfig};
@@ -54,6 +55,12 @@ impl Node {
         let secret = settings.jwt_secret()?;
         // The recorder goes in first: whatever the actors report while starting is kept.
         let metrics = metrics_handle();
+        let cache = if settings.redis_url.is_empty() {
+            Cache::disabled()
+        } else {
+            Cache::connect(&settings.redis_url, Duration::from_millis(settings.redis_timeout_ms.max(1)))
+                .context("configuring the Redis cache")?
+        };
         let system = System::start(SystemConfig {
             database_url: settings.database_url(),
             durability: settings.durability()?,
@@ -67,6 +74,7 @@ impl Node {
             idempotency_retention: Duration::from_secs(settings.idempotency_retention_hours * 3600),
             cluster,
             max_routed_in_flight: settings.cluster_max_routed_in_flight,
+            cache: cache.clone(),
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -80,6 +88,7 @@ impl Node {
                 Duration::from_secs(settings.refresh_token_ttl_secs),
             ),
             logins: rate_limit::LoginLimiter::new(settings.login_attempts_per_minute),
+            cache,
             user_slots: rate_limit::UserSlots::new(settings.max_in_flight_per_user),
             nodes,
             regions: system.regions.clone(),

@@ -84,6 +84,19 @@ async fn signup(app: Arc<App>, body: SignupRequest) -> ApiResult {
     Ok(json(StatusCode::CREATED, &view))
 }
 
+/// The visibility rule's relation: from the cache when it knows, from SQL otherwise (and then
+/// remembered).
+async fn has_paid_order(app: &App, buyer: &str, seller: &str) -> Result<bool, ApiError> {
+    if let Some(known) = app.cache.paid_relation(buyer, seller).await {
+        return Ok(known);
+    }
+    let paid = users::has_paid_order(&app.store, buyer, seller).await?;
+    if paid {
+        app.cache.remember_paid_relation(buyer, seller).await;
+    }
+    Ok(paid)
+}
+
 fn issue_pair(app: &App, user: &UserId, role: Role, refresh_token: String) -> TokenPair {
     TokenPair { access_token: app.tokens.issue(user, role), refresh_token, expires_in: app.tokens.access_ttl.as_secs() }
 }
@@ -92,10 +105,16 @@ async fn login(app: Arc<App>, body: LoginRequest) -> ApiResult {
     let bad_credentials = || ApiError::new(ErrorCode::Unauthorized, "wrong e-mail or password");
     // Unparseable e-mails are counted too, under their raw spelling, so they cannot dodge the limit.
     let email = Email::parse(&body.email).map(|e| e.as_str().to_owned()).unwrap_or_else(|_| body.email.clone());
-    if let Err(wait) = app.logins.attempt(&email) {
+    // Counted cluster-wide in Redis when it answers, on this node otherwise.
+    let limited = match app.cache.login_attempt(&email, app.settings.login_attempts_per_minute).await {
+        Some(outcome) => outcome,
+        None => app.logins.attempt(&email).map_err(|wait| wait.as_secs() + 1),
+    };
+    if let Err(retry_after) = limited {
         metrics::counter!("bazaar_rate_limited_total", "limit" => "login").increment(1);
-        return Err(ApiError::new(ErrorCode::RateLimited, "too many login attempts, retry later")
-            .with_retry_after(wait.as_secs() + 1));
+        return Err(
+            ApiError::new(ErrorCode::RateLimited, "too many login attempts, retry later").with_retry_after(retry_after)
+        );
     }
     let user = users::find_by_email(&app.store, &email).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
@@ -168,13 +187,14 @@ async fn me(app: Arc<App>, who: Caller) -> ApiResult {
 }
 
 async fn lookup(app: Arc<App>, who: Caller, id: String) -> ApiResult {
-    let target = profile(&app, &UserId::from(id)).await?;
+    let target = match app.cache.profile(&id).await {
+        Some(cached) => cached,
+        None => profile(&app, &UserId::from(id)).await?,
+    };
     let visible = match target.role {
         Role::Seller => true,
         Role::Buyer if target.id == who.id => true,
-        Role::Buyer => {
-            who.role == Role::Seller && users::has_paid_order(&app.store, target.id.as_str(), who.id.as_str()).await?
-        }
+        Role::Buyer => who.role == Role::Seller && has_paid_order(&app, target.id.as_str(), who.id.as_str()).await?,
     };
     if !visible {
         return Err(ApiError::forbidden("a buyer's profile is visible only to sellers they have paid"));

@@ -21,4 +21,5 @@ mod fuzz;
 mod operations;
 mod orders;
 mod payments;
+mod redis;
 mod websocket;

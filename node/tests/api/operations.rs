@@ -181,6 +181,7 @@ async fn every_series_the_dashboard_charts_is_exported() {
                     "bazaar_rate_limited_total",
                     "bazaar_ws_connections",
                     "bazaar_chat_deliveries_total",
+                    "bazaar_cache_requests_total",
                 ];
                 if !exported.contains(family) && !conditional.contains(&family) {
                     missing.push(family.to_owned());
