@@ -10,7 +10,7 @@ use bazaar_protocol::events::{Envelope, Event};
 use fred::prelude::*;
 use fred::types::ExpireOptions;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How long a cached profile is kept.
 const PROFILE_TTL_SECS: i64 = 3600;
@@ -60,6 +60,10 @@ impl Cache {
             info!(%server, "cache connected");
             Ok(())
         });
+        client.on_error(|(error, server)| async move {
+            warn!(server = ?server, reason = %error, "cache connection lost; serving from SQL meanwhile");
+            Ok(())
+        });
         Ok(Self { redis: Some(client), timeout })
     }
 
@@ -71,8 +75,9 @@ impl Cache {
         match tokio::time::timeout(self.timeout, command(redis)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {
+                // Per request, so only at debug: the connection's own errors are logged once each.
                 counted("error");
-                warn!(what, reason = %e, "cache unavailable; using SQL");
+                debug!(what, reason = %e, "cache unavailable; using SQL");
                 None
             }
             Err(_) => {

@@ -25,6 +25,7 @@ pub fn spawn(
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let committed = store.commit_signal();
+    let cache_updates = Arc::new(tokio::sync::Semaphore::new(1));
     tokio::spawn(async move {
         loop {
             match log::relay_batch(&store, batch).await {
@@ -33,14 +34,19 @@ pub fn spawn(
                     metrics::counter!("bazaar_outbox_relayed_total").increment(records.len() as u64);
                     let now = chrono::Utc::now();
                     // The cache follows the log off the relay's path, so a slow or absent Redis
-                    // never delays delivery.
-                    let events: Vec<Arc<Envelope>> = records.iter().map(|r| r.envelope.clone()).collect();
-                    let cache = cache.clone();
-                    tokio::spawn(async move {
-                        for event in events {
-                            cache.apply(&event).await;
-                        }
-                    });
+                    // never delays delivery; one update at a time, and a batch that finds the
+                    // previous one still running is skipped (a cache entry it would have written
+                    // is filled by the next read that misses).
+                    if let Ok(permit) = cache_updates.clone().try_acquire_owned() {
+                        let events: Vec<Arc<Envelope>> = records.iter().map(|r| r.envelope.clone()).collect();
+                        let cache = cache.clone();
+                        tokio::spawn(async move {
+                            for event in events {
+                                cache.apply(&event).await;
+                            }
+                            drop(permit);
+                        });
+                    }
                     for record in records {
                         let lag = (now - record.envelope.at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                         metrics::histogram!("bazaar_relay_lag_seconds").record(lag.max(0.0));

@@ -189,7 +189,11 @@ async fn me(app: Arc<App>, who: Caller) -> ApiResult {
 async fn lookup(app: Arc<App>, who: Caller, id: String) -> ApiResult {
     let target = match app.cache.profile(&id).await {
         Some(cached) => cached,
-        None => profile(&app, &UserId::from(id)).await?,
+        None => {
+            let found = profile(&app, &UserId::from(id)).await?;
+            app.cache.remember_profile(&found).await;
+            found
+        }
     };
     let visible = match target.role {
         Role::Seller => true,
