@@ -1,14 +1,17 @@
 //! The actor side of bazaar: domain state machines, the entity actors that wrap them, and the
-//! machinery that keeps them durable.
+//! machinery that keeps them durable and spreads them over a cluster.
 //!
-//! A command from the front end goes to a kind's region ([`entity::RegionRef`]), which activates
-//! the entity actor ([`user`], [`product`], [`order`], [`payment`], [`chat_room`]). The entity
-//! decides with plain functions on its state, then commits state, events, outbox row and
-//! idempotency record in one transaction ([`store`]) before it replies. The [`relay`] moves
-//! committed events into the embedded event log; the [`saga`] consumer reads the log and drives
-//! the next steps (charge, mark paid, release stock), and the [`chat_gateway`] pushes chat
-//! messages and order updates to the WebSocket [`session`]s of this node. [`payment_gateway`] is
-//! where money moves; [`system`] starts all of it.
+//! A command from the front end goes to a kind's region ([`entity::RegionRef`], all of them in
+//! [`regions`]). If this node owns the entity ([`placement`], [`cluster`]) the region activates
+//! the entity actor ([`user`], [`product`], [`order`], [`payment`], [`chat_room`]); otherwise the
+//! request travels to the owner's router ([`cluster::router`]). The entity decides with plain
+//! functions on its state, then commits state, events, outbox row and idempotency record in one
+//! transaction ([`store`], group-committed) before it replies; a command that lost a race is
+//! decided again ([`attempt`]). The [`relay`] moves committed events into the embedded event log
+//! and on to every node; the [`saga`] consumer reads the log and drives the next steps (charge,
+//! mark paid, release stock), and the [`chat_gateway`] pushes chat messages and order updates to
+//! the WebSocket [`session`]s of this node. [`payment_gateway`] is where money moves, [`cache`]
+//! is Redis in front of SQL, and [`system`] starts all of it.
 
 pub mod attempt;
 pub mod cache;
