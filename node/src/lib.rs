@@ -1,7 +1,8 @@
-//! The `bazaar` node: configuration ([`config`]), credentials ([`tokens`], [`rate_limit`]), the
-//! warp front end ([`http`], one module per resource plus the WebSocket in [`http::ws`]) and
-//! startup ([`Node`]). A request enters a route in [`http`], is checked into domain values, and
-//! becomes a message to an entity's region in `bazaar_actors`; the reply (or its error, mapped in
+//! The `bazaar` node: configuration ([`config`]), credentials and edge limits ([`tokens`],
+//! [`rate_limit`]), the state handlers share ([`app`]), the warp front end ([`http`], one module per
+//! resource plus the WebSocket in [`http::ws`]), startup ([`Node`]) and `bazaar cluster up`
+//! ([`cluster_up`]). A request enters a route in [`http`], is checked into domain values, and
+//! becomes a request to an entity's region in `bazaar_actors`; the reply (or its error, mapped in
 //! one place per error enum) goes back as JSON.
 
 pub mod app;
