@@ -6,7 +6,7 @@
 //! One module per concern: `consistency` reads entities through nodes other than the one that
 //! wrote them; `chat` joins sockets on different nodes to one room; `membership` covers the cookie
 //! and a node joining under load; `cluster_up` starts and stops a whole cluster with one command;
-//! `failover` kills a node under load; `frame_limit` sends a routed
+//! `silent_peer` stops a node without closing its connections; `failover` kills a node under load; `frame_limit` sends a routed
 //! request larger than the inter-node frame limit.
 
 #[path = "../common/mod.rs"]
@@ -19,3 +19,4 @@ mod consistency;
 mod failover;
 mod frame_limit;
 mod membership;
+mod silent_peer;

@@ -341,6 +341,11 @@ impl Cluster {
     }
 
     /// Kills node `index` with SIGKILL and waits until the process is gone; nothing is flushed.
+    /// The process id of a running node.
+    pub fn pid(&self, index: usize) -> u32 {
+        self.children[index].as_ref().and_then(|child| child.id()).expect("the node is running")
+    }
+
     pub async fn kill9(&mut self, index: usize) {
         if let Some(mut child) = self.children[index].take() {
             child.kill().await.expect("SIGKILL the node");
