@@ -199,7 +199,7 @@ impl<E: Entity> Actor for EntityActor<E> {
             EntityMsg::Command(command) => command,
         };
         if state.entity.is_none() {
-            match E::load(&state.id, &state.ctx).await {
+            match Box::pin(E::load(&state.id, &state.ctx)).await {
                 Ok(entity) => state.entity = Some(entity),
                 Err(e) => {
                     warn!(kind = E::KIND, id = %state.id, reason = %e, "entity could not be loaded");
@@ -209,7 +209,10 @@ impl<E: Entity> Actor for EntityActor<E> {
             }
         }
         if let Some(entity) = state.entity.as_mut() {
-            entity.handle(command, &state.ctx, &myself).await;
+            // Boxed: an actor's task holds its handler's future inline, sized for the largest
+            // command (kilobytes of SQL state machines). Boxing allocates that only while a
+            // message is handled, so an idle entity stays small.
+            Box::pin(entity.handle(command, &state.ctx, &myself)).await;
             if !entity.exists() {
                 let _ = state.region.send_message(RegionMsg::Evict(state.id.clone(), myself.get_id()));
             }

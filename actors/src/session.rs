@@ -207,10 +207,12 @@ impl Actor for Session {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         let user = state.args.user.clone();
+        // The awaiting arms are boxed: the session's task would otherwise hold their futures
+        // inline, sized for the largest, for as long as the socket is open (most of it idle).
         let alive = match msg {
-            SessionMsg::Frame(ClientFrame::Join { room, since }) => state.join(&myself, room, since).await,
+            SessionMsg::Frame(ClientFrame::Join { room, since }) => Box::pin(state.join(&myself, room, since)).await,
             SessionMsg::Frame(ClientFrame::Send { room, text, client_msg_id }) => {
-                state.post(room, text, client_msg_id).await
+                Box::pin(state.post(room, text, client_msg_id)).await
             }
             SessionMsg::Frame(ClientFrame::Leave { room }) => {
                 if state.delivered.remove(&room).is_some() {
@@ -224,7 +226,7 @@ impl Actor for Session {
             SessionMsg::Frame(ClientFrame::Read { room, seq }) => {
                 state.relay(&myself, room.clone(), ServerFrame::Read { room, from: user, seq })
             }
-            SessionMsg::ChatMessage { message, text } => state.deliver(&message, text).await,
+            SessionMsg::ChatMessage { message, text } => Box::pin(state.deliver(&message, text)).await,
             SessionMsg::Push(text) => state.send(text),
             SessionMsg::Expired => {
                 state.close(close::EXPIRED, "token expired");
