@@ -180,6 +180,24 @@ pub struct Store {
 impl Store {
     /// Opens (creating if missing) the database at `url` and runs the embedded migrations.
     pub async fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        // The nodes of a local cluster start together on one file: one may find it locked while
+        // another switches it to WAL or migrates it (the losers' migrations roll back, and a
+        // second look finds them applied). Opening is retried for a few seconds.
+        let mut attempt: u64 = 0;
+        loop {
+            match Self::try_open(url, durability).await {
+                Ok(store) => return Ok(store),
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::debug!(attempt, reason = %e, "database not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis((50 * attempt).min(500))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_open(url: &str, durability: Durability) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -194,16 +212,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await?;
-        // The nodes of a local cluster start together on one file and race to migrate it; the
-        // losers' transactions roll back, and a second look finds the migration applied.
-        let mut attempt = 0;
-        while let Err(e) = sqlx::migrate!("./migrations").run(&write).await {
-            attempt += 1;
-            if attempt >= 10 {
-                return Err(StoreError::Database(e.into()));
-            }
-            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-        }
+        sqlx::migrate!("./migrations").run(&write).await.map_err(|e| StoreError::Database(e.into()))?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
