@@ -321,13 +321,7 @@ pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), Store
 
 /// Looks up an idempotency record inside the caller's transaction.
 pub async fn find_idempotency(tx: &mut Tx, user_id: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT request_hash, result_id FROM idempotency WHERE user_id = ? AND key = ?")
-            .bind(user_id)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-    Ok(row.map(|(request_hash, result_id)| IdempotencyRecord { request_hash, result_id }))
+    idempotency_record(&mut **tx, user_id, key).await
 }
 
 /// Looks up an idempotency record outside any transaction (the fast path for retries).
@@ -336,11 +330,19 @@ pub async fn peek_idempotency(
     user_id: &str,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
+    idempotency_record(store.reader(), user_id, key).await
+}
+
+async fn idempotency_record<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    user_id: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT request_hash, result_id FROM idempotency WHERE user_id = ? AND key = ?")
             .bind(user_id)
             .bind(key)
-            .fetch_optional(store.reader())
+            .fetch_optional(executor)
             .await?;
     Ok(row.map(|(request_hash, result_id)| IdempotencyRecord { request_hash, result_id }))
 }

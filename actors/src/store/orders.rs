@@ -27,14 +27,17 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Order, i64), StoreError> {
 
 /// Loads an order and its version.
 pub async fn load(store: &Store, id: &str) -> Result<Option<(Order, i64)>, StoreError> {
-    let row = sqlx::query("SELECT * FROM orders WHERE id = ?").bind(id).fetch_optional(store.reader()).await?;
-    row.as_ref().map(from_row).transpose()
+    load_with(store.reader(), id).await
 }
 
 /// Loads an order inside a transaction (to answer an idempotent retry).
 pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<Order>, StoreError> {
-    let row = sqlx::query("SELECT * FROM orders WHERE id = ?").bind(id).fetch_optional(&mut **tx).await?;
-    row.as_ref().map(|r| from_row(r).map(|(o, _)| o)).transpose()
+    Ok(load_with(&mut **tx, id).await?.map(|(order, _)| order))
+}
+
+async fn load_with<'e>(executor: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<Option<(Order, i64)>, StoreError> {
+    let row = sqlx::query("SELECT * FROM orders WHERE id = ?").bind(id).fetch_optional(executor).await?;
+    row.as_ref().map(from_row).transpose()
 }
 
 /// Which side of the orders a listing shows.

@@ -43,13 +43,16 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PaymentRecord, StoreError> 
 
 /// Loads a payment.
 pub async fn load(store: &Store, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM payments WHERE id = ?").bind(id).fetch_optional(store.reader()).await?;
-    row.as_ref().map(from_row).transpose()
+    load_with(store.reader(), id).await
 }
 
 /// Loads a payment inside a transaction (to answer an idempotent retry).
 pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM payments WHERE id = ?").bind(id).fetch_optional(&mut **tx).await?;
+    load_with(&mut **tx, id).await
+}
+
+async fn load_with<'e>(executor: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+    let row = sqlx::query("SELECT * FROM payments WHERE id = ?").bind(id).fetch_optional(executor).await?;
     row.as_ref().map(from_row).transpose()
 }
 
