@@ -109,6 +109,16 @@ pub struct Settings {
     pub redis_url: String,
     /// How long a Redis call may take before the request goes on without it.
     pub redis_timeout_ms: u64,
+    /// `host:port[,host:port...]` of Kafka brokers: events are published to Kafka topics and
+    /// consumed from there; empty: the embedded event log in the database.
+    pub kafka_brokers: String,
+    /// Put before every topic name (`{prefix}bazaar.orders`), to share a broker between
+    /// deployments.
+    pub kafka_topic_prefix: String,
+    /// Partitions of each topic created at startup (existing topics keep theirs).
+    pub kafka_partitions: u32,
+    /// Replicas of each topic created at startup.
+    pub kafka_replication: u16,
 }
 
 impl std::fmt::Debug for Settings {
@@ -157,6 +167,10 @@ impl Default for Settings {
             max_in_flight_per_user: 64,
             redis_url: String::new(),
             redis_timeout_ms: 50,
+            kafka_brokers: String::new(),
+            kafka_topic_prefix: String::new(),
+            kafka_partitions: 6,
+            kafka_replication: 1,
         }
     }
 }
@@ -243,6 +257,9 @@ impl Settings {
             || self.cluster_max_routed_in_flight == 0
         {
             bail!("max_in_flight_requests, max_in_flight_per_user and cluster_max_routed_in_flight must be at least 1");
+        }
+        if self.kafka_partitions == 0 || self.kafka_partitions > 1024 || self.kafka_replication == 0 {
+            bail!("kafka_partitions must be 1 to 1024 and kafka_replication at least 1");
         }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 32) {
             bail!("jwt_secret: must be at least 32 characters");
