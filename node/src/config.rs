@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Runs one node: the HTTP/WebSocket front end and its actors.
     Serve(ServeArgs),
+    /// Prints, as JSON, the settings and cluster that `serve` with the same flags and environment
+    /// would run with (secrets redacted), or why it would refuse to start.
+    Config(ServeArgs),
     /// Manages a local cluster.
     Cluster {
         #[command(subcommand)]
@@ -288,18 +291,7 @@ impl Settings {
     /// How this node joins its cluster: `None` unless `--config` lists this node with a
     /// `cluster_addr` and at least one other node.
     pub fn cluster(&self, args: &ServeArgs) -> anyhow::Result<Option<ClusterConfig>> {
-        let Some(path) = &args.config else { return Ok(None) };
-        let nodes = ClusterFile::read(path)?.nodes;
-        let Some(me) = nodes.iter().find(|n| n.name == self.node_name) else { return Ok(None) };
-        let Some(listen) = me.cluster_addr else { return Ok(None) };
-        let peers: Vec<(String, SocketAddr)> = nodes
-            .iter()
-            .filter(|n| n.name != self.node_name)
-            .filter_map(|n| n.cluster_addr.map(|addr| (n.name.clone(), addr)))
-            .collect();
-        if peers.is_empty() {
-            return Ok(None);
-        }
+        let Some(Members { listen, peers }) = self.cluster_members(args)? else { return Ok(None) };
         Ok(Some(ClusterConfig {
             node_name: self.node_name.clone(),
             listen,
@@ -311,6 +303,58 @@ impl Settings {
             ),
             max_frame_bytes: self.cluster_max_frame_bytes,
         }))
+    }
+
+    /// Where this node listens for peers and who they are; `None` when it runs alone.
+    fn cluster_members(&self, args: &ServeArgs) -> anyhow::Result<Option<Members>> {
+        let Some(path) = &args.config else { return Ok(None) };
+        let nodes = ClusterFile::read(path)?.nodes;
+        let Some(me) = nodes.iter().find(|n| n.name == self.node_name) else { return Ok(None) };
+        let Some(listen) = me.cluster_addr else { return Ok(None) };
+        let peers: Vec<(String, SocketAddr)> = nodes
+            .iter()
+            .filter(|n| n.name != self.node_name)
+            .filter_map(|n| n.cluster_addr.map(|addr| (n.name.clone(), addr)))
+            .collect();
+        Ok((!peers.is_empty()).then_some(Members { listen, peers }))
+    }
+
+    /// What `bazaar config` prints: every setting by its key, then the cluster this node would
+    /// join. Secrets never appear: `jwt_secret` is `"***"` when set, passwords in URLs are
+    /// masked, and the cluster cookie is named by where it comes from. Unlike `serve`, nothing
+    /// is written: a cookie that would be generated into the data directory is only announced.
+    pub fn describe(&self, args: &ServeArgs) -> anyhow::Result<serde_json::Value> {
+        let mut settings = serde_json::to_value(self)?;
+        let keys = settings.as_object_mut().context("settings serialize to a JSON object")?;
+        keys.insert("jwt_secret".into(), self.jwt_secret.as_ref().map(|_| "***").into());
+        for key in ["database_url", "redis_url"] {
+            if let Some(serde_json::Value::String(url)) = keys.get_mut(key) {
+                *url = mask_url_password(url);
+            }
+        }
+        let cluster = match self.cluster_members(args)? {
+            None => serde_json::Value::Null,
+            Some(Members { listen, peers }) => serde_json::json!({
+                "listen": listen,
+                "peers": peers.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "cookie": self.cluster_cookie_source()?,
+            }),
+        };
+        Ok(serde_json::json!({ "settings": settings, "cluster": cluster }))
+    }
+
+    /// Where `cluster_cookie` would take the cookie from, checked the same way but without
+    /// creating anything.
+    fn cluster_cookie_source(&self) -> anyhow::Result<String> {
+        if std::env::var("BAZAAR_CLUSTER_COOKIE").is_ok_and(|cookie| !cookie.trim().is_empty()) {
+            return Ok("BAZAAR_CLUSTER_COOKIE".into());
+        }
+        if !self.cluster_cookie_file.is_empty() {
+            std::fs::read_to_string(&self.cluster_cookie_file)
+                .with_context(|| format!("reading the cluster cookie file {}", self.cluster_cookie_file))?;
+            return Ok(format!("file {}", self.cluster_cookie_file));
+        }
+        Ok(format!("generated into {}", self.data_dir.join("cluster_cookie").display()))
     }
 
     /// The deadline of a call to an entity.
@@ -342,6 +386,22 @@ impl Settings {
         }
         Ok(String::from_utf8(dev_secret(&self.data_dir.join("cluster_cookie"))?)?)
     }
+}
+
+/// Where a node of a cluster listens for peers, and the peers by name.
+struct Members {
+    listen: SocketAddr,
+    peers: Vec<(String, SocketAddr)>,
+}
+
+/// `scheme://user:***@host...` for a URL that carries a password; any other string unchanged.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    // The user information ends at the last '@' before the path: a password may contain '@'.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let Some((user, _password)) = rest[..at].split_once(':') else { return url.to_owned() };
+    format!("{scheme}://{user}:***{}", &rest[at..])
 }
 
 /// Reads the secret at `path`, creating it first if missing. Nodes of a local cluster start
@@ -421,5 +481,20 @@ mod tests {
         assert_eq!(first, dev_secret(&dir.path().join("s")).unwrap());
         let settings = Settings { jwt_secret: Some("x".repeat(40)), ..Settings::default() };
         assert!(!format!("{settings:?}").contains("xxxx"));
+        let described = settings.describe(&ServeArgs::default()).unwrap();
+        assert!(!described.to_string().contains("xxxx"));
+        assert_eq!(described["settings"]["jwt_secret"], "***");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked_and_the_rest_is_kept() {
+        assert_eq!(
+            mask_url_password("postgres://bazaar:s3cr@t@db:5432/bazaar"),
+            "postgres://bazaar:***@db:5432/bazaar"
+        );
+        assert_eq!(mask_url_password("redis://:pw@redis:6379/0"), "redis://:***@redis:6379/0");
+        assert_eq!(mask_url_password("redis://redis:6379"), "redis://redis:6379");
+        assert_eq!(mask_url_password("postgres://bazaar@db/x?a=b@c"), "postgres://bazaar@db/x?a=b@c");
+        assert_eq!(mask_url_password(""), "");
     }
 }

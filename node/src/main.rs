@@ -16,6 +16,12 @@ async fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Cluster { action: ClusterCommand::Up { config } }) => return cluster_up::run(&config).await,
+        Some(Command::Config(args)) => {
+            // The same loading and checks as `serve`; an error exits non-zero like a failed start.
+            let settings = Settings::load(&args)?;
+            println!("{:#}", settings.describe(&args)?);
+            return Ok(());
+        }
         None => ServeArgs::default(),
     };
     let settings = Settings::load(&args)?;
