@@ -1,0 +1,429 @@
+//! compose.yaml cannot be started here (no Docker engine), so this checks what holds without one:
+//! the services refer to each other and to files of the repository that exist, Prometheus and
+//! Grafana point at what compose runs, and each bazaar node's flags, mounted cluster file and
+//! environment are accepted by the real binary: `bazaar config` loads them exactly as `serve`
+//! would and prints what arrived.
+
+use bazaar_node::config::ClusterFile;
+use serde_yaml_ng::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Stand-ins for the variables a user exports before `docker compose up`.
+const JWT_SECRET: &str = "compose-test-jwt-secret-0123456789abcdef";
+const CLUSTER_COOKIE: &str = "compose-test-cluster-cookie";
+
+/// Services the issue asks for; the bazaar nodes are the ones built from the Dockerfile.
+const REQUIRED: [&str; 8] = ["kafka", "postgres", "redis", "node1", "node2", "node3", "prometheus", "grafana"];
+
+/// Variables the binary reads itself rather than as settings (see `Settings::load`).
+const NOT_SETTINGS: [&str; 2] = ["BAZAAR_CLUSTER_COOKIE", "BAZAAR_LOG"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// compose.yaml with its `<<: *anchor` merges applied, as compose reads it.
+fn compose() -> Value {
+    let text = std::fs::read_to_string(repo().join("compose.yaml")).unwrap();
+    let mut compose: Value = serde_yaml_ng::from_str(&text).unwrap();
+    compose.apply_merge().unwrap();
+    compose
+}
+
+fn services(compose: &Value) -> BTreeMap<String, Value> {
+    serde_yaml_ng::from_value(compose["services"].clone()).expect("services is a mapping")
+}
+
+/// The bazaar nodes: the services built from this repository.
+fn nodes(compose: &Value) -> BTreeMap<String, Value> {
+    services(compose).into_iter().filter(|(_, service)| !service["build"].is_null()).collect()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("expected a scalar, got {other:?}"),
+    }
+}
+
+fn list(value: &Value) -> Vec<String> {
+    value.as_sequence().map(|items| items.iter().map(text).collect()).unwrap_or_default()
+}
+
+/// A service's environment, in either of compose's two forms (mapping or `KEY=value` list).
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    match &service["environment"] {
+        Value::Mapping(map) => map.iter().map(|(k, v)| (text(k), text(v))).collect(),
+        Value::Sequence(_) => list(&service["environment"])
+            .into_iter()
+            .map(|line| {
+                let (k, v) = line.split_once('=').unwrap_or((&line, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Bind mounts (`./host:/container[:mode]`) as (repository path, container path).
+fn bind_mounts(service: &Value) -> Vec<(PathBuf, String)> {
+    list(&service["volumes"])
+        .into_iter()
+        .filter(|volume| volume.starts_with("./"))
+        .map(|volume| {
+            let mut parts = volume.split(':');
+            let host = repo().join(parts.next().unwrap());
+            (host, parts.next().expect("a bind mount names its container path").to_owned())
+        })
+        .collect()
+}
+
+/// The repository path mounted at `container_path`.
+fn mounted(service: &Value, container_path: &str) -> PathBuf {
+    let mounts = bind_mounts(service);
+    let found = mounts.iter().find(|(_, inside)| inside == container_path);
+    found.unwrap_or_else(|| panic!("nothing is mounted at {container_path}: {mounts:?}")).0.clone()
+}
+
+/// `HOST:CONTAINER` port pairs.
+fn ports(service: &Value) -> Vec<(u16, u16)> {
+    list(&service["ports"])
+        .into_iter()
+        .map(|port| {
+            let (host, container) = port.rsplit_once(':').expect("ports are HOST:CONTAINER");
+            (host.parse().unwrap(), container.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The value after `flag` in a node's command.
+fn flag<'a>(command: &'a [String], flag: &str) -> &'a str {
+    let at = command.iter().position(|arg| arg == flag).unwrap_or_else(|| panic!("{flag} missing from {command:?}"));
+    &command[at + 1]
+}
+
+/// Compose's variable interpolation: `$$`, `$NAME`, `${NAME}`, `${NAME:-default}`,
+/// `${NAME-default}`, `${NAME:?message}` and `${NAME?message}`. A required variable that is
+/// missing is an error, as it stops `docker compose up`.
+fn interpolate(value: &str, vars: &BTreeMap<&str, &str>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+        } else if let Some(braced) = rest.strip_prefix('{') {
+            let end = braced.find('}').ok_or_else(|| format!("unclosed ${{ in {value:?}"))?;
+            let (expression, after) = (&braced[..end], &braced[end + 1..]);
+            let name_end =
+                expression.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expression.len());
+            let (name, modifier) = expression.split_at(name_end);
+            let set = vars.get(name).copied();
+            let set_nonempty = set.filter(|v| !v.is_empty());
+            out.push_str(&match modifier {
+                "" => set.unwrap_or_default().to_owned(),
+                m if m.starts_with(":-") => set_nonempty.unwrap_or(&m[2..]).to_owned(),
+                m if m.starts_with('-') => set.unwrap_or(&m[1..]).to_owned(),
+                m if m.starts_with(":?") => set_nonempty.ok_or_else(|| format!("{name}: {}", &m[2..]))?.to_owned(),
+                m if m.starts_with('?') => set.ok_or_else(|| format!("{name}: {}", &m[1..]))?.to_owned(),
+                m => return Err(format!("unsupported interpolation {m:?} in {value:?}")),
+            });
+            rest = after;
+        } else {
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            out.push_str(vars.get(&rest[..end]).copied().unwrap_or_default());
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn user_variables() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([("JWT_SECRET", JWT_SECRET), ("CLUSTER_COOKIE", CLUSTER_COOKIE)])
+}
+
+/// A node's environment as its container gets it, with the test's stand-in secrets.
+fn node_environment(node: &Value) -> BTreeMap<String, String> {
+    let vars = user_variables();
+    environment(node).into_iter().map(|(k, v)| (k, interpolate(&v, &vars).unwrap())).collect()
+}
+
+/// Runs `bazaar config` with a node's flags (its `serve` swapped for `config`, the cluster file
+/// at its repository path) and with exactly `env` besides PATH.
+fn bazaar_config(node: &Value, env: &BTreeMap<String, String>) -> Output {
+    let command = list(&node["command"]);
+    assert_eq!(command.first().map(String::as_str), Some("serve"), "nodes run `bazaar serve`: {command:?}");
+    let cluster_file = mounted(node, flag(&command, "--config"));
+    let mut args: Vec<String> = vec!["config".into()];
+    let mut rest = command[1..].iter();
+    while let Some(arg) = rest.next() {
+        args.push(arg.clone());
+        if arg == "--config" {
+            rest.next();
+            args.push(cluster_file.display().to_string());
+        }
+    }
+    Command::new(env!("CARGO_BIN_EXE_bazaar"))
+        .args(&args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env)
+        .output()
+        .unwrap()
+}
+
+/// `scheme://user:***@host` for a URL with a password, as `bazaar config` prints it.
+fn masked(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.rsplit_once('@')?))) {
+        Some((scheme, (userinfo, host))) if userinfo.contains(':') => {
+            format!("{scheme}://{}:***@{host}", userinfo.split_once(':').unwrap().0)
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[test]
+fn every_required_service_is_there_with_an_image_or_a_build() {
+    let compose = compose();
+    let services = services(&compose);
+    for name in REQUIRED {
+        let service = services.get(name).unwrap_or_else(|| panic!("compose.yaml has no service {name}"));
+        assert!(!service["image"].is_null() || !service["build"].is_null(), "{name} has neither image nor build");
+    }
+    assert!(text(&services["kafka"]["image"]).starts_with("apache/kafka:"), "Kafka is the official image");
+    let nodes = nodes(&compose);
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["node1", "node2", "node3"]);
+    for (name, node) in &nodes {
+        let context = match &node["build"] {
+            Value::String(context) => context.clone(),
+            build => text(&build["context"]),
+        };
+        assert!(repo().join(&context).join("Dockerfile").is_file(), "{name} builds {context}, which has no Dockerfile");
+    }
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY . .") && dockerfile.contains("--locked -p bazaar-node"));
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["bazaar"]"#));
+}
+
+#[test]
+fn dependencies_ports_and_volumes_refer_to_what_exists() {
+    let compose = compose();
+    let services = services(&compose);
+    let named_volumes: BTreeSet<String> =
+        compose["volumes"].as_mapping().map(|m| m.keys().map(text).collect()).unwrap_or_default();
+    let mut host_ports = BTreeSet::new();
+    for (name, service) in &services {
+        let depends_on: Vec<(String, String)> = match &service["depends_on"] {
+            Value::Mapping(map) => map.iter().map(|(k, v)| (text(k), text(&v["condition"]))).collect(),
+            other => list(other).into_iter().map(|k| (k, "service_started".into())).collect(),
+        };
+        for (dependency, condition) in depends_on {
+            let target = services.get(&dependency).unwrap_or_else(|| panic!("{name} depends on unknown {dependency}"));
+            assert_ne!(&dependency, name);
+            if condition == "service_healthy" {
+                assert!(
+                    !target["healthcheck"].is_null(),
+                    "{name} waits for {dependency} to be healthy, which has no healthcheck"
+                );
+            }
+        }
+        for (host, _) in ports(service) {
+            assert!(host_ports.insert(host), "host port {host} is published twice");
+        }
+        for volume in list(&service["volumes"]) {
+            let source = volume.split(':').next().unwrap();
+            if source.starts_with("./") {
+                assert!(repo().join(source).exists(), "{name} mounts {source}, which is not in the repository");
+            } else {
+                assert!(named_volumes.contains(source), "{name} uses the undeclared volume {source}");
+            }
+        }
+    }
+    let published = |name: &str| ports(&services[name]).into_iter().map(|(host, _)| host).collect::<Vec<_>>();
+    assert_eq!([published("node1"), published("node2"), published("node3")].concat(), [8081, 8082, 8083]);
+    assert_eq!(published("prometheus"), [9090]);
+    assert_eq!(published("grafana"), [3000]);
+}
+
+#[test]
+fn each_node_runs_a_node_of_its_cluster_file_at_the_address_compose_gives_it() {
+    let compose = compose();
+    let subnet = text(&compose["networks"]["default"]["ipam"]["config"][0]["subnet"]);
+    let (network, prefix) = subnet.split_once('/').unwrap();
+    let (network, prefix): (Ipv4Addr, u32) = (network.parse().unwrap(), prefix.parse().unwrap());
+    let in_subnet = |ip: Ipv4Addr| u32::from(ip) >> (32 - prefix) == u32::from(network) >> (32 - prefix);
+    let mut cluster_files = BTreeSet::new();
+    let mut run = BTreeSet::new();
+    for (name, node) in nodes(&compose) {
+        let command = list(&node["command"]);
+        let path = mounted(&node, flag(&command, "--config"));
+        let entries = ClusterFile::read(&path).unwrap().nodes;
+        let node_name = flag(&command, "--node");
+        let entry = entries.iter().find(|entry| entry.name == node_name);
+        let entry = entry.unwrap_or_else(|| panic!("{name} runs {node_name}, which {} does not list", path.display()));
+        assert!(entry.http_addr.ip().is_unspecified(), "{name} must listen on every interface of its container");
+        assert!(ports(&node).iter().any(|&(_, container)| container == entry.http_addr.port()));
+        let cluster_addr = entry.cluster_addr.unwrap_or_else(|| panic!("{node_name} has no cluster_addr"));
+        let address: Ipv4Addr = text(&node["networks"]["default"]["ipv4_address"]).parse().unwrap();
+        assert_eq!(cluster_addr.ip(), address, "{name}: cluster_addr must be the service's fixed address");
+        assert!(in_subnet(address), "{address} is outside {subnet}");
+        assert!(run.insert(node_name.to_owned()), "{node_name} is run twice");
+        cluster_files.insert(path);
+    }
+    assert_eq!(cluster_files.len(), 1, "the nodes must share one cluster file");
+    // A listed node nobody runs would be dialed forever.
+    let listed: BTreeSet<String> =
+        ClusterFile::read(cluster_files.first().unwrap()).unwrap().nodes.into_iter().map(|n| n.name).collect();
+    assert_eq!(listed, run);
+}
+
+#[test]
+fn prometheus_scrapes_exactly_the_nodes() {
+    let compose = compose();
+    let config = mounted(&services(&compose)["prometheus"], "/etc/prometheus/prometheus.yml");
+    let config: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let targets: BTreeSet<String> = config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|job| job["static_configs"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|statics| list(&statics["targets"]))
+        .collect();
+    let expected: BTreeSet<String> =
+        nodes(&compose).iter().map(|(name, node)| format!("{name}:{}", ports(node)[0].1)).collect();
+    assert_eq!(targets, expected);
+}
+
+#[test]
+fn grafana_provisions_the_dashboard_of_deploy_from_prometheus() {
+    let compose = compose();
+    let services = services(&compose);
+    let grafana = &services["grafana"];
+    let provisioning = mounted(grafana, "/etc/grafana/provisioning");
+    let read_yaml =
+        |path: PathBuf| -> Value { serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap() };
+
+    let datasources = read_yaml(provisioning.join("datasources/prometheus.yaml"));
+    let datasource = &datasources["datasources"][0];
+    assert_eq!(text(&datasource["url"]), format!("http://prometheus:{}", ports(&services["prometheus"])[0].1));
+
+    let providers = read_yaml(provisioning.join("dashboards/bazaar.yaml"));
+    let dashboards = mounted(grafana, &text(&providers["providers"][0]["options"]["path"]));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboards.join("bazaar.json")).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(!panels.is_empty());
+    for panel in panels {
+        assert_eq!(
+            panel["datasource"]["uid"],
+            text(&datasource["uid"]),
+            "panel {} uses another data source",
+            panel["title"]
+        );
+    }
+}
+
+#[test]
+fn secrets_come_from_the_callers_environment_and_are_required() {
+    let compose = compose();
+    for (name, node) in nodes(&compose) {
+        let env = environment(&node);
+        for (key, variable) in [("BAZAAR_JWT_SECRET", "JWT_SECRET"), ("BAZAAR_CLUSTER_COOKIE", "CLUSTER_COOKIE")] {
+            let value = &env[key];
+            assert!(
+                value.starts_with(&format!("${{{variable}:?")),
+                "{name}: {key} must be ${{{variable}:?...}}, got {value}"
+            );
+            assert!(interpolate(value, &BTreeMap::new()).is_err(), "{name}: {key} must be refused when unset");
+        }
+    }
+}
+
+#[test]
+fn every_nodes_environment_reaches_the_binary_as_its_settings() {
+    let compose = compose();
+    let nodes = nodes(&compose);
+    for (name, node) in &nodes {
+        let env = node_environment(node);
+        let output = bazaar_config(node, &env);
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{name}: bazaar config failed: {stderr}");
+        assert!(!stdout.contains(JWT_SECRET) && !stdout.contains(CLUSTER_COOKIE), "{name}: a secret was printed");
+        let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let settings = &printed["settings"];
+
+        let mut checked = 0;
+        for (key, value) in env.iter().filter(|(key, _)| key.starts_with("BAZAAR_")) {
+            if NOT_SETTINGS.contains(&key.as_str()) {
+                continue;
+            }
+            let setting = key["BAZAAR_".len()..].to_lowercase();
+            let expected = match &settings[&setting] {
+                serde_json::Value::Number(_) => serde_json::Value::from(value.parse::<u64>().unwrap()),
+                _ if setting == "jwt_secret" => "***".into(),
+                _ => masked(value).into(),
+            };
+            assert_eq!(settings[&setting], expected, "{name}: {key} did not arrive as {setting}");
+            checked += 1;
+        }
+        assert!(checked >= 5, "{name}: only {checked} settings in its environment");
+        assert_eq!(settings["redis_url"], text(&node["environment"]["BAZAAR_REDIS_URL"]));
+
+        let command = list(&node["command"]);
+        let node_name = flag(&command, "--node");
+        assert_eq!(settings["node_name"], node_name);
+        assert_eq!(settings["http_addr"], "0.0.0.0:8080");
+        // The cookie arrived (from the variable, not a generated file) and the node has peers.
+        let cluster = &printed["cluster"];
+        assert_eq!(cluster["cookie"], "BAZAAR_CLUSTER_COOKIE", "{name}: {cluster}");
+        assert_eq!(cluster["listen"], format!("{}:7000", text(&node["networks"]["default"]["ipv4_address"])));
+        let peers: BTreeSet<&str> = cluster["peers"].as_object().unwrap().keys().map(String::as_str).collect();
+        let others: BTreeSet<&str> = nodes.keys().map(String::as_str).filter(|n| *n != node_name).collect();
+        assert_eq!(peers, others);
+        // BAZAAR_LOG is not a setting but main's log filter; it has to parse as one.
+        let log = &env["BAZAAR_LOG"];
+        assert!(tracing_subscriber::EnvFilter::try_new(log).is_ok(), "{name}: BAZAAR_LOG={log} is not a filter");
+    }
+}
+
+#[test]
+fn a_misspelled_variable_stops_the_node() {
+    let compose = compose();
+    let node = &nodes(&compose)["node1"];
+    let mut env = node_environment(node);
+    env.insert("BAZAAR_REDIS_URLL".into(), "redis://redis:6379".into());
+    let output = bazaar_config(node, &env);
+    assert!(!output.status.success(), "an unknown BAZAAR_ variable was accepted");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("redis_urll"), "the error does not name the variable: {stderr}");
+}
+
+#[test]
+fn a_short_jwt_secret_stops_the_node() {
+    let compose = compose();
+    let node = &nodes(&compose)["node1"];
+    let mut env = environment(node);
+    let vars = BTreeMap::from([("JWT_SECRET", "too-short"), ("CLUSTER_COOKIE", CLUSTER_COOKIE)]);
+    env.values_mut().for_each(|value| *value = interpolate(value, &vars).unwrap());
+    let output = bazaar_config(node, &env);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("jwt_secret") && !stderr.contains("too-short"), "{stderr}");
+}
+
+#[test]
+fn interpolation_follows_compose() {
+    let vars = BTreeMap::from([("A", "x"), ("EMPTY", "")]);
+    assert_eq!(interpolate("a$$b ${A} $A-${B:-d} ${EMPTY:-e} ${EMPTY-f}", &vars).unwrap(), "a$b x x-d e ");
+    assert_eq!(interpolate("${B:?set B}", &vars).unwrap_err(), "B: set B");
+    assert!(interpolate("${EMPTY:?set it}", &vars).is_err());
+    assert_eq!(interpolate("${EMPTY?set it}", &vars).unwrap(), "");
+}
