@@ -19,6 +19,7 @@ pub mod chat_gateway;
 pub mod chat_room;
 pub mod cluster;
 pub mod entity;
+pub mod log;
 pub mod order;
 pub mod payment;
 pub mod payment_gateway;

@@ -1,22 +1,29 @@
-//! The outbox relay: moves committed events from the outbox into the event log, in commit order,
-//! then wakes the consumers and hands the events to this node's live subscribers.
+//! The outbox relay: moves committed events from the outbox into the event log (embedded or
+//! Kafka), in commit order, then wakes the consumers and hands the events to this node's live
+//! subscribers and to every other node.
 
 use crate::cache::Cache;
 use crate::cluster::router::RouterMsg;
 use crate::cluster::ClusterView;
-use crate::store::{log, Store};
+use crate::log::EventLog;
+use crate::store::Store;
 use bazaar_protocol::events::Envelope;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
+
+/// The cluster role of the one relay, when the log needs a single one.
+pub const ROLE: &str = "relay";
 
 /// Starts the relay; it stops when `shutdown` turns true, after draining what is committed.
 /// In a cluster each published event also goes, once, to every other node's router, for the
 /// sockets connected there and for the saga wherever it runs.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     store: Store,
+    log: Arc<dyn EventLog>,
     view: Option<Arc<ClusterView>>,
     cache: Cache,
     batch: u32,
@@ -26,10 +33,31 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     let committed = store.commit_signal();
     let cache_updates = Arc::new(tokio::sync::Semaphore::new(1));
+    // A relay that is the only one in the cluster does not hear of other nodes' commits: it
+    // looks at the outbox often instead.
+    let exclusive = log.exclusive_relay() && view.is_some();
+    let idle_poll = if exclusive { Duration::from_millis(10) } else { Duration::from_secs(1) };
     tokio::spawn(async move {
+        let mut failing_since: Option<Instant> = None;
+        let mut last_warning: Option<Instant> = None;
+        let mut delay = Duration::from_millis(100);
         loop {
-            match log::relay_batch(&store, batch).await {
+            if exclusive && !view.as_ref().is_some_and(|view| view.leads(ROLE)) {
+                if *shutdown.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            match log.relay(&store, batch).await {
                 Ok(records) if !records.is_empty() => {
+                    if let Some(since) = failing_since.take() {
+                        info!(after = ?since.elapsed(), "event log reachable again; relaying");
+                        delay = Duration::from_millis(100);
+                    }
                     appended.notify_one();
                     metrics::counter!("bazaar_outbox_relayed_total").increment(records.len() as u64);
                     let now = chrono::Utc::now();
@@ -38,7 +66,7 @@ pub fn spawn(
                     // previous one still running is skipped (a cache entry it would have written
                     // is filled by the next read that misses).
                     if let Ok(permit) = cache_updates.clone().try_acquire_owned() {
-                        let events: Vec<Arc<Envelope>> = records.iter().map(|r| r.envelope.clone()).collect();
+                        let events = records.clone();
                         let cache = cache.clone();
                         tokio::spawn(async move {
                             for event in events {
@@ -47,23 +75,35 @@ pub fn spawn(
                             drop(permit);
                         });
                     }
-                    for record in records {
-                        let lag = (now - record.envelope.at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    for envelope in records {
+                        let lag = (now - envelope.at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                         metrics::histogram!("bazaar_relay_lag_seconds").record(lag.max(0.0));
                         if let Some(view) = &view {
-                            let text = serde_json::to_string(&*record.envelope).unwrap_or_default();
+                            let text = serde_json::to_string(&*envelope).unwrap_or_default();
                             view.broadcast(&text, RouterMsg::Publish);
                         }
                         // No receiver is fine: nobody on this node is listening right now.
-                        let _ = live.send(record.envelope);
+                        let _ = live.send(envelope);
                     }
                     // A full batch means more may be waiting: go again before sleeping.
                     continue;
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    failing_since = None;
+                }
                 Err(e) => {
-                    warn!(reason = %e, "outbox relay failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // Committed events wait in the outbox until the log is back; commands go on.
+                    metrics::counter!("bazaar_relay_failures_total").increment(1);
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                        warn!(reason = %e, failing_for = ?since.elapsed(), "outbox relay failed; retrying");
+                        last_warning = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
             if *shutdown.borrow() {
@@ -71,7 +111,7 @@ pub fn spawn(
             }
             tokio::select! {
                 _ = committed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(idle_poll) => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -1,4 +1,4 @@
-//! The saga consumer: reads the event log and drives the steps that follow an event — charge a
+//! The saga consumer: reads the event log (every partition that carries payments and orders) and drives the steps that follow an event — charge a
 //! requested payment, settle the order when the payment is decided, give stock back when an order
 //! is cancelled or refunded.
 //!
@@ -9,18 +9,19 @@
 
 use crate::cluster::ClusterView;
 use crate::entity::CallError;
+use crate::log::{EventLog, LogRecord, Partition};
 use crate::order::{SettlePayment, SettleRefund};
 use crate::payment::ChargePayment;
 use crate::product::ReleaseStock;
 use crate::regions::Regions;
-use crate::store::{log, log::LogRecord, Store};
-use bazaar_protocol::events::{Envelope, Event};
-use futures_util::future::BoxFuture;
+use crate::store::{self, Store};
+use bazaar_protocol::events::{topics, Envelope, Event};
+use futures_util::future::{BoxFuture, OptionFuture};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
@@ -66,7 +67,7 @@ fn dispatch(regions: &Regions, envelope: &Envelope, charge_timeout: Duration) ->
     Some(step)
 }
 
-/// Runs the step for one record until it succeeds (or shutdown); resolves to the record's position.
+/// Runs the step for one record until it succeeds (or shutdown); resolves to the offset after it.
 fn apply(
     regions: Regions,
     record: LogRecord,
@@ -74,7 +75,7 @@ fn apply(
     shutdown: watch::Receiver<bool>,
 ) -> BoxFuture<'static, i64> {
     let Some(first) = dispatch(&regions, &record.envelope, charge_timeout) else {
-        return futures_util::future::ready(record.position).boxed();
+        return futures_util::future::ready(record.offset + 1).boxed();
     };
     async move {
         let mut outcome = first.await;
@@ -94,67 +95,99 @@ fn apply(
                 None => Ok(()),
             };
         }
-        record.position
+        record.offset + 1
     }
     .boxed()
 }
 
-/// Starts the saga consumer; it stops when `shutdown` turns true, saving its offset.
-/// In a cluster only the node that leads the `saga` role consumes (the rendezvous owner of the
-/// role among the live members); the offset lives in SQL, so a new leader resumes where the last
-/// one stopped. Two leaders during a view change are harmless: every step is idempotent.
+/// The topics whose events have a step.
+const TOPICS: [&str; 2] = [topics::PAYMENTS, topics::ORDERS];
+
+/// Starts the saga: one consumer per partition of the log that carries its topics. In a cluster
+/// each partition is consumed by one node, its rendezvous owner among the live members (Kafka
+/// consumer groups without a group coordinator); the offset lives in SQL, so a new owner resumes
+/// where the last one stopped. Two owners during a view change are harmless: every step is
+/// idempotent. Each consumer stops when `shutdown` turns true, saving its offset.
 pub fn spawn(
     store: Store,
+    log: Arc<dyn EventLog>,
     regions: Regions,
     view: Option<Arc<ClusterView>>,
-    appended: Arc<Notify>,
     charge_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut committed = match log::load_offset(&store, CONSUMER).await {
-            Ok(position) => position,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    log.partitions_of(&TOPICS)
+        .into_iter()
+        .map(|partition| {
+            let consumer = Consumer {
+                store: store.clone(),
+                log: log.clone(),
+                regions: regions.clone(),
+                view: view.clone(),
+                key: partition.key(CONSUMER),
+                partition,
+                charge_timeout,
+            };
+            tokio::spawn(consumer.run(shutdown.clone()))
+        })
+        .collect()
+}
+
+/// The saga's reader of one partition.
+struct Consumer {
+    store: Store,
+    log: Arc<dyn EventLog>,
+    regions: Regions,
+    view: Option<Arc<ClusterView>>,
+    partition: Partition,
+    /// Its name in `consumer_offsets` and in the cluster's role election.
+    key: String,
+    charge_timeout: Duration,
+}
+
+impl Consumer {
+    fn leading(&self) -> bool {
+        self.view.as_ref().is_none_or(|view| view.leads(&self.key))
+    }
+
+    /// The offset of the next record to read, as last saved.
+    async fn saved_offset(&self) -> i64 {
+        match store::log::load_offset(&self.store, &self.key).await {
+            Ok(next) => next,
             Err(e) => {
-                warn!(reason = %e, "saga offset unreadable; starting from the beginning");
+                warn!(consumer = %self.key, reason = %e, "saga offset unreadable; starting from the beginning");
                 0
             }
-        };
+        }
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Offsets are those of the next record to read.
+        let mut committed = self.saved_offset().await;
         let mut read_upto = committed;
         let mut saved = committed;
         let mut saved_at = Instant::now();
         let mut inflight = FuturesOrdered::new();
-        let mut more = true;
         let mut following = false;
+        let mut failures = 0u32;
+        let mut fetching = None;
         loop {
-            let leading = view.as_ref().is_none_or(|view| view.leads(CONSUMER));
+            let leading = self.leading();
             if !leading {
                 following = true;
             } else if following && inflight.is_empty() {
-                // Just became the leader: another node may have moved the offset meanwhile.
-                if let Ok(position) = log::load_offset(&store, CONSUMER).await {
-                    committed = committed.max(position);
-                    saved = saved.max(position);
-                    read_upto = read_upto.max(committed);
-                }
+                // Just took the partition over: another node may have moved the offset meanwhile.
+                let position = self.saved_offset().await;
+                committed = committed.max(position);
+                saved = saved.max(position);
+                read_upto = read_upto.max(committed);
                 following = false;
-            }
-            if leading && !following && more && inflight.len() < WINDOW {
-                match log::read(&store, read_upto, (WINDOW - inflight.len()) as u32).await {
-                    Ok(records) => {
-                        more = records.len() == WINDOW - inflight.len();
-                        for record in records {
-                            read_upto = record.position;
-                            inflight.push_back(apply(regions.clone(), record, charge_timeout, shutdown.clone()));
-                        }
-                    }
-                    Err(e) => warn!(reason = %e, "event log unreadable; retrying"),
-                }
             }
             // Saving after every event would double the writes; a redelivery after a crash is
             // harmless, so the offset is saved at most every 200 ms or when idle.
             if committed != saved && (inflight.is_empty() || saved_at.elapsed() > Duration::from_millis(200)) {
-                if let Err(e) = log::save_offset(&store, CONSUMER, committed).await {
-                    warn!(reason = %e, "saga offset not saved");
+                if let Err(e) = store::log::save_offset(&self.store, &self.key, committed).await {
+                    warn!(consumer = %self.key, reason = %e, "saga offset not saved");
                 } else {
                     saved = committed;
                     saved_at = Instant::now();
@@ -163,18 +196,39 @@ pub fn spawn(
             if *shutdown.borrow() {
                 break;
             }
+            let room = WINDOW - inflight.len();
+            if fetching.is_none() && leading && !following && room > 0 {
+                // A long poll: it returns when records arrive. It is kept across turns of the
+                // loop (not restarted when a step completes), so a busy partition still reads.
+                fetching = Some(self.log.fetch(&self.partition, read_upto, room, Duration::from_millis(500)));
+            }
             tokio::select! {
-                Some(position) = inflight.next(), if !inflight.is_empty() => {
-                    committed = position;
-                    more = true;
+                Some(next) = inflight.next(), if !inflight.is_empty() => committed = next,
+                Some(fetched) = OptionFuture::from(fetching.as_mut()) => {
+                    fetching = None;
+                    match fetched {
+                        Ok(records) => {
+                            failures = 0;
+                            for record in records {
+                                read_upto = record.offset + 1;
+                                inflight.push_back(apply(self.regions.clone(), record, self.charge_timeout, shutdown.clone()));
+                            }
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            if failures == 1 || failures.is_multiple_of(50) {
+                                warn!(consumer = %self.key, reason = %e, "event log unreadable; retrying");
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
                 }
-                _ = appended.notified() => more = true,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => more = true,
+                _ = tokio::time::sleep(Duration::from_millis(500)), if fetching.is_none() && inflight.is_empty() => {}
                 _ = shutdown.changed() => {}
             }
         }
         if committed != saved {
-            let _ = log::save_offset(&store, CONSUMER, committed).await;
+            let _ = store::log::save_offset(&self.store, &self.key, committed).await;
         }
-    })
+    }
 }

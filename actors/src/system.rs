@@ -8,6 +8,9 @@ use crate::cluster::membership::{self, ClusterConfig, Membership};
 use crate::cluster::router::{Router, RouterArgs, RouterMsg};
 use crate::cluster::{router_name, ClusterView, ROUTERS};
 use crate::entity::{Ctx, EntitySettings, RegionRef};
+use crate::log::embedded::EmbeddedLog;
+use crate::log::kafka::{KafkaConfig, KafkaLog};
+use crate::log::EventLog;
 use crate::payment_gateway::{PaymentGateway, SimulatedGateway};
 use crate::regions::Regions;
 use crate::relay;
@@ -41,6 +44,8 @@ pub struct SystemConfig {
     pub max_routed_in_flight: usize,
     /// Redis in front of SQL, or disabled.
     pub cache: Cache,
+    /// Publish to and consume from Kafka; `None`: the embedded log in the database.
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// The running actor side of a node.
@@ -77,6 +82,10 @@ impl System {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (live, live_rx) = broadcast::channel::<Arc<Envelope>>(65_536);
         let appended = Arc::new(Notify::new());
+        let log: Arc<dyn EventLog> = match &config.kafka {
+            None => Arc::new(EmbeddedLog::new(store.clone(), appended.clone())),
+            Some(kafka) => Arc::new(KafkaLog::connect(kafka).await.context("connecting to Kafka")?),
+        };
         // A charge waits for the gateway; the saga must wait a little longer than that.
         let charge_timeout = settings.gateway_timeout + settings.call_timeout;
 
@@ -104,10 +113,11 @@ impl System {
             router = Some(actor);
         }
 
-        let tasks = vec![
+        let mut tasks = vec![
             chat_gateway::forward(live_rx, gateway.clone()),
             relay::spawn(
                 store.clone(),
+                log.clone(),
                 view.clone(),
                 config.cache.clone(),
                 config.relay_batch,
@@ -115,10 +125,17 @@ impl System {
                 live,
                 shutdown_rx.clone(),
             ),
-            saga::spawn(store.clone(), regions.clone(), view.clone(), appended, charge_timeout, shutdown_rx.clone()),
-            housekeeping(store.clone(), config.idempotency_retention, shutdown_rx),
+            housekeeping(store.clone(), config.idempotency_retention, shutdown_rx.clone()),
         ];
-        info!(database = %redact(&config.database_url), clustered = view.is_some(), "actor system started");
+        tasks.extend(saga::spawn(
+            store.clone(),
+            log.clone(),
+            regions.clone(),
+            view.clone(),
+            charge_timeout,
+            shutdown_rx,
+        ));
+        info!(database = %redact(&config.database_url), log = log.kind(), clustered = view.is_some(), "actor system started");
         Ok(Self { store, regions, gateway, settings, view, router, membership, shutdown, tasks })
     }
 

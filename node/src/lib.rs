@@ -17,6 +17,7 @@ use app::App;
 use bazaar_actors::cache::Cache;
 use bazaar_actors::cluster::membership::ClusterConfig;
 use bazaar_actors::entity::EntitySettings;
+use bazaar_actors::log::kafka::KafkaConfig;
 use bazaar_actors::system::{System, SystemConfig};
 use config::Settings;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -42,6 +43,19 @@ fn metrics_handle() -> PrometheusHandle {
         // Another node in this process (tests) installed the global recorder first.
         Err(_) => builder().build_recorder().handle(),
     }
+}
+
+/// The Kafka side of the settings; `None` when no brokers are configured.
+fn kafka_config(settings: &Settings) -> Option<KafkaConfig> {
+    let brokers: Vec<String> =
+        settings.kafka_brokers.split(',').map(str::trim).filter(|b| !b.is_empty()).map(str::to_owned).collect();
+    (!brokers.is_empty()).then(|| KafkaConfig {
+        brokers,
+        topic_prefix: settings.kafka_topic_prefix.clone(),
+        partitions: settings.kafka_partitions.min(1024) as i32,
+        replication: settings.kafka_replication.min(i16::MAX as u16) as i16,
+        connect_timeout: Duration::from_secs(30),
+    })
 }
 
 impl Node {
@@ -76,6 +90,7 @@ impl Node {
             cluster,
             max_routed_in_flight: settings.cluster_max_routed_in_flight,
             cache: cache.clone(),
+            kafka: kafka_config(&settings),
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(settings.http_addr)

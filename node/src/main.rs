@@ -9,7 +9,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BAZAAR_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BAZAAR_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,rskafka=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod chat;
 pub mod log;
 pub mod orders;
+pub mod outbox;
 pub mod payments;
 pub mod tokens;
 pub mod users;

@@ -9,7 +9,9 @@
 
 #![allow(dead_code)]
 
-use crate::common::{collect_pages, enc, http_client_builder, send_request, serve_command, spawn_until_ready};
+use crate::common::{
+    collect_pages, enc, http_client_builder, kafka_env, send_request, serve_command, spawn_until_ready,
+};
 pub use crate::common::{eventually, unique_email, unique_key, Reply, Role, WsClient, FRAME_DEADLINE, PASSWORD};
 use crate::common::{ws_request, Body, NotReady};
 use reqwest::Method;
@@ -368,6 +370,7 @@ impl Cluster {
             .arg("--config")
             .arg(&self.config)
             .args(["--node", &spec.name])
+            .envs(kafka_env(self.dir.path()))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("BAZAAR_CLUSTER_COOKIE", cookie)
             .env("NO_COLOR", "1")

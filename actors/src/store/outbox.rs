@@ -1,0 +1,31 @@
+//! The outbox as a relay to an outside log reads it: look at what is pending without moving it,
+//! then forget what the log has acknowledged.
+
+use super::{Store, StoreError};
+
+/// Up to `limit` pending events, oldest first: (outbox position, event JSON).
+pub async fn pending(store: &Store, limit: u32) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT o.position, e.body FROM outbox o JOIN events e ON e.id = o.event_id ORDER BY o.position LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(store.reader())
+    .await?)
+}
+
+/// Removes the outbox rows at `positions` (events the log now holds).
+pub async fn forget(store: &Store, positions: &[i64]) -> Result<(), StoreError> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    let mut delete = sqlx::QueryBuilder::new("DELETE FROM outbox WHERE position IN (");
+    let mut list = delete.separated(", ");
+    for position in positions {
+        list.push_bind(*position);
+    }
+    delete.push(")");
+    delete.build().execute(&mut *tx).await?;
+    store.commit(tx).await?;
+    Ok(())
+}
