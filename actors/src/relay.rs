@@ -58,7 +58,9 @@ pub fn spawn(
                         info!(after = ?since.elapsed(), "event log reachable again; relaying");
                         delay = Duration::from_millis(100);
                     }
+                    // One stored permit for a reader between looks, and every reader waiting now.
                     appended.notify_one();
+                    appended.notify_waiters();
                     metrics::counter!("bazaar_outbox_relayed_total").increment(records.len() as u64);
                     let now = chrono::Utc::now();
                     // The cache follows the log off the relay's path, so a slow or absent Redis

@@ -84,7 +84,7 @@ impl System {
         let appended = Arc::new(Notify::new());
         let log: Arc<dyn EventLog> = match &config.kafka {
             None => Arc::new(EmbeddedLog::new(store.clone(), appended.clone())),
-            Some(kafka) => Arc::new(KafkaLog::connect(kafka).await.context("connecting to Kafka")?),
+            Some(kafka) => Arc::new(KafkaLog::connect(kafka, appended.clone()).await.context("connecting to Kafka")?),
         };
         // A charge waits for the gateway; the saga must wait a little longer than that.
         let charge_timeout = settings.gateway_timeout + settings.call_timeout;

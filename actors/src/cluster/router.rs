@@ -161,6 +161,7 @@ impl Actor for Router {
                 Ok(envelope) => {
                     let _ = args.gateway.send_message(GatewayMsg::Published(Arc::new(envelope)));
                     args.appended.notify_one();
+                    args.appended.notify_waiters();
                 }
                 Err(e) => warn!(reason = %e, "unreadable event from a peer"),
             },

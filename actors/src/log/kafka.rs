@@ -11,7 +11,7 @@ use crate::store::{outbox, Store};
 use bazaar_protocol::events::{topics, Envelope};
 use futures_util::future::{try_join_all, BoxFuture};
 use futures_util::FutureExt;
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
@@ -19,7 +19,7 @@ use rskafka::BackoffConfig;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
 /// Every topic bazaar publishes to.
@@ -27,6 +27,9 @@ pub const TOPICS: [&str; 4] = [topics::USERS, topics::ORDERS, topics::PAYMENTS, 
 
 /// How long one call to the broker may take before it is given up and retried by its caller.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the broker may hold a fetch that finds nothing (0 makes tansu 0.6 answer without
+/// the topic, which rskafka refuses).
+const FETCH_WAIT_MS: i32 = 1;
 /// The most bytes one fetch returns.
 const FETCH_MAX_BYTES: i32 = 8 << 20;
 
@@ -52,6 +55,9 @@ pub struct KafkaLog {
     /// Partition count of each topic (by bare name), as the broker reported at startup.
     partitions: BTreeMap<&'static str, i32>,
     clients: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
+    /// Notified whenever events are published anywhere in the cluster (the relay here, the
+    /// router for other nodes' relays), so readers need not rely on the broker's long poll.
+    appended: Arc<Notify>,
 }
 
 fn kafka(e: KafkaError) -> LogError {
@@ -68,11 +74,11 @@ async fn within<T>(call: impl std::future::Future<Output = Result<T, KafkaError>
 impl KafkaLog {
     /// Connects, creates the topics that are missing and learns each topic's partition count;
     /// retries until `connect_timeout`, so nodes may start before the broker is up.
-    pub async fn connect(config: &KafkaConfig) -> Result<Self, LogError> {
+    pub async fn connect(config: &KafkaConfig, appended: Arc<Notify>) -> Result<Self, LogError> {
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
-            match Self::try_connect(config).await {
+            match Self::try_connect(config, appended.clone()).await {
                 Ok(log) => return Ok(log),
                 Err(e) if started.elapsed() < config.connect_timeout => {
                     warn!(reason = %e, "Kafka not ready; retrying");
@@ -84,7 +90,7 @@ impl KafkaLog {
         }
     }
 
-    async fn try_connect(config: &KafkaConfig) -> Result<Self, LogError> {
+    async fn try_connect(config: &KafkaConfig, appended: Arc<Notify>) -> Result<Self, LogError> {
         // A call that fails is retried by rskafka for a few seconds at most, then by our own
         // loops, which also watch for shutdown.
         let backoff = BackoffConfig {
@@ -120,7 +126,13 @@ impl KafkaLog {
             }
             partitions.insert(topic, count);
         }
-        Ok(Self { client, prefix: config.topic_prefix.clone(), partitions, clients: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            client,
+            prefix: config.topic_prefix.clone(),
+            partitions,
+            clients: Mutex::new(HashMap::new()),
+            appended,
+        })
     }
 
     async fn partition_client(&self, topic: &str, index: i32) -> Result<Arc<PartitionClient>, LogError> {
@@ -153,6 +165,34 @@ impl KafkaLog {
     pub async fn end_offset(&self, partition: &Partition) -> Result<i64, LogError> {
         let client = self.partition_client(&partition.topic, partition.index).await?;
         within(client.get_offset(OffsetAt::Latest)).await
+    }
+
+    /// One fetch that returns at once with what the partition holds from `from` on.
+    async fn fetch_once(&self, client: &PartitionClient, from: i64, limit: usize) -> Result<Vec<LogRecord>, LogError> {
+        let mut from = from;
+        let (records, _high_watermark) = loop {
+            match within(client.fetch_records(from, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS)).await {
+                Ok(answer) => break answer,
+                Err(LogError::Kafka(e)) if e.contains("OffsetOutOfRange") => {
+                    let resumed = self.clamp(client, from).await?;
+                    if resumed == from {
+                        return Ok(Vec::new());
+                    }
+                    from = resumed;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let now = chrono::Utc::now();
+        let mut out = Vec::with_capacity(records.len().min(limit));
+        // A fetch may start before `from` (record batches are returned whole).
+        for record in records.into_iter().filter(|r| r.offset >= from).take(limit) {
+            let lag = (now - record.record.timestamp).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            metrics::histogram!("bazaar_kafka_consume_lag_seconds").record(lag.max(0.0));
+            let value = record.record.value.unwrap_or_default();
+            out.push(LogRecord { offset: record.offset, envelope: parse(&value)? });
+        }
+        Ok(out)
     }
 
     /// An offset the broker no longer (or does not yet) hold: resume at the nearest one it has.
@@ -239,34 +279,21 @@ impl EventLog for KafkaLog {
     ) -> BoxFuture<'a, Result<Vec<LogRecord>, LogError>> {
         async move {
             let client = self.partition_client(&partition.topic, partition.index).await?;
-            let wait_ms = wait.as_millis().min(30_000) as i32;
-            let mut from = from;
-            let (records, _high_watermark) = loop {
-                match tokio::time::timeout(CALL_TIMEOUT + wait, client.fetch_records(from, 1..FETCH_MAX_BYTES, wait_ms))
-                    .await
-                {
-                    Err(_) => return Err(LogError::Timeout(CALL_TIMEOUT + wait)),
-                    Ok(Ok(answer)) => break answer,
-                    Ok(Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. })) => {
-                        let resumed = self.clamp(&client, from).await?;
-                        if resumed == from {
-                            return Ok(Vec::new());
-                        }
-                        from = resumed;
-                    }
-                    Ok(Err(e)) => return Err(kafka(e)),
-                }
-            };
-            let now = chrono::Utc::now();
-            let mut out = Vec::with_capacity(records.len().min(limit));
-            // A fetch may start before `from` (record batches are returned whole).
-            for record in records.into_iter().filter(|r| r.offset >= from).take(limit) {
-                let lag = (now - record.record.timestamp).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                metrics::histogram!("bazaar_kafka_consume_lag_seconds").record(lag.max(0.0));
-                let value = record.record.value.unwrap_or_default();
-                out.push(LogRecord { offset: record.offset, envelope: parse(&value)? });
+            // Registered before the first look, so a publication right after it still wakes us.
+            let published = self.appended.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            let records = self.fetch_once(&client, from, limit).await?;
+            if !records.is_empty() || wait.is_zero() {
+                return Ok(records);
             }
-            Ok(out)
+            // Not the broker's long poll: some brokers (tansu 0.6) answer it only when it
+            // expires, with what they held when it started.
+            tokio::select! {
+                _ = published => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            self.fetch_once(&client, from, limit).await
         }
         .boxed()
     }

@@ -10,6 +10,8 @@
 pub mod embedded;
 pub mod kafka;
 pub mod partitioner;
+#[cfg(test)]
+mod tests;
 
 use crate::store::{Store, StoreError};
 use bazaar_protocol::events::Envelope;
