@@ -4,8 +4,12 @@
 //! `event_log` (the embedded stand-in for Kafka) and deletes them from `outbox` in the same
 //! transaction, so an event is in exactly one of the two at any moment. Consumers read the log by
 //! position and store how far they got in `consumer_offsets`.
+//!
+//! Consumers trust that positions become visible in order: once they saw position N they never
+//! look below it again. On SQLite one writer at a time makes that so; on PostgreSQL, where every
+//! node relays into one database, [`relay_batch`] serialises the relays itself.
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use bazaar_protocol::events::Envelope;
 use std::sync::Arc;
 
@@ -25,25 +29,39 @@ fn parse(body: &str) -> Result<Arc<Envelope>, StoreError> {
 /// Moves up to `limit` outbox events into the event log; returns them as appended.
 pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
     let mut tx = store.begin().await?;
-    let pending: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
-         ORDER BY o.position LIMIT ?",
-    )
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let pending_sql = match store.backend() {
+        // The batch's `BEGIN IMMEDIATE` already excludes every other writer.
+        Backend::Sqlite => {
+            "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
+             ORDER BY o.position LIMIT $1"
+        }
+        Backend::Postgres => {
+            // Two relays whose outbox rows do not overlap would otherwise run side by side, and
+            // the one holding the lower log positions could commit last: a consumer that already
+            // read past them would never see them. The lock (held to the batch's COMMIT) makes
+            // relays take turns; reads of the log are not blocked by it.
+            sqlx::query("LOCK TABLE event_log IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+            // Taken after the lock, this statement sees what the previous relay deleted. FOR
+            // UPDATE (not SKIP LOCKED) still guards the rows themselves: a relay that reaches a
+            // row another is moving waits, then finds it gone, so no event is relayed twice.
+            "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
+             ORDER BY o.position LIMIT $1 FOR UPDATE OF o"
+        }
+    };
+    let pending: Vec<(i64, String, String, String)> =
+        sqlx::query_as(pending_sql).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
     let mut appended = Vec::with_capacity(pending.len());
     for (outbox_position, event_id, topic, body) in &pending {
         // A crash between publishing and deleting cannot happen here (one transaction), but a log
         // that already holds the event (restored backup, manual replay) must not get it twice.
         let position: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO event_log (topic, event_id) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING RETURNING position",
+            "INSERT INTO event_log (topic, event_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING RETURNING position",
         )
         .bind(topic)
         .bind(event_id)
         .fetch_optional(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM outbox WHERE position = ?").bind(outbox_position).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM outbox WHERE position = $1").bind(outbox_position).execute(&mut *tx).await?;
         if let Some(position) = position {
             appended.push(LogRecord { position, envelope: parse(body)? });
         }
@@ -61,10 +79,10 @@ pub async fn outbox_backlog(store: &Store) -> Result<i64, StoreError> {
 pub async fn read(store: &Store, after: i64, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
     let rows: Vec<(i64, String)> = sqlx::query_as(
         "SELECT l.position, e.body FROM event_log l JOIN events e ON e.id = l.event_id
-         WHERE l.position > ? ORDER BY l.position LIMIT ?",
+         WHERE l.position > $1 ORDER BY l.position LIMIT $2",
     )
     .bind(after)
-    .bind(limit)
+    .bind(i64::from(limit))
     .fetch_all(store.reader())
     .await?;
     rows.into_iter().map(|(position, body)| Ok(LogRecord { position, envelope: parse(&body)? })).collect()
@@ -72,7 +90,7 @@ pub async fn read(store: &Store, after: i64, limit: u32) -> Result<Vec<LogRecord
 
 /// Where a consumer stopped (0 before its first event).
 pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreError> {
-    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM consumer_offsets WHERE consumer = ?")
+    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM consumer_offsets WHERE consumer = $1")
         .bind(consumer)
         .fetch_optional(store.reader())
         .await?;
@@ -83,8 +101,9 @@ pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreErro
 pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
     sqlx::query(
-        "INSERT INTO consumer_offsets (consumer, position) VALUES (?, ?)
-         ON CONFLICT (consumer) DO UPDATE SET position = excluded.position WHERE excluded.position > position",
+        "INSERT INTO consumer_offsets (consumer, position) VALUES ($1, $2)
+         ON CONFLICT (consumer) DO UPDATE SET position = excluded.position
+         WHERE excluded.position > consumer_offsets.position",
     )
     .bind(consumer)
     .bind(position)
