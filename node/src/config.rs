@@ -203,8 +203,12 @@ impl Settings {
             figment = figment.merge(Serialized::default("node_name", &entry.name));
             figment = figment.merge(Serialized::default("http_addr", entry.http_addr));
         }
-        // BAZAAR_LOG (the log filter) and BAZAAR_CLUSTER_COOKIE (a secret) are read elsewhere.
-        figment = figment.merge(Env::prefixed("BAZAAR_").ignore(&["CLUSTER_COOKIE", "LOG"]));
+        // BAZAAR_LOG (the log filter) and BAZAAR_CLUSTER_COOKIE (a secret) are read elsewhere;
+        // BAZAAR_TEST_* tell the test suite where its servers are, and a node inherits them.
+        let env = Env::prefixed("BAZAAR_")
+            .ignore(&["CLUSTER_COOKIE", "LOG"])
+            .filter(|key| !key.as_str().to_ascii_uppercase().starts_with("TEST_"));
+        figment = figment.merge(env);
         if let Some(node) = &args.node {
             figment = figment.merge(Serialized::default("node_name", node));
         }
@@ -379,9 +383,11 @@ mod tests {
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment's own error type.
     fn the_log_filter_variable_is_not_a_setting() {
-        // BAZAAR_LOG is read by main; a strict settings parser must not refuse to start over it.
+        // BAZAAR_LOG is read by main, BAZAAR_TEST_* by the test suite; a strict settings parser
+        // must not refuse to start over them.
         figment::Jail::expect_with(|jail| {
             jail.set_env("BAZAAR_LOG", "warn");
+            jail.set_env("BAZAAR_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:1/postgres");
             jail.set_env("BAZAAR_WS_BURST", "9");
             let settings = Settings::load(&ServeArgs::default()).map_err(|e| e.to_string())?;
             assert_eq!(settings.ws_burst, 9);
