@@ -4,7 +4,8 @@
 #                                 127.0.0.1:PORT with its files under WORKDIR/pg, waits until it
 #                                 answers, and exports BAZAAR_TEST_POSTGRES_URL (the admin URL
 #                                 from which each test creates a database of its own)
-#   postgres_stop WORKDIR         stops that server
+#   postgres_stop WORKDIR         stops that server and deletes its files (each test node leaves
+#                                 a database behind, several GB for a whole run)
 #
 # The server trades durability for speed (fsync and synchronous_commit off): it holds test data
 # only. Never use these settings for a benchmark that claims durability.
@@ -63,4 +64,5 @@ postgres_stop() {
     bin=$(postgres_bin) || return 0
     [ -d "$work/pg/data" ] || return 0
     postgres_as_owner "$bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$work/pg"
 }
