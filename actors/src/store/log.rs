@@ -112,3 +112,48 @@ pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result
     store.commit(tx).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::fresh_store;
+    use crate::store::{append_events, Durability};
+    use bazaar_protocol::auth::UserView;
+    use bazaar_protocol::events::Event;
+    use bazaar_protocol::values::Role;
+
+    async fn record(store: &Store, n: usize) {
+        let user =
+            UserView { id: format!("u{n}").into(), email: format!("{n}@x.io"), role: Role::Buyer, name: "n".into() };
+        let entity_id = user.id.as_str().to_owned();
+        let event = Envelope::new(entity_id, 1, chrono::Utc::now(), Event::UserRegistered { user });
+        let mut tx = store.begin().await.unwrap();
+        append_events(&mut tx, &[event]).await.unwrap();
+        store.commit(tx).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_nodes_writing_and_relaying_on_one_database_log_every_event_once() {
+        let (first, database) = fresh_store().await;
+        let second = Store::open(database.url(), Durability::Normal).await.unwrap();
+        let writes = (0..200).map(|n| {
+            let store = if n % 2 == 0 { first.clone() } else { second.clone() };
+            tokio::spawn(async move {
+                record(&store, n).await;
+                relay_batch(&store, 7).await.unwrap();
+            })
+        });
+        for write in futures_util::future::join_all(writes).await {
+            write.unwrap();
+        }
+        while !relay_batch(&first, 100).await.unwrap().is_empty() {}
+        let logged = read(&first, 0, 1_000).await.unwrap();
+        assert_eq!(logged.len(), 200, "every event is in the log");
+        assert_eq!(outbox_backlog(&first).await.unwrap(), 0);
+        let mut ids: Vec<&str> = logged.iter().map(|record| record.envelope.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 200, "no event is logged twice");
+        second.close().await;
+    }
+}

@@ -511,14 +511,23 @@ pub(crate) mod test_support {
     /// Where a test's database lives; dropping it removes the database.
     pub enum TestDatabase {
         /// A SQLite file in a temporary directory, removed when the directory is dropped.
-        Sqlite { _dir: tempfile::TempDir },
+        Sqlite { url: String, _dir: tempfile::TempDir },
         /// A database of its own on the PostgreSQL server at `admin_url`.
-        Postgres { admin_url: String, name: String },
+        Postgres { admin_url: String, name: String, url: String },
+    }
+
+    impl TestDatabase {
+        /// The URL another store (another node, in effect) opens the same database with.
+        pub fn url(&self) -> &str {
+            match self {
+                TestDatabase::Sqlite { url, .. } | TestDatabase::Postgres { url, .. } => url,
+            }
+        }
     }
 
     impl Drop for TestDatabase {
         fn drop(&mut self) {
-            let TestDatabase::Postgres { admin_url, name } = self else { return };
+            let TestDatabase::Postgres { admin_url, name, .. } = self else { return };
             let (admin_url, name) = (admin_url.clone(), name.clone());
             // Drop cannot await, and the test's runtime may be single-threaded: a runtime of
             // its own on a thread of its own does the dropping. A failure only leaves a database
@@ -539,13 +548,13 @@ pub(crate) mod test_support {
                 let name = format!("t_{}", uuid::Uuid::new_v4().simple());
                 let url = backend::create_postgres_database(&admin_url, &name).await.expect("create test database");
                 let store = Store::open(&url, Durability::Normal).await.expect("open store");
-                (store, TestDatabase::Postgres { admin_url, name })
+                (store, TestDatabase::Postgres { admin_url, name, url })
             }
             _ => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
                 let store = Store::open(&url, Durability::Normal).await.expect("open store");
-                (store, TestDatabase::Sqlite { _dir: dir })
+                (store, TestDatabase::Sqlite { url, _dir: dir })
             }
         }
     }
