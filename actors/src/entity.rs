@@ -615,7 +615,7 @@ mod tests {
         }
     }
 
-    async fn ctx(passivate_after: Duration) -> (Ctx, tempfile::TempDir) {
+    async fn ctx(passivate_after: Duration) -> (Ctx, crate::store::test_support::TestDatabase) {
         let (store, dir) = fresh_store().await;
         let settings = Arc::new(EntitySettings {
             gateway_timeout: Duration::from_secs(1),

@@ -8,7 +8,7 @@ use crate::chat_room::{GetRoom, PostMessage, RoomError, RoomState};
 use crate::entity::RegionRef;
 use crate::store::{chat, Store};
 use bazaar_protocol::chat::{ChatMessage, ClientFrame, ServerFrame};
-use bazaar_protocol::values::parse_chat_text;
+use bazaar_protocol::values::{parse_chat_text, refuse_nul};
 use bazaar_protocol::{RoomId, UserId};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
@@ -136,6 +136,9 @@ impl SessionState {
         }
         if client_msg_id.is_empty() || client_msg_id.chars().count() > 128 {
             return self.send(error_frame("invalid", "clientMsgId: must be 1 to 128 characters"));
+        }
+        if let Err(invalid) = refuse_nul("clientMsgId", &client_msg_id) {
+            return self.send(error_frame("invalid", invalid.to_string()));
         }
         let post = PostMessage { from: self.args.user.clone(), text, client_msg_id: client_msg_id.clone() };
         let answer = self.args.rooms.ask(room.as_str(), post).await;

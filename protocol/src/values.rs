@@ -116,8 +116,18 @@ impl Role {
     }
 }
 
+/// Refuses text holding U+0000: PostgreSQL cannot store it, and the API answers the same on
+/// either backend.
+pub fn refuse_nul(field: &'static str, raw: &str) -> Result<(), Invalid> {
+    if raw.contains('\0') {
+        return Err(Invalid::new(field, "must not contain the NUL character"));
+    }
+    Ok(())
+}
+
 /// A display name: 1 to 100 characters after trimming.
 pub fn parse_name(field: &'static str, raw: &str, max_chars: usize) -> Result<String, Invalid> {
+    refuse_nul(field, raw)?;
     let name = raw.trim();
     if name.is_empty() {
         return Err(Invalid::new(field, "must not be empty"));
@@ -186,6 +196,7 @@ pub const MAX_CHAT_CHARS: usize = 4000;
 
 /// Checks a chat text: 1 to 4000 Unicode characters (not bytes).
 pub fn parse_chat_text(raw: &str) -> Result<String, Invalid> {
+    refuse_nul("text", raw)?;
     let chars = raw.chars().count();
     if chars == 0 || chars > MAX_CHAT_CHARS {
         return Err(Invalid::new("text", format!("must be 1 to {MAX_CHAT_CHARS} characters")));
@@ -196,6 +207,14 @@ pub fn parse_chat_text(raw: &str) -> Result<String, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_with_a_nul_character_is_refused_everywhere_it_is_stored() {
+        assert!(parse_name("name", "a\0b", 100).is_err());
+        assert!(parse_chat_text("hi\0").is_err());
+        assert!(refuse_nul("cursor", "\u{FFFD}\0garbage").is_err());
+        assert_eq!(parse_name("name", " ok ", 100).unwrap(), "ok");
+    }
 
     #[test]
     fn emails_are_trimmed_and_lower_cased() {

@@ -1,12 +1,13 @@
 //! Product rows and stock reservations.
 
-use super::{expect_one, Store, StoreError, Tx};
+use super::{expect_one, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::catalog::Product;
 use bazaar_protocol::Page;
 use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Product, i64), StoreError> {
+fn from_row(row: &AnyRow) -> Result<(Product, i64), StoreError> {
     Ok((
         Product {
             id: row.try_get::<String, _>("id")?.into(),
@@ -23,7 +24,7 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Product, i64), StoreError>
 
 /// Loads a product and its version.
 pub async fn load(store: &Store, id: &str) -> Result<Option<(Product, i64)>, StoreError> {
-    let row = sqlx::query("SELECT * FROM products WHERE id = ?").bind(id).fetch_optional(store.reader()).await?;
+    let row = sqlx::query("SELECT * FROM products WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -35,7 +36,7 @@ pub async fn list(
     cursor: Option<&str>,
 ) -> Result<Page<Product>, StoreError> {
     let rows = sqlx::query(
-        "SELECT * FROM products WHERE (?1 IS NULL OR seller_id = ?1) AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+        "SELECT * FROM products WHERE ($1 IS NULL OR seller_id = $1) AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
     )
     .bind(seller_id)
     .bind(cursor)
@@ -56,7 +57,7 @@ pub async fn list(
 pub async fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO products (id, seller_id, name, description, price, currency, stock, created_at, version)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)",
     )
     .bind(product.id.as_str())
     .bind(product.seller_id.as_str())
@@ -65,7 +66,7 @@ pub async fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Resul
     .bind(product.price)
     .bind(&product.currency)
     .bind(product.stock)
-    .bind(now)
+    .bind(timestamp::encode(now))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -74,8 +75,8 @@ pub async fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Resul
 /// Writes a product's new state if it is still at `version`.
 pub async fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), StoreError> {
     let done = sqlx::query(
-        "UPDATE products SET name = ?, description = ?, price = ?, stock = ?, version = version + 1
-         WHERE id = ? AND version = ?",
+        "UPDATE products SET name = $1, description = $2, price = $3, stock = $4, version = version + 1
+         WHERE id = $5 AND version = $6",
     )
     .bind(&product.name)
     .bind(&product.description)
@@ -90,10 +91,10 @@ pub async fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), 
 
 /// Records that `order_id` holds `quantity` units of `product_id`.
 pub async fn reserve(tx: &mut Tx, order_id: &str, product_id: &str, quantity: u32) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO reservations (order_id, product_id, quantity, released) VALUES (?, ?, ?, 0)")
+    sqlx::query("INSERT INTO reservations (order_id, product_id, quantity, released) VALUES ($1, $2, $3, 0)")
         .bind(order_id)
         .bind(product_id)
-        .bind(quantity)
+        .bind(i64::from(quantity))
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -102,7 +103,7 @@ pub async fn reserve(tx: &mut Tx, order_id: &str, product_id: &str, quantity: u3
 /// Marks the reservation of `order_id` released; returns its quantity the first time, `None` after.
 pub async fn release(tx: &mut Tx, order_id: &str) -> Result<Option<i64>, StoreError> {
     let quantity: Option<i64> = sqlx::query_scalar(
-        "UPDATE reservations SET released = 1 WHERE order_id = ? AND released = 0 RETURNING quantity",
+        "UPDATE reservations SET released = 1 WHERE order_id = $1 AND released = 0 RETURNING quantity",
     )
     .bind(order_id)
     .fetch_optional(&mut **tx)

@@ -1,7 +1,8 @@
 //! Chat rooms and their messages.
 
-use super::{expect_one, Store, StoreError, Tx};
+use super::{expect_one, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::chat::{ChatMessage, Room};
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// A room as stored.
@@ -15,12 +16,12 @@ pub struct RoomRecord {
     pub version: i64,
 }
 
-fn room_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RoomRecord, StoreError> {
+fn room_from_row(row: &AnyRow) -> Result<RoomRecord, StoreError> {
     Ok(RoomRecord {
         room: Room {
             id: row.try_get::<String, _>("id")?.into(),
             members: [row.try_get::<String, _>("buyer_id")?.into(), row.try_get::<String, _>("seller_id")?.into()],
-            created_at: row.try_get("created_at")?,
+            created_at: timestamp::column(row, "created_at")?,
             last_message: None,
         },
         last_seq: row.try_get("last_seq")?,
@@ -28,32 +29,32 @@ fn room_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RoomRecord, StoreError
     })
 }
 
-fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage, StoreError> {
+fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> {
     Ok(ChatMessage {
         room: row.try_get::<String, _>("room_id")?.into(),
         seq: row.try_get("seq")?,
         id: row.try_get("id")?,
         from: row.try_get::<String, _>("sender_id")?.into(),
         text: row.try_get("text")?,
-        sent_at: row.try_get("sent_at")?,
+        sent_at: timestamp::column(row, "sent_at")?,
     })
 }
 
 /// Loads a room.
 pub async fn load(store: &Store, id: &str) -> Result<Option<RoomRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM chat_rooms WHERE id = ?").bind(id).fetch_optional(store.reader()).await?;
+    let row = sqlx::query("SELECT * FROM chat_rooms WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
     row.as_ref().map(room_from_row).transpose()
 }
 
 /// Inserts a new, empty room at version 1.
 pub async fn insert(tx: &mut Tx, room: &Room) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO chat_rooms (id, buyer_id, seller_id, created_at, last_seq, version) VALUES (?, ?, ?, ?, 0, 1)",
+        "INSERT INTO chat_rooms (id, buyer_id, seller_id, created_at, last_seq, version) VALUES ($1, $2, $3, $4, 0, 1)",
     )
     .bind(room.id.as_str())
     .bind(room.members[0].as_str())
     .bind(room.members[1].as_str())
-    .bind(room.created_at)
+    .bind(timestamp::encode(room.created_at))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -66,7 +67,7 @@ pub async fn find_by_client_id(
     sender_id: &str,
     client_msg_id: &str,
 ) -> Result<Option<ChatMessage>, StoreError> {
-    let row = sqlx::query("SELECT * FROM chat_messages WHERE room_id = ? AND sender_id = ? AND client_msg_id = ?")
+    let row = sqlx::query("SELECT * FROM chat_messages WHERE room_id = $1 AND sender_id = $2 AND client_msg_id = $3")
         .bind(room_id)
         .bind(sender_id)
         .bind(client_msg_id)
@@ -77,7 +78,7 @@ pub async fn find_by_client_id(
 
 /// Appends a message and moves the room's `last_seq` to it, if the room is still at `version`.
 pub async fn append(tx: &mut Tx, message: &ChatMessage, client_msg_id: &str, version: i64) -> Result<(), StoreError> {
-    let done = sqlx::query("UPDATE chat_rooms SET last_seq = ?, version = version + 1 WHERE id = ? AND version = ?")
+    let done = sqlx::query("UPDATE chat_rooms SET last_seq = $1, version = version + 1 WHERE id = $2 AND version = $3")
         .bind(message.seq)
         .bind(message.room.as_str())
         .bind(version)
@@ -85,7 +86,7 @@ pub async fn append(tx: &mut Tx, message: &ChatMessage, client_msg_id: &str, ver
         .await?;
     expect_one(done)?;
     sqlx::query(
-        "INSERT INTO chat_messages (room_id, seq, id, sender_id, client_msg_id, text, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO chat_messages (room_id, seq, id, sender_id, client_msg_id, text, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(message.room.as_str())
     .bind(message.seq)
@@ -93,7 +94,7 @@ pub async fn append(tx: &mut Tx, message: &ChatMessage, client_msg_id: &str, ver
     .bind(message.from.as_str())
     .bind(client_msg_id)
     .bind(&message.text)
-    .bind(message.sent_at)
+    .bind(timestamp::encode(message.sent_at))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -107,11 +108,11 @@ pub async fn history(
     limit: u32,
 ) -> Result<Vec<ChatMessage>, StoreError> {
     let rows = sqlx::query(
-        "SELECT * FROM chat_messages WHERE room_id = ? AND (?2 IS NULL OR seq < ?2) ORDER BY seq DESC LIMIT ?3",
+        "SELECT * FROM chat_messages WHERE room_id = $1 AND ($2 IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3",
     )
     .bind(room_id)
     .bind(before)
-    .bind(limit)
+    .bind(i64::from(limit))
     .fetch_all(store.reader())
     .await?;
     rows.iter().map(message_from_row).collect()
@@ -119,7 +120,7 @@ pub async fn history(
 
 /// Messages with `after < seq <= upto`, oldest first (join replay and gap filling).
 pub async fn range(store: &Store, room_id: &str, after: i64, upto: i64) -> Result<Vec<ChatMessage>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM chat_messages WHERE room_id = ? AND seq > ? AND seq <= ? ORDER BY seq")
+    let rows = sqlx::query("SELECT * FROM chat_messages WHERE room_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq")
         .bind(room_id)
         .bind(after)
         .bind(upto)
@@ -131,7 +132,7 @@ pub async fn range(store: &Store, room_id: &str, after: i64, upto: i64) -> Resul
 /// The rooms a user is a member of, each with its newest message.
 pub async fn rooms_of(store: &Store, user_id: &str) -> Result<Vec<Room>, StoreError> {
     let rows =
-        sqlx::query("SELECT * FROM chat_rooms WHERE buyer_id = ?1 OR seller_id = ?1 ORDER BY created_at DESC, id")
+        sqlx::query("SELECT * FROM chat_rooms WHERE buyer_id = $1 OR seller_id = $1 ORDER BY created_at DESC, id")
             .bind(user_id)
             .fetch_all(store.reader())
             .await?;

@@ -4,8 +4,12 @@
 //! `event_log` (the embedded stand-in for Kafka) and deletes them from `outbox` in the same
 //! transaction, so an event is in exactly one of the two at any moment. Consumers read the log by
 //! position and store how far they got in `consumer_offsets`.
+//!
+//! Consumers trust that positions become visible in order: once they saw position N they never
+//! look below it again. On SQLite one writer at a time makes that so; on PostgreSQL, where every
+//! node relays into one database, [`relay_batch`] serialises the relays itself.
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use bazaar_protocol::events::Envelope;
 use std::sync::Arc;
 
@@ -25,25 +29,39 @@ fn parse(body: &str) -> Result<Arc<Envelope>, StoreError> {
 /// Moves up to `limit` outbox events into the event log; returns them as appended.
 pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
     let mut tx = store.begin().await?;
-    let pending: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
-         ORDER BY o.position LIMIT ?",
-    )
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let pending_sql = match store.backend() {
+        // The batch's `BEGIN IMMEDIATE` already excludes every other writer.
+        Backend::Sqlite => {
+            "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
+             ORDER BY o.position LIMIT $1"
+        }
+        Backend::Postgres => {
+            // Two relays whose outbox rows do not overlap would otherwise run side by side, and
+            // the one holding the lower log positions could commit last: a consumer that already
+            // read past them would never see them. The lock (held to the batch's COMMIT) makes
+            // relays take turns; reads of the log are not blocked by it.
+            sqlx::query("LOCK TABLE event_log IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+            // Taken after the lock, this statement sees what the previous relay deleted. FOR
+            // UPDATE (not SKIP LOCKED) still guards the rows themselves: a relay that reaches a
+            // row another is moving waits, then finds it gone, so no event is relayed twice.
+            "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
+             ORDER BY o.position LIMIT $1 FOR UPDATE OF o"
+        }
+    };
+    let pending: Vec<(i64, String, String, String)> =
+        sqlx::query_as(pending_sql).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
     let mut appended = Vec::with_capacity(pending.len());
     for (outbox_position, event_id, topic, body) in &pending {
         // A crash between publishing and deleting cannot happen here (one transaction), but a log
         // that already holds the event (restored backup, manual replay) must not get it twice.
         let position: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO event_log (topic, event_id) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING RETURNING position",
+            "INSERT INTO event_log (topic, event_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING RETURNING position",
         )
         .bind(topic)
         .bind(event_id)
         .fetch_optional(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM outbox WHERE position = ?").bind(outbox_position).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM outbox WHERE position = $1").bind(outbox_position).execute(&mut *tx).await?;
         if let Some(position) = position {
             appended.push(LogRecord { position, envelope: parse(body)? });
         }
@@ -61,10 +79,10 @@ pub async fn outbox_backlog(store: &Store) -> Result<i64, StoreError> {
 pub async fn read(store: &Store, after: i64, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
     let rows: Vec<(i64, String)> = sqlx::query_as(
         "SELECT l.position, e.body FROM event_log l JOIN events e ON e.id = l.event_id
-         WHERE l.position > ? ORDER BY l.position LIMIT ?",
+         WHERE l.position > $1 ORDER BY l.position LIMIT $2",
     )
     .bind(after)
-    .bind(limit)
+    .bind(i64::from(limit))
     .fetch_all(store.reader())
     .await?;
     rows.into_iter().map(|(position, body)| Ok(LogRecord { position, envelope: parse(&body)? })).collect()
@@ -72,7 +90,7 @@ pub async fn read(store: &Store, after: i64, limit: u32) -> Result<Vec<LogRecord
 
 /// Where a consumer stopped (0 before its first event).
 pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreError> {
-    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM consumer_offsets WHERE consumer = ?")
+    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM consumer_offsets WHERE consumer = $1")
         .bind(consumer)
         .fetch_optional(store.reader())
         .await?;
@@ -83,8 +101,9 @@ pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreErro
 pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
     sqlx::query(
-        "INSERT INTO consumer_offsets (consumer, position) VALUES (?, ?)
-         ON CONFLICT (consumer) DO UPDATE SET position = excluded.position WHERE excluded.position > position",
+        "INSERT INTO consumer_offsets (consumer, position) VALUES ($1, $2)
+         ON CONFLICT (consumer) DO UPDATE SET position = excluded.position
+         WHERE excluded.position > consumer_offsets.position",
     )
     .bind(consumer)
     .bind(position)
@@ -92,4 +111,49 @@ pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result
     .await?;
     store.commit(tx).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::fresh_store;
+    use crate::store::{append_events, Durability};
+    use bazaar_protocol::auth::UserView;
+    use bazaar_protocol::events::Event;
+    use bazaar_protocol::values::Role;
+
+    async fn record(store: &Store, n: usize) {
+        let user =
+            UserView { id: format!("u{n}").into(), email: format!("{n}@x.io"), role: Role::Buyer, name: "n".into() };
+        let entity_id = user.id.as_str().to_owned();
+        let event = Envelope::new(entity_id, 1, chrono::Utc::now(), Event::UserRegistered { user });
+        let mut tx = store.begin().await.unwrap();
+        append_events(&mut tx, &[event]).await.unwrap();
+        store.commit(tx).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_nodes_writing_and_relaying_on_one_database_log_every_event_once() {
+        let (first, database) = fresh_store().await;
+        let second = Store::open(database.url(), Durability::Normal).await.unwrap();
+        let writes = (0..200).map(|n| {
+            let store = if n % 2 == 0 { first.clone() } else { second.clone() };
+            tokio::spawn(async move {
+                record(&store, n).await;
+                relay_batch(&store, 7).await.unwrap();
+            })
+        });
+        for write in futures_util::future::join_all(writes).await {
+            write.unwrap();
+        }
+        while !relay_batch(&first, 100).await.unwrap().is_empty() {}
+        let logged = read(&first, 0, 1_000).await.unwrap();
+        assert_eq!(logged.len(), 200, "every event is in the log");
+        assert_eq!(outbox_backlog(&first).await.unwrap(), 0);
+        let mut ids: Vec<&str> = logged.iter().map(|record| record.envelope.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 200, "no event is logged twice");
+        second.close().await;
+    }
 }

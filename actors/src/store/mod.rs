@@ -5,27 +5,33 @@
 //! [`tokens`]) plus [`log`] for the outbox and the embedded event log. Reads use a pool of their
 //! own so they never queue behind writes.
 //!
-//! Writes go through one connection (SQLite has one writer anyway) with group commit: each
+//! Two databases are supported, chosen by the URL's scheme ([`backend`]): SQLite for one machine,
+//! PostgreSQL for nodes on several. Queries are written once, in the dialect both accept, and run
+//! through sqlx's `Any` driver; timestamps are stored as fixed-width text ([`timestamp`]).
+//!
+//! Writes go through one connection per process (SQLite has one writer anyway) with group commit: each
 //! command runs in a savepoint of a batch transaction, and one `COMMIT` (one fsync) makes every
 //! command that finished meanwhile durable at once. A command is acknowledged only after the
 //! `COMMIT` that carries it, so "committed before replying" holds while the fsync cost is shared
 //! by every writer waiting at that moment.
 
+pub mod backend;
 pub mod catalog;
 pub mod chat;
 pub mod log;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod timestamp;
 pub mod tokens;
 pub mod users;
 
+pub use backend::Backend;
 use bazaar_protocol::events::Envelope;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Executor, SqliteConnection, SqlitePool};
+use sqlx::any::AnyQueryResult;
+use sqlx::{AnyConnection, AnyPool, Executor};
 use std::ops::{Deref, DerefMut};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
@@ -51,12 +57,19 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            // PostgreSQL only: two nodes' batches waited on each other's rows (40P01) or a
+            // serializable check failed (40001). The statement was undone; deciding again on
+            // fresh state is the same cure as for a stale version.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
+                StoreError::VersionConflict
+            }
             _ => StoreError::Database(error),
         }
     }
 }
 
-/// How durable a commit is before it is acknowledged (SQLite `synchronous`).
+/// How durable a commit is before it is acknowledged (SQLite `synchronous`; a PostgreSQL server
+/// decides this itself with `synchronous_commit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// fsync on every commit: survives power loss.
@@ -87,7 +100,7 @@ pub struct IdempotencyKey {
 
 /// The one write connection and the batch it is building.
 struct Writer {
-    conn: SqliteConnection,
+    conn: AnyConnection,
     /// A batch transaction is open.
     open: bool,
     /// The last command's savepoint was neither released nor rolled back (its `Tx` was dropped).
@@ -103,7 +116,13 @@ impl Writer {
             return;
         }
         self.abandoned = false;
-        if self.conn.execute("ROLLBACK TO command; RELEASE command").await.is_err() {
+        // Both spellings are valid in both dialects; on PostgreSQL the rollback also clears the
+        // error state a failed statement leaves the whole transaction in.
+        let undone = match self.conn.execute("ROLLBACK TO SAVEPOINT command").await {
+            Ok(_) => self.conn.execute("RELEASE SAVEPOINT command").await.map(drop),
+            Err(e) => Err(e),
+        };
+        if undone.is_err() {
             self.abort("the batch could not undo a failed command").await;
         }
     }
@@ -145,15 +164,15 @@ pub struct Tx {
 }
 
 impl Deref for Tx {
-    type Target = SqliteConnection;
+    type Target = AnyConnection;
 
-    fn deref(&self) -> &SqliteConnection {
+    fn deref(&self) -> &AnyConnection {
         &self.writer.conn
     }
 }
 
 impl DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
         &mut self.writer.conn
     }
 }
@@ -174,19 +193,22 @@ impl Drop for Tx {
 pub struct Store {
     writer: Arc<Mutex<Writer>>,
     flush: Arc<Notify>,
-    read: SqlitePool,
+    read: AnyPool,
     committed: Arc<Notify>,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` and runs the embedded migrations.
+    /// Opens the database at `url` (`sqlite:` creating the file if missing, or `postgres:`) and
+    /// runs the embedded migrations of its backend.
     pub async fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
         // The nodes of a local cluster start together on one file: one may find it locked while
         // another switches it to WAL or migrates it (the losers' migrations roll back, and a
         // second look finds them applied). Opening is retried for a few seconds.
+        let backend = Backend::of_url(url)?;
         let mut attempt: u64 = 0;
         loop {
-            match Self::try_open(url, durability).await {
+            match Self::try_open(backend, url, durability).await {
                 Ok(store) => return Ok(store),
                 Err(e) if attempt < 20 => {
                     attempt += 1;
@@ -198,45 +220,24 @@ impl Store {
         }
     }
 
-    async fn try_open(url: &str, durability: Durability) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            })
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations").run(&write).await.map_err(|e| StoreError::Database(e.into()))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
-            .await?;
+    async fn try_open(backend: Backend, url: &str, durability: Durability) -> Result<Self, StoreError> {
+        let write = backend.open_writer(url, durability).await?;
+        let read = backend.open_reader(url).await?;
         let conn = write.acquire().await?.detach();
         write.close().await;
         let writer = Arc::new(Mutex::new(Writer { conn, open: false, abandoned: false, waiting: Vec::new() }));
         let flush = Arc::new(Notify::new());
         tokio::spawn(flusher(Arc::downgrade(&writer), flush.clone()));
-        Ok(Self { writer, flush, read, committed: Arc::new(Notify::new()) })
+        Ok(Self { writer, flush, read, committed: Arc::new(Notify::new()), backend })
     }
 
-    /// Starts a command's write transaction (a savepoint in the current batch).
-    ///
-    /// The batch starts with `BEGIN IMMEDIATE`, which takes the write lock up front: when several
-    /// processes share the file (a local cluster), a deferred transaction that read first would
-    /// fail with `SQLITE_BUSY` on its first write instead of waiting for the lock.
+    /// Starts a command's write transaction (a savepoint in the current batch, which starts as
+    /// [`Backend::begin_batch`] says).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let mut writer = self.writer.clone().lock_owned().await;
         writer.tidy().await;
         if !writer.open {
-            writer.conn.execute("BEGIN IMMEDIATE").await?;
+            writer.conn.execute(self.backend.begin_batch()).await?;
             writer.open = true;
         }
         writer.conn.execute("SAVEPOINT command").await?;
@@ -246,7 +247,7 @@ impl Store {
     /// Makes a command's writes durable: waits for the `COMMIT` of the batch that carries them,
     /// then wakes the outbox relay.
     pub async fn commit(&self, mut tx: Tx) -> Result<(), StoreError> {
-        tx.writer.conn.execute("RELEASE command").await?;
+        tx.writer.conn.execute("RELEASE SAVEPOINT command").await?;
         tx.released = true;
         let (done, committed) = oneshot::channel();
         tx.writer.waiting.push(done);
@@ -263,8 +264,13 @@ impl Store {
     }
 
     /// The pool for reads.
-    pub fn reader(&self) -> &SqlitePool {
+    pub fn reader(&self) -> &AnyPool {
         &self.read
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Wakes when a transaction has committed (and so the outbox may hold new rows).
@@ -305,18 +311,29 @@ pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), Store
     for event in events {
         rows.push((event, serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?));
     }
-    // One statement for all of a command's events; a trigger queues each in the outbox.
-    let mut insert = sqlx::QueryBuilder::new("INSERT INTO events (id, topic, entity_id, seq, type, at, body) ");
-    insert.push_values(rows, |mut row, (event, body)| {
-        row.push_bind(event.id.as_str())
-            .push_bind(event.event.topic())
-            .push_bind(&event.entity_id)
-            .push_bind(event.seq)
-            .push_bind(event.event.type_name())
-            .push_bind(event.at)
-            .push_bind(body);
-    });
-    insert.build().execute(&mut **tx).await?;
+    // One statement for all of a command's events; a trigger queues each in the outbox. Written
+    // by hand because sqlx's QueryBuilder numbers no placeholders for `Any` (PostgreSQL needs $N).
+    const COLUMNS: usize = 7;
+    let mut sql = String::from("INSERT INTO events (id, topic, entity_id, seq, type, at, body) VALUES ");
+    for index in 0..rows.len() {
+        let first = index * COLUMNS + 1;
+        let placeholders: Vec<String> = (first..first + COLUMNS).map(|n| format!("${n}")).collect();
+        sql.push_str(if index == 0 { "(" } else { ", (" });
+        sql.push_str(&placeholders.join(", "));
+        sql.push(')');
+    }
+    let mut insert = sqlx::query(&sql);
+    for (event, body) in rows {
+        insert = insert
+            .bind(event.id.as_str())
+            .bind(event.event.topic())
+            .bind(&event.entity_id)
+            .bind(event.seq)
+            .bind(event.event.type_name())
+            .bind(timestamp::encode(event.at))
+            .bind(body);
+    }
+    insert.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -335,12 +352,12 @@ pub async fn peek_idempotency(
 }
 
 async fn idempotency_record<'e>(
-    executor: impl sqlx::SqliteExecutor<'e>,
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     user_id: &str,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
     let row: Option<(String, String)> =
-        sqlx::query_as("SELECT request_hash, result_id FROM idempotency WHERE user_id = ? AND key = ?")
+        sqlx::query_as("SELECT request_hash, result_id FROM idempotency WHERE user_id = $1 AND key = $2")
             .bind(user_id)
             .bind(key)
             .fetch_optional(executor)
@@ -355,28 +372,33 @@ pub async fn save_idempotency(
     result_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO idempotency (user_id, key, request_hash, result_id, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(&key.user_id)
-        .bind(&key.key)
-        .bind(&key.request_hash)
-        .bind(result_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO idempotency (user_id, key, request_hash, result_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&key.user_id)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(result_id)
+    .bind(timestamp::encode(now))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// Forgets idempotency records older than `cutoff`; returns how many.
 pub async fn expire_idempotency(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
     let mut tx = store.begin().await?;
-    let done = sqlx::query("DELETE FROM idempotency WHERE created_at < ?").bind(cutoff).execute(&mut *tx).await?;
+    let done = sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
+        .bind(timestamp::encode(cutoff))
+        .execute(&mut *tx)
+        .await?;
     store.commit(tx).await?;
     Ok(done.rows_affected())
 }
 
 /// Marks an event as applied by a consumer; returns false when it already was (a redelivery).
 pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("INSERT OR IGNORE INTO processed_events (consumer, event_id) VALUES (?, ?)")
+    let done = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(consumer)
         .bind(event_id)
         .execute(&mut **tx)
@@ -385,7 +407,7 @@ pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Resu
 }
 
 /// Fails with [`StoreError::VersionConflict`] unless exactly one row was changed.
-pub(crate) fn expect_one(done: sqlx::sqlite::SqliteQueryResult) -> Result<(), StoreError> {
+pub(crate) fn expect_one(done: AnyQueryResult) -> Result<(), StoreError> {
     if done.rows_affected() == 1 {
         Ok(())
     } else {
@@ -402,13 +424,43 @@ mod tests {
     use super::test_support::fresh_store;
     use super::*;
 
+    #[tokio::test]
+    async fn numbered_placeholders_bind_by_number_not_by_position() {
+        let (store, _db) = fresh_store().await;
+        let (second, first): (String, i64) =
+            sqlx::query_as("SELECT $2, $1").bind(7_i64).bind("two").fetch_one(store.reader()).await.unwrap();
+        assert_eq!((second.as_str(), first), ("two", 7));
+        let repeated: Option<String> = sqlx::query_scalar("SELECT CASE WHEN $1 IS NULL THEN 'none' ELSE $1 END")
+            .bind("x")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(repeated.as_deref(), Some("x"));
+    }
+
+    #[tokio::test]
+    async fn idempotency_records_expire_by_age_only() {
+        let (store, _db) = fresh_store().await;
+        let now = Utc::now();
+        for (user, age) in [("old", 3_600), ("young", 1)] {
+            let key = IdempotencyKey { user_id: user.into(), key: "k".into(), request_hash: "h".into() };
+            let mut tx = store.begin().await.unwrap();
+            save_idempotency(&mut tx, &key, "r", now - chrono::Duration::seconds(age)).await.unwrap();
+            store.commit(tx).await.unwrap();
+        }
+        let expired = expire_idempotency(&store, now - chrono::Duration::seconds(60)).await.unwrap();
+        assert_eq!(expired, 1);
+        assert!(peek_idempotency(&store, "old", "k").await.unwrap().is_none());
+        assert!(peek_idempotency(&store, "young", "k").await.unwrap().is_some());
+    }
+
     async fn count(store: &Store) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM consumer_offsets").fetch_one(store.reader()).await.unwrap()
     }
 
     async fn insert(store: &Store, name: &str) -> Result<(), StoreError> {
         let mut tx = store.begin().await?;
-        sqlx::query("INSERT INTO consumer_offsets (consumer, position) VALUES (?, 1)")
+        sqlx::query("INSERT INTO consumer_offsets (consumer, position) VALUES ($1, 1)")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -454,11 +506,57 @@ mod tests {
 pub(crate) mod test_support {
     use super::*;
 
-    /// Opens a fresh database in a temporary directory that lives as long as the returned guard.
-    pub async fn fresh_store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        let store = Store::open(&url, Durability::Normal).await.expect("open store");
-        (store, dir)
+    /// The admin URL of a PostgreSQL server to test against instead of SQLite.
+    pub const POSTGRES_URL_VAR: &str = "TEST_POSTGRES_URL";
+
+    /// Where a test's database lives; dropping it removes the database.
+    pub enum TestDatabase {
+        /// A SQLite file in a temporary directory, removed when the directory is dropped.
+        Sqlite { url: String, _dir: tempfile::TempDir },
+        /// A database of its own on the PostgreSQL server at `admin_url`.
+        Postgres { admin_url: String, name: String, url: String },
+    }
+
+    impl TestDatabase {
+        /// The URL another store (another node, in effect) opens the same database with.
+        pub fn url(&self) -> &str {
+            match self {
+                TestDatabase::Sqlite { url, .. } | TestDatabase::Postgres { url, .. } => url,
+            }
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let TestDatabase::Postgres { admin_url, name, .. } = self else { return };
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop cannot await, and the test's runtime may be single-threaded: a runtime of
+            // its own on a thread of its own does the dropping. A failure only leaves a database
+            // behind on a throwaway server.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                runtime.block_on(backend::drop_postgres_database(&admin_url, &name)).ok()
+            });
+            let _ = dropped.join();
+        }
+    }
+
+    /// Opens a fresh database: a SQLite file, or a new PostgreSQL database when
+    /// `TEST_POSTGRES_URL` names a server. It lives as long as the returned guard.
+    pub async fn fresh_store() -> (Store, TestDatabase) {
+        match std::env::var(POSTGRES_URL_VAR) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let url = backend::create_postgres_database(&admin_url, &name).await.expect("create test database");
+                let store = Store::open(&url, Durability::Normal).await.expect("open store");
+                (store, TestDatabase::Postgres { admin_url, name, url })
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                let store = Store::open(&url, Durability::Normal).await.expect("open store");
+                (store, TestDatabase::Sqlite { url, _dir: dir })
+            }
+        }
     }
 }

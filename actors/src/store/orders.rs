@@ -1,11 +1,12 @@
 //! Order rows.
 
-use super::{corrupt, expect_one, Store, StoreError, Tx};
+use super::{corrupt, expect_one, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::orders::{Order, OrderStatus};
 use bazaar_protocol::Page;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Order, i64), StoreError> {
+fn from_row(row: &AnyRow) -> Result<(Order, i64), StoreError> {
     let status: String = row.try_get("status")?;
     Ok((
         Order {
@@ -17,8 +18,8 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<(Order, i64), StoreError> {
             amount: row.try_get("amount")?,
             currency: row.try_get("currency")?,
             status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
+            created_at: timestamp::column(row, "created_at")?,
+            updated_at: timestamp::column(row, "updated_at")?,
             payment_id: row.try_get::<Option<String>, _>("payment_id")?.map(Into::into),
         },
         row.try_get("version")?,
@@ -35,8 +36,11 @@ pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<Order>, StoreError>
     Ok(load_with(&mut **tx, id).await?.map(|(order, _)| order))
 }
 
-async fn load_with<'e>(executor: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<Option<(Order, i64)>, StoreError> {
-    let row = sqlx::query("SELECT * FROM orders WHERE id = ?").bind(id).fetch_optional(executor).await?;
+async fn load_with<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &str,
+) -> Result<Option<(Order, i64)>, StoreError> {
+    let row = sqlx::query("SELECT * FROM orders WHERE id = $1").bind(id).fetch_optional(executor).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -59,8 +63,8 @@ pub async fn list(
     cursor: Option<&str>,
 ) -> Result<Page<Order>, StoreError> {
     let sql = match side {
-        Side::Buyer => "SELECT * FROM orders WHERE buyer_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
-        Side::Seller => "SELECT * FROM orders WHERE seller_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+        Side::Buyer => "SELECT * FROM orders WHERE buyer_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        Side::Seller => "SELECT * FROM orders WHERE seller_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
     };
     let rows = sqlx::query(sql)
         .bind(user_id)
@@ -84,19 +88,19 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO orders (id, buyer_id, seller_id, product_id, quantity, amount, currency, status, payment_id,
                              paid_at, created_at, updated_at, version)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, 1)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, 1)",
     )
     .bind(order.id.as_str())
     .bind(order.buyer_id.as_str())
     .bind(order.seller_id.as_str())
     .bind(order.product_id.as_str())
-    .bind(order.quantity)
+    .bind(i64::from(order.quantity))
     .bind(order.amount)
     .bind(&order.currency)
     .bind(order.status.as_str())
     .bind(order.payment_id.as_ref().map(|p| p.as_str()))
-    .bind(order.created_at)
-    .bind(order.updated_at)
+    .bind(timestamp::encode(order.created_at))
+    .bind(timestamp::encode(order.updated_at))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -105,13 +109,13 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
 /// Writes an order's new status if it is still at `version`; remembers when it first became PAID.
 pub async fn update(tx: &mut Tx, order: &Order, version: i64) -> Result<(), StoreError> {
     let done = sqlx::query(
-        "UPDATE orders SET status = ?1, payment_id = ?2, updated_at = ?3,
-                paid_at = COALESCE(paid_at, CASE WHEN ?1 = 'PAID' THEN ?3 END), version = version + 1
-         WHERE id = ?4 AND version = ?5",
+        "UPDATE orders SET status = $1, payment_id = $2, updated_at = $3,
+                paid_at = COALESCE(paid_at, CASE WHEN $1 = 'PAID' THEN $3 END), version = version + 1
+         WHERE id = $4 AND version = $5",
     )
     .bind(order.status.as_str())
     .bind(order.payment_id.as_ref().map(|p| p.as_str()))
-    .bind(order.updated_at)
+    .bind(timestamp::encode(order.updated_at))
     .bind(order.id.as_str())
     .bind(version)
     .execute(&mut **tx)

@@ -18,14 +18,16 @@ pub async fn forget(store: &Store, positions: &[i64]) -> Result<(), StoreError> 
     if positions.is_empty() {
         return Ok(());
     }
-    let mut tx = store.begin().await?;
-    let mut delete = sqlx::QueryBuilder::new("DELETE FROM outbox WHERE position IN (");
-    let mut list = delete.separated(", ");
+    // Numbered placeholders written out: sqlx's QueryBuilder writes `?` for the Any driver,
+    // which PostgreSQL refuses.
+    let list: Vec<String> = (1..=positions.len()).map(|n| format!("${n}")).collect();
+    let sql = format!("DELETE FROM outbox WHERE position IN ({})", list.join(", "));
+    let mut delete = sqlx::query(&sql);
     for position in positions {
-        list.push_bind(*position);
+        delete = delete.bind(*position);
     }
-    delete.push(")");
-    delete.build().execute(&mut *tx).await?;
+    let mut tx = store.begin().await?;
+    delete.execute(&mut *tx).await?;
     store.commit(tx).await?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Payment rows and the simulated gateway's ledger of charges.
 
-use super::{corrupt, expect_one, Store, StoreError, Tx};
+use super::{corrupt, expect_one, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::payments::{Payment, PaymentStatus};
 use bazaar_protocol::UserId;
 use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// A payment as stored: the view plus who may see it and what to charge.
@@ -23,7 +24,7 @@ pub struct PaymentRecord {
     pub version: i64,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PaymentRecord, StoreError> {
+fn from_row(row: &AnyRow) -> Result<PaymentRecord, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(PaymentRecord {
         payment: Payment {
@@ -51,8 +52,11 @@ pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<PaymentRecord>, Sto
     load_with(&mut **tx, id).await
 }
 
-async fn load_with<'e>(executor: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM payments WHERE id = ?").bind(id).fetch_optional(executor).await?;
+async fn load_with<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    id: &str,
+) -> Result<Option<PaymentRecord>, StoreError> {
+    let row = sqlx::query("SELECT * FROM payments WHERE id = $1").bind(id).fetch_optional(executor).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -61,7 +65,7 @@ pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> 
     sqlx::query(
         "INSERT INTO payments (id, order_id, buyer_id, seller_id, amount, currency, token, status, reason,
                                created_at, updated_at, version)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1)",
     )
     .bind(record.payment.id.as_str())
     .bind(record.payment.order_id.as_str())
@@ -72,8 +76,8 @@ pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> 
     .bind(&record.token)
     .bind(record.payment.status.as_str())
     .bind(&record.payment.reason)
-    .bind(now)
-    .bind(now)
+    .bind(timestamp::encode(now))
+    .bind(timestamp::encode(now))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -82,11 +86,11 @@ pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> 
 /// Writes a payment's new status if it is still at `version`.
 pub async fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
     let done = sqlx::query(
-        "UPDATE payments SET status = ?, reason = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?",
+        "UPDATE payments SET status = $1, reason = $2, updated_at = $3, version = version + 1 WHERE id = $4 AND version = $5",
     )
     .bind(payment.status.as_str())
     .bind(&payment.reason)
-    .bind(now)
+    .bind(timestamp::encode(now))
     .bind(payment.id.as_str())
     .bind(version)
     .execute(&mut **tx)
@@ -96,7 +100,7 @@ pub async fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<
 
 /// What the gateway answered for a payment before, if it was asked.
 pub async fn find_charge(store: &Store, payment_id: &str) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT outcome FROM gateway_charges WHERE payment_id = ?")
+    Ok(sqlx::query_scalar("SELECT outcome FROM gateway_charges WHERE payment_id = $1")
         .bind(payment_id)
         .fetch_optional(store.reader())
         .await?)
@@ -112,15 +116,16 @@ pub async fn record_charge(
 ) -> Result<String, StoreError> {
     let mut tx = store.begin().await?;
     sqlx::query(
-        "INSERT OR IGNORE INTO gateway_charges (payment_id, amount, outcome, refunded, at) VALUES (?, ?, ?, 0, ?)",
+        "INSERT INTO gateway_charges (payment_id, amount, outcome, refunded, at) VALUES ($1, $2, $3, 0, $4)
+         ON CONFLICT DO NOTHING",
     )
     .bind(payment_id)
     .bind(amount)
     .bind(outcome)
-    .bind(now)
+    .bind(timestamp::encode(now))
     .execute(&mut *tx)
     .await?;
-    let first: String = sqlx::query_scalar("SELECT outcome FROM gateway_charges WHERE payment_id = ?")
+    let first: String = sqlx::query_scalar("SELECT outcome FROM gateway_charges WHERE payment_id = $1")
         .bind(payment_id)
         .fetch_one(&mut *tx)
         .await?;
@@ -131,7 +136,7 @@ pub async fn record_charge(
 /// Marks a charge refunded at the gateway; idempotent.
 pub async fn refund_charge(store: &Store, payment_id: &str) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query("UPDATE gateway_charges SET refunded = 1 WHERE payment_id = ?")
+    sqlx::query("UPDATE gateway_charges SET refunded = 1 WHERE payment_id = $1")
         .bind(payment_id)
         .execute(&mut *tx)
         .await?;

@@ -1,7 +1,7 @@
 //! Refresh-token families: rotation on every use, and revocation of the whole family when a
 //! spent token comes back (someone copied it).
 
-use super::{Store, StoreError};
+use super::{timestamp, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// What presenting a refresh token led to.
@@ -25,10 +25,10 @@ pub async fn start_family(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query("INSERT INTO token_families (id, user_id, revoked, created_at) VALUES (?, ?, 0, ?)")
+    sqlx::query("INSERT INTO token_families (id, user_id, revoked, created_at) VALUES ($1, $2, 0, $3)")
         .bind(family_id)
         .bind(user_id)
-        .bind(now)
+        .bind(timestamp::encode(now))
         .execute(&mut *tx)
         .await?;
     insert_token(&mut tx, family_id, user_id, token_hash, expires_at).await?;
@@ -44,12 +44,12 @@ async fn insert_token(
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, spent) VALUES (?, ?, ?, ?, 0)",
+        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, spent) VALUES ($1, $2, $3, $4, 0)",
     )
     .bind(token_hash)
     .bind(family_id)
     .bind(user_id)
-    .bind(expires_at)
+    .bind(timestamp::encode(expires_at))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -64,9 +64,9 @@ pub async fn rotate(
     now: DateTime<Utc>,
 ) -> Result<Rotation, StoreError> {
     let mut tx = store.begin().await?;
-    let row: Option<(String, String, DateTime<Utc>, i64, i64)> = sqlx::query_as(
+    let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
         "SELECT t.family_id, t.user_id, t.expires_at, t.spent, f.revoked
-         FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = ?",
+         FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = $1",
     )
     .bind(token_hash)
     .fetch_optional(&mut *tx)
@@ -77,15 +77,24 @@ pub async fn rotate(
     if revoked != 0 {
         return Ok(Rotation::Invalid);
     }
-    if spent != 0 {
-        sqlx::query("UPDATE token_families SET revoked = 1 WHERE id = ?").bind(&family_id).execute(&mut *tx).await?;
+    if spent == 0 && timestamp::decode(&expires_at)? <= now {
+        return Ok(Rotation::Invalid);
+    }
+    // Spent only if still unspent: on PostgreSQL another node may be presenting the same token
+    // right now (nothing locks the row read above), and the loser must see a reuse, not a second
+    // successor.
+    let spent_now = spent == 0
+        && sqlx::query("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = $1 AND spent = 0")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+    if !spent_now {
+        sqlx::query("UPDATE token_families SET revoked = 1 WHERE id = $1").bind(&family_id).execute(&mut *tx).await?;
         store.commit(tx).await?;
         return Ok(Rotation::Reused);
     }
-    if expires_at <= now {
-        return Ok(Rotation::Invalid);
-    }
-    sqlx::query("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = ?").bind(token_hash).execute(&mut *tx).await?;
     insert_token(&mut tx, &family_id, &user_id, next_hash, next_expires_at).await?;
     store.commit(tx).await?;
     Ok(Rotation::Rotated { user_id, family_id })
@@ -96,7 +105,7 @@ pub async fn revoke_family_of(store: &Store, token_hash: &str, user_id: &str) ->
     let mut tx = store.begin().await?;
     let done = sqlx::query(
         "UPDATE token_families SET revoked = 1
-         WHERE id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ? AND user_id = ?)",
+         WHERE id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2)",
     )
     .bind(token_hash)
     .bind(user_id)

@@ -1,9 +1,10 @@
 //! User rows.
 
-use super::{corrupt, Store, StoreError, Tx};
+use super::{corrupt, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::auth::UserView;
 use bazaar_protocol::values::Role;
 use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// A user as stored, with the secret it may never show.
@@ -17,7 +18,7 @@ pub struct UserRecord {
     pub version: i64,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> {
+fn from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
     let role: String = row.try_get("role")?;
     Ok(UserRecord {
         view: UserView {
@@ -33,27 +34,27 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> {
 
 /// Loads a user by id.
 pub async fn load(store: &Store, id: &str) -> Result<Option<UserRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM users WHERE id = ?").bind(id).fetch_optional(store.reader()).await?;
+    let row = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Finds a user by normalised e-mail, for login.
 pub async fn find_by_email(store: &Store, email: &str) -> Result<Option<UserRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM users WHERE email = ?").bind(email).fetch_optional(store.reader()).await?;
+    let row = sqlx::query("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(store.reader()).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Inserts a new user; [`StoreError::Duplicate`] when the e-mail is taken.
 pub async fn insert(tx: &mut Tx, user: &UserRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO users (id, email, password_hash, role, name, created_at, version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO users (id, email, password_hash, role, name, created_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(user.view.id.as_str())
     .bind(&user.view.email)
     .bind(&user.password_hash)
     .bind(user.view.role.as_str())
     .bind(&user.view.name)
-    .bind(now)
+    .bind(timestamp::encode(now))
     .bind(user.version)
     .execute(&mut **tx)
     .await?;
@@ -62,11 +63,12 @@ pub async fn insert(tx: &mut Tx, user: &UserRecord, now: DateTime<Utc>) -> Resul
 
 /// Whether `buyer` has at least one order from `seller` that reached PAID (the visibility rule).
 pub async fn has_paid_order(store: &Store, buyer: &str, seller: &str) -> Result<bool, StoreError> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM orders WHERE buyer_id = ? AND seller_id = ? AND paid_at IS NOT NULL LIMIT 1")
-            .bind(buyer)
-            .bind(seller)
-            .fetch_optional(store.reader())
-            .await?;
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM orders WHERE buyer_id = $1 AND seller_id = $2 AND paid_at IS NOT NULL LIMIT 1",
+    )
+    .bind(buyer)
+    .bind(seller)
+    .fetch_optional(store.reader())
+    .await?;
     Ok(found.is_some())
 }

@@ -1,12 +1,12 @@
 //! `/products`: listing, reading and changing products.
 
-use super::{caller, json, json_body, limit_param, query, render, settle, ApiError, ApiResult};
+use super::{caller, json, json_body, limit_param, query, render, settle, text_param, ApiError, ApiResult};
 use crate::app::App;
 use crate::tokens::Caller;
 use bazaar_actors::product::{GetProduct, ListProduct, NewProduct, ProductChanges, ProductError, UpdateProduct};
 use bazaar_actors::store::catalog;
 use bazaar_protocol::catalog::{CreateProduct, PatchProduct};
-use bazaar_protocol::values::{parse_currency, parse_name, parse_price, parse_stock, Invalid, Role};
+use bazaar_protocol::values::{parse_currency, parse_name, parse_price, parse_stock, refuse_nul, Invalid, Role};
 use bazaar_protocol::{ErrorCode, ProductId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ const MAX_NAME: usize = 200;
 const MAX_DESCRIPTION: usize = 5000;
 
 fn description(raw: &str) -> Result<String, Invalid> {
+    refuse_nul("description", raw)?;
     if raw.chars().count() > MAX_DESCRIPTION {
         return Err(Invalid::new("description", format!("must be at most {MAX_DESCRIPTION} characters")));
     }
@@ -91,9 +92,9 @@ async fn create(app: Arc<App>, who: Caller, body: CreateProduct) -> ApiResult {
 
 async fn list(app: Arc<App>, query: HashMap<String, String>) -> ApiResult {
     let limit = limit_param(&query, 20, 100)?;
-    let seller = query.get("sellerId").filter(|s| !s.is_empty());
-    let cursor = query.get("cursor").filter(|s| !s.is_empty());
-    let page = catalog::list(&app.store, seller.map(String::as_str), limit, cursor.map(String::as_str)).await?;
+    let seller = text_param(&query, "sellerId")?;
+    let cursor = text_param(&query, "cursor")?;
+    let page = catalog::list(&app.store, seller, limit, cursor).await?;
     Ok(json(StatusCode::OK, &page))
 }
 

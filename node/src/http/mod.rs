@@ -15,7 +15,7 @@ use crate::tokens::Caller;
 use bazaar_actors::entity::CallError;
 use bazaar_actors::store::{IdempotencyKey, StoreError};
 use bazaar_protocol::error::ErrorBody;
-use bazaar_protocol::values::Invalid;
+use bazaar_protocol::values::{refuse_nul, Invalid};
 use bazaar_protocol::ErrorCode;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -266,6 +266,18 @@ pub fn limit_param(query: &HashMap<String, String>, default: u32, max: u32) -> R
             let n: i64 = raw.parse().map_err(|_| ApiError::bad_request("limit: must be a whole number"))?;
             Ok(n.clamp(1, i64::from(max)) as u32)
         }
+    }
+}
+
+/// Reads a free-text query parameter (a cursor, an id to filter by): `None` when absent or empty,
+/// 400 when it holds U+0000, which no stored value can hold (PostgreSQL text cannot).
+pub fn text_param<'q>(query: &'q HashMap<String, String>, name: &'static str) -> Result<Option<&'q str>, ApiError> {
+    match query.get(name).filter(|s| !s.is_empty()) {
+        Some(raw) => {
+            refuse_nul(name, raw)?;
+            Ok(Some(raw.as_str()))
+        }
+        None => Ok(None),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `/orders`: placing (idempotent, stock reserved), reading, listing and cancelling orders.
 
 use super::{
-    caller, idempotency, idempotency_key, json, json_body, limit_param, query, render, settle, ApiError, ApiResult,
+    caller, idempotency, idempotency_key, json, json_body, limit_param, query, render, settle, text_param, ApiError,
+    ApiResult,
 };
 use crate::app::App;
 use crate::tokens::Caller;
@@ -104,7 +105,7 @@ async fn list(app: Arc<App>, who: Caller, query: HashMap<String, String>) -> Api
             ApiError::bad_request("status: must be ORDERED, PAYMENT_PENDING, PAID, REFUNDED or CANCELLED")
         })?),
     };
-    let cursor = query.get("cursor").filter(|s| !s.is_empty()).map(String::as_str);
+    let cursor = text_param(&query, "cursor")?;
     let page = orders::list(&app.store, who.id.as_str(), side, status, limit, cursor).await?;
     Ok(json(StatusCode::OK, &page))
 }

@@ -11,6 +11,7 @@ async fn cluster_up_starts_every_node_and_a_signal_stops_them_all() {
     let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_bazaar"))
         .args(["cluster", "up", "--config"])
         .arg(cluster.config_path())
+        .envs(database_env(&cluster.data_dir()).await)
         .env("BAZAAR_CLUSTER_COOKIE", COOKIE)
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())

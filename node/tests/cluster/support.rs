@@ -12,7 +12,9 @@
 use crate::common::{
     collect_pages, enc, http_client_builder, kafka_env, send_request, serve_command, spawn_until_ready,
 };
-pub use crate::common::{eventually, unique_email, unique_key, Reply, Role, WsClient, FRAME_DEADLINE, PASSWORD};
+pub use crate::common::{
+    database_env, eventually, unique_email, unique_key, Reply, Role, WsClient, FRAME_DEADLINE, PASSWORD,
+};
 use crate::common::{ws_request, Body, NotReady};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -371,6 +373,7 @@ impl Cluster {
             .arg(&self.config)
             .args(["--node", &spec.name])
             .envs(kafka_env(self.dir.path()))
+            .envs(database_env(&self.data_dir()).await)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("BAZAAR_CLUSTER_COOKIE", cookie)
             .env("NO_COLOR", "1")
