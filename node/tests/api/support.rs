@@ -186,7 +186,7 @@ impl TestNode {
         command
             .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(self.data_dir())
-            .envs(kafka_env(self.dir.path()))
+            .envs(server_env(self.dir.path()))
             .envs(database_env(&self.data_dir()).await)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let (child, line) = match spawn_until_ready(&mut command, &self.log_path(), READY_DEADLINE).await {

@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use crate::common::{
-    collect_pages, enc, http_client_builder, kafka_env, send_request, serve_command, spawn_until_ready,
+    collect_pages, enc, http_client_builder, send_request, serve_command, server_env, spawn_until_ready,
 };
 pub use crate::common::{
     database_env, eventually, unique_email, unique_key, Reply, Role, WsClient, FRAME_DEADLINE, PASSWORD,
@@ -372,7 +372,7 @@ impl Cluster {
             .arg("--config")
             .arg(&self.config)
             .args(["--node", &spec.name])
-            .envs(kafka_env(self.dir.path()))
+            .envs(server_env(self.dir.path()))
             .envs(database_env(&self.data_dir()).await)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("BAZAAR_CLUSTER_COOKIE", cookie)

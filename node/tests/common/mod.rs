@@ -242,24 +242,27 @@ pub fn serve_command() -> Command {
     command
 }
 
-/// The Kafka settings a node of one test gets when the suite runs against a broker
-/// (`TEST_KAFKA_BROKERS`; not a `BAZAAR_` name,
-/// which the binary would refuse as an unknown setting): that broker, and topics of its own, named after the test's
-/// directory (`scope`), so tests sharing the broker never read each other's events and a
-/// restarted node finds its topics again. Empty when the suite runs on the embedded log.
-pub fn kafka_env(scope: &Path) -> Vec<(String, String)> {
-    let Ok(brokers) = std::env::var("TEST_KAFKA_BROKERS") else { return Vec::new() };
-    if brokers.trim().is_empty() {
-        return Vec::new();
-    }
-    let name = scope.file_name().and_then(|n| n.to_str()).unwrap_or("scope");
-    let prefix: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
-    vec![
-        ("BAZAAR_KAFKA_BROKERS".into(), brokers),
-        ("BAZAAR_KAFKA_TOPIC_PREFIX".into(), format!("{prefix}.")),
+/// The settings that point a node of one test at the suite's shared servers, when the suite runs
+/// against them (scripts/test.sh sets `TEST_KAFKA_BROKERS` and `TEST_REDIS_URL`; they are not
+/// `BAZAAR_` names, which the binary would refuse as unknown settings). Kafka topics are the
+/// test's own, named after its directory (`scope`), so tests sharing the broker never read each
+/// other's events and a restarted node finds its topics again. Empty on the embedded default.
+pub fn server_env(scope: &Path) -> Vec<(String, String)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut env = Vec::new();
+    if let Some(brokers) = var("TEST_KAFKA_BROKERS") {
+        let name = scope.file_name().and_then(|n| n.to_str()).unwrap_or("scope");
+        let prefix: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+        env.push(("BAZAAR_KAFKA_BROKERS".into(), brokers));
+        env.push(("BAZAAR_KAFKA_TOPIC_PREFIX".into(), format!("{prefix}.")));
         // Fewer partitions than production: hundreds of tests each create their topics.
-        ("BAZAAR_KAFKA_PARTITIONS".into(), "2".into()),
-    ]
+        env.push(("BAZAAR_KAFKA_PARTITIONS".into(), "2".into()));
+    }
+    if let Some(redis) = var("TEST_REDIS_URL") {
+        env.push(("BAZAAR_REDIS_URL".into(), redis));
+    }
+    env
 }
 
 /// The environment that chooses a node's database: none for SQLite (the file in `data_dir`),
