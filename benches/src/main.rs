@@ -4,6 +4,7 @@
 
 mod api;
 mod baseline;
+mod kafka;
 mod load;
 mod report;
 mod scenarios;
@@ -43,6 +44,9 @@ enum Scenario {
     WsIdle(IdleArgs),
     /// RSS per live idle entity actor (products), vs bare ractor actors (target ≤ 2 KiB).
     Entities(EntitiesArgs),
+    /// Outbox-to-Kafka bridge events/s vs a raw rskafka producer to the same broker, at batch sizes
+    /// 10, 100, 500 and 1000 (target ratio ≥ 0.7; no cliff at any batch size).
+    Kafka(KafkaArgs),
     #[command(name = "__hello-server", hide = true)]
     HelloServer,
     #[command(name = "__ws-broadcast", hide = true)]
@@ -141,6 +145,24 @@ pub struct EntitiesArgs {
     pub concurrency: usize,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The tansu broker binary to start.
+    #[arg(long, value_name = "PATH", default_value = "tansu")]
+    pub tansu: String,
+    /// Use tansu's memory storage instead of SQLite.
+    #[arg(long)]
+    pub memory: bool,
+    /// Events sent at each batch size, by each side.
+    #[arg(long, default_value_t = 50_000)]
+    pub events: usize,
+    /// Batch sizes (records per relay round / per produce round).
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500,1000")]
+    pub batches: Vec<usize>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -156,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::ChatFanout(args) => scenarios::chat_fanout(&scenarios::Ctx::new(&args.common)?, args).await,
             Scenario::WsIdle(args) => scenarios::ws_idle(&scenarios::Ctx::new(&args.common)?, args).await,
             Scenario::Entities(args) => scenarios::entities(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::Kafka(args) => kafka::kafka(&scenarios::Ctx::new(&args.common)?, args).await,
         }
     };
     // On Ctrl-C the scenario is dropped, which kills every process it started.
