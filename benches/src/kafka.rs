@@ -144,12 +144,16 @@ pub async fn kafka(ctx: &Ctx, args: &KafkaArgs) -> anyhow::Result<()> {
         eprintln!("batch {batch}: bridge (outbox -> Kafka)");
         let bridge_rate = bridge(ctx, &address, &format!("bridge-{batch}."), &events, batch).await?;
         let ratio = bridge_rate / raw_rate;
+        // A cliff: a bigger batch moving markedly fewer records per second than a smaller one
+        // did (the Nagle stall made batch 500 slower than batch 100, on both sides).
+        let best_smaller = |rates: &[(f64, f64)]| rates.iter().map(|&(_, rate)| rate).fold(0.0, f64::max);
+        let no_cliff = bridge_rate >= 0.8 * best_smaller(&points.1) && raw_rate >= 0.8 * best_smaller(&points.0);
         let mut row =
             Row::new(&format!("events/s, batch {batch}"), report::fmt_rate(bridge_rate), report::fmt_rate(raw_rate));
         row = if batch == 500 {
-            row.judged(format!("{ratio:.2}"), "≥ 0.7 (relay_batch default 500)", ratio >= 0.7)
+            row.judged(format!("{ratio:.2}"), "≥ 0.7 (relay_batch default), no cliff", ratio >= 0.7 && no_cliff)
         } else {
-            row.judged(format!("{ratio:.2}"), "no cliff", true)
+            row.judged(format!("{ratio:.2}"), "no cliff", no_cliff)
         };
         rows.push(row);
         points.0.push((batch as f64, raw_rate));

@@ -186,6 +186,19 @@ async fn with_the_broker_stopped_for_30_seconds_orders_go_on_and_every_event_and
         assert_eq!(approved.get(payment_id).map(HashSet::len), Some(1), "PaymentApproved of {payment_id}, once");
     }
     assert_eq!(order_paid.len(), placed.len(), "no OrderPaid for an order nobody placed");
+
+    // The outage and the traffic show in the metrics the dashboard charts.
+    let scrape = node.get("/metrics").await.text;
+    let sample = |name: &str| -> f64 {
+        scrape
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(sample("bazaar_relay_failures_total") >= 1.0, "relay failures while the broker was down");
+    assert!(sample("bazaar_kafka_produce_seconds_count") >= 1.0, "produce latency recorded\n{scrape}");
+    assert!(sample("bazaar_kafka_consume_lag_seconds_count") >= 1.0, "consume lag recorded\n{scrape}");
     eprintln!(
         "{} orders, {during_outage} while the broker was down; {} records on orders, {} on payments",
         placed.len(),
