@@ -9,11 +9,9 @@
 
 #![allow(dead_code)]
 
-use crate::common::{
-    collect_pages, enc, http_client_builder, send_request, serve_command, server_env, spawn_until_ready,
-};
+use crate::common::{collect_pages, enc, http_client_builder, send_request, serve_command, spawn_until_ready};
 pub use crate::common::{
-    database_env, eventually, unique_email, unique_key, Reply, Role, WsClient, FRAME_DEADLINE, PASSWORD,
+    database_env, eventually, server_env, unique_email, unique_key, Reply, Role, WsClient, FRAME_DEADLINE, PASSWORD,
 };
 use crate::common::{ws_request, Body, NotReady};
 use reqwest::Method;
