@@ -1,6 +1,6 @@
-//! The saga consumer: reads the event log (every partition that carries payments and orders) and drives the steps that follow an event — charge a
-//! requested payment, settle the order when the payment is decided, give stock back when an order
-//! is cancelled or refunded.
+//! The saga consumer: reads the event log (every partition that carries payments and orders) and
+//! drives the steps that follow an event — charge a requested payment, settle the order when the
+//! payment is decided, give stock back when an order is cancelled or refunded.
 //!
 //! Events are dispatched in log order (so one entity sees its events in order) and handled
 //! concurrently (so a slow gateway holds back nothing but the offset). The offset only moves past
@@ -198,8 +198,8 @@ impl Consumer {
             }
             let room = WINDOW - inflight.len();
             if fetching.is_none() && leading && !following && room > 0 {
-                // A long poll: it returns when records arrive. It is kept across turns of the
-                // loop (not restarted when a step completes), so a busy partition still reads.
+                // A read that waits (up to 500 ms) for records to arrive. It is kept across turns
+                // of the loop, not restarted when a step completes, so a busy partition still reads.
                 fetching = Some(self.log.fetch(&self.partition, read_upto, room, Duration::from_millis(500)));
             }
             tokio::select! {

@@ -117,9 +117,9 @@ impl KafkaLog {
             }
         }
         let mut partitions = BTreeMap::new();
+        let listed = within(client.list_topics()).await?;
         for topic in TOPICS {
             let name = format!("{}{topic}", config.topic_prefix);
-            let listed = within(client.list_topics()).await?;
             let count = listed.iter().find(|t| t.name == name).map_or(0, |t| t.partitions.len() as i32);
             if count == 0 {
                 return Err(LogError::Kafka(format!("topic {name} has no partitions yet")));
@@ -153,18 +153,12 @@ impl KafkaLog {
     }
 
     /// Appends `records` to one partition, in order.
-    pub async fn produce(&self, topic: &str, index: i32, records: Vec<Record>) -> Result<(), LogError> {
+    async fn produce(&self, topic: &str, index: i32, records: Vec<Record>) -> Result<(), LogError> {
         let client = self.partition_client(topic, index).await?;
         let started = Instant::now();
         within(client.produce(records, Compression::NoCompression)).await?;
         metrics::histogram!("bazaar_kafka_produce_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
-    }
-
-    /// Where a partition's next record will go (the high-water mark).
-    pub async fn end_offset(&self, partition: &Partition) -> Result<i64, LogError> {
-        let client = self.partition_client(&partition.topic, partition.index).await?;
-        within(client.get_offset(OffsetAt::Latest)).await
     }
 
     /// One fetch that returns at once with what the partition holds from `from` on.

@@ -87,8 +87,16 @@ impl Backend {
                 conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
             }
-            // Durability is the server's configuration (`synchronous_commit`), not the client's.
-            Backend::Postgres => {}
+            Backend::Postgres => {
+                // `normal` is the session's own choice: commits acknowledged before the WAL
+                // reaches disk (a server crash may lose the newest; nothing is torn).
+                if durability == Durability::Normal {
+                    conn.execute("SET synchronous_commit = off").await?;
+                }
+                // The one writer of a node holds its mutex while a statement waits on a lock;
+                // another node's batch must not stall it without bound (55P03, decided again).
+                conn.execute("SET lock_timeout = '5s'").await?;
+            }
         }
         Ok(())
     }

@@ -29,25 +29,17 @@ fn parse(body: &str) -> Result<Arc<Envelope>, StoreError> {
 /// Moves up to `limit` outbox events into the event log; returns them as appended.
 pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
     let mut tx = store.begin().await?;
-    let pending_sql = match store.backend() {
-        // The batch's `BEGIN IMMEDIATE` already excludes every other writer.
-        Backend::Sqlite => {
-            "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
-             ORDER BY o.position LIMIT $1"
-        }
-        Backend::Postgres => {
-            // Two relays whose outbox rows do not overlap would otherwise run side by side, and
-            // the one holding the lower log positions could commit last: a consumer that already
-            // read past them would never see them. The lock (held to the batch's COMMIT) makes
-            // relays take turns; reads of the log are not blocked by it.
-            sqlx::query("LOCK TABLE event_log IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-            // Taken after the lock, this statement sees what the previous relay deleted. FOR
-            // UPDATE (not SKIP LOCKED) still guards the rows themselves: a relay that reaches a
-            // row another is moving waits, then finds it gone, so no event is relayed twice.
-            "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
-             ORDER BY o.position LIMIT $1 FOR UPDATE OF o"
-        }
-    };
+    // SQLite: the batch's `BEGIN IMMEDIATE` already excludes every other writer.
+    if store.backend() == Backend::Postgres {
+        // Two relays whose outbox rows do not overlap would otherwise run side by side, and the
+        // one holding the lower log positions could commit last: a consumer that already read
+        // past them would never see them. The lock (held to the batch's COMMIT) makes relays take
+        // turns; reads of the log are not blocked by it. The outbox is read after it is taken,
+        // so what the previous relay deleted is gone and no event is relayed twice.
+        sqlx::query("LOCK TABLE event_log IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+    }
+    let pending_sql = "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
+         ORDER BY o.position LIMIT $1";
     let pending: Vec<(i64, String, String, String)> =
         sqlx::query_as(pending_sql).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
     let mut appended = Vec::with_capacity(pending.len());

@@ -57,10 +57,10 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
-            // PostgreSQL only: two nodes' batches waited on each other's rows (40P01) or a
-            // serializable check failed (40001). The statement was undone; deciding again on
-            // fresh state is the same cure as for a stale version.
-            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")) => {
+            // PostgreSQL only: two nodes' batches waited on each other's rows (40P01), a
+            // serializable check failed (40001) or a lock wait ran out (55P03). The statement
+            // was undone; deciding again on fresh state is the same cure as for a stale version.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03")) => {
                 StoreError::VersionConflict
             }
             _ => StoreError::Database(error),
@@ -316,10 +316,8 @@ pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), Store
     const COLUMNS: usize = 7;
     let mut sql = String::from("INSERT INTO events (id, topic, entity_id, seq, type, at, body) VALUES ");
     for index in 0..rows.len() {
-        let first = index * COLUMNS + 1;
-        let placeholders: Vec<String> = (first..first + COLUMNS).map(|n| format!("${n}")).collect();
         sql.push_str(if index == 0 { "(" } else { ", (" });
-        sql.push_str(&placeholders.join(", "));
+        push_placeholders(&mut sql, index * COLUMNS + 1, COLUMNS);
         sql.push(')');
     }
     let mut insert = sqlx::query(&sql);
@@ -404,6 +402,15 @@ pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Resu
         .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Appends `$first, $first+1, ...` (`count` of them): sqlx's QueryBuilder numbers no
+/// placeholders for the `Any` driver, and PostgreSQL needs them numbered.
+pub(crate) fn push_placeholders(sql: &mut String, first: usize, count: usize) {
+    use std::fmt::Write;
+    for n in first..first + count {
+        let _ = write!(sql, "{}${n}", if n == first { "" } else { ", " });
+    }
 }
 
 /// Fails with [`StoreError::VersionConflict`] unless exactly one row was changed.

@@ -18,10 +18,9 @@ pub async fn forget(store: &Store, positions: &[i64]) -> Result<(), StoreError> 
     if positions.is_empty() {
         return Ok(());
     }
-    // Numbered placeholders written out: sqlx's QueryBuilder writes `?` for the Any driver,
-    // which PostgreSQL refuses.
-    let list: Vec<String> = (1..=positions.len()).map(|n| format!("${n}")).collect();
-    let sql = format!("DELETE FROM outbox WHERE position IN ({})", list.join(", "));
+    let mut sql = String::from("DELETE FROM outbox WHERE position IN (");
+    super::push_placeholders(&mut sql, 1, positions.len());
+    sql.push(')');
     let mut delete = sqlx::query(&sql);
     for position in positions {
         delete = delete.bind(*position);

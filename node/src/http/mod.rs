@@ -177,10 +177,32 @@ where
     Ok(bytes)
 }
 
+/// Whether JSON text holds the escape `\u0000` (a raw NUL byte is not valid JSON anyway). Every
+/// escape is skipped whole, so an escaped backslash followed by `u0000` is plain text.
+fn holds_escaped_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'\\') {
+        let at = i + offset;
+        if bytes.get(at + 1..at + 6) == Some(b"u0000".as_slice()) {
+            return true;
+        }
+        i = at + 2;
+        if i >= bytes.len() {
+            return false;
+        }
+    }
+    false
+}
+
 /// Parses JSON into `T`, naming the offending field in the error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    if holds_escaped_nul(bytes) {
+        // No stored value may hold U+0000 (PostgreSQL text cannot), ids and tokens included:
+        // refused here once for every field of every body.
+        return Err(ApiError::new(ErrorCode::Invalid, "a string holds U+0000 (NUL), which no field may contain"));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|e| {
@@ -401,6 +423,18 @@ mod tests {
         assert_eq!(route_label("/orders/0193abc/cancel"), "/orders/{id}/cancel");
         assert_eq!(route_label("/chat/rooms/r1/messages"), "/chat/rooms/{id}/messages");
         assert_eq!(route_label("/"), "/");
+    }
+
+    #[test]
+    fn an_escaped_nul_anywhere_in_a_body_is_found_and_an_escaped_backslash_is_not_one() {
+        assert!(holds_escaped_nul(br#"{"token":"tok\u0000"}"#));
+        assert!(holds_escaped_nul(br#"{"a":"\n\u0000"}"#));
+        assert!(!holds_escaped_nul(br#"{"a":"\\u0000"}"#), "a backslash, then the text u0000");
+        assert!(!holds_escaped_nul(br#"\u000"#), "a cut-off escape");
+        assert!(!holds_escaped_nul(br#"{"a":"\u0001 \\"}"#));
+        assert!(!holds_escaped_nul(b"\\"));
+        let refused = parse_json::<serde_json::Value>(br#"{"productId":"\u0000"}"#).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Invalid);
     }
 
     #[test]

@@ -179,3 +179,30 @@ async fn a_null_where_an_object_is_expected_is_a_bad_request() {
         .await
         .expect_error_naming(400, "bad_request", "method");
 }
+
+#[tokio::test]
+async fn a_nul_character_in_any_string_is_invalid_and_never_a_server_error() {
+    // PostgreSQL text cannot hold U+0000; every backend answers the same, before storage.
+    let node = TestNode::spawn().await;
+    let (seller, product, buyer) = node.seller_product_buyer(100, 5).await;
+    let order = buyer.place_order(product["id"].as_str().unwrap(), 1).await;
+    let nul = "a\u{0}b";
+    let refused = [
+        buyer.post_with_key("/orders", json!({"productId": nul, "quantity": 1}), &unique_key()).await,
+        buyer
+            .post_with_key(
+                "/payments",
+                json!({"orderId": order["id"], "method": {"type": "card", "token": nul}}),
+                &unique_key(),
+            )
+            .await,
+        buyer.post("/chat/rooms", json!({"peerId": nul})).await,
+        seller.post("/products", json!({"name": nul, "price": 100, "stock": 1})).await,
+        node.post("/auth/login", json!({"email": format!("{nul}@example.com"), "password": PASSWORD})).await,
+    ];
+    for reply in refused {
+        reply.expect_error(422, "invalid");
+    }
+    // The order is untouched and still payable.
+    buyer.pay_ok(order["id"].as_str().unwrap(), "tok_ok").await;
+}
