@@ -122,6 +122,8 @@ pub struct Settings {
     pub kafka_partitions: u32,
     /// Replicas of each topic created at startup.
     pub kafka_replication: u16,
+    /// How long startup waits for the brokers before the node gives up.
+    pub kafka_connect_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -174,6 +176,7 @@ impl Default for Settings {
             kafka_topic_prefix: String::new(),
             kafka_partitions: 6,
             kafka_replication: 1,
+            kafka_connect_timeout_ms: 30_000,
         }
     }
 }

@@ -54,7 +54,7 @@ fn kafka_config(settings: &Settings) -> Option<KafkaConfig> {
         topic_prefix: settings.kafka_topic_prefix.clone(),
         partitions: settings.kafka_partitions.min(1024) as i32,
         replication: settings.kafka_replication.min(i16::MAX as u16) as i16,
-        connect_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_millis(settings.kafka_connect_timeout_ms),
     })
 }
 

@@ -105,6 +105,27 @@ async fn read_topic(broker: &str, topic: &str, partitions: i32) -> Vec<Value> {
 }
 
 #[tokio::test]
+async fn a_node_whose_brokers_never_answer_exits_with_an_error_naming_kafka() {
+    // A port nothing listens on: connections are refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = serve_command()
+        .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("BAZAAR_KAFKA_BROKERS", format!("127.0.0.1:{port}"))
+        .env("BAZAAR_KAFKA_CONNECT_TIMEOUT_MS", "1000")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("the binary runs");
+    assert!(!output.status.success(), "the node must not start without its event log");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("connecting to Kafka"), "the error names Kafka: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "it gave up after the timeout, not later");
+}
+
+#[tokio::test]
 async fn with_the_broker_stopped_for_30_seconds_orders_go_on_and_every_event_and_saga_completes_once() {
     let Some(mut broker) = Broker::start() else {
         eprintln!("skipped: no tansu on PATH and TEST_TANSU_BIN unset (scripts/test.sh installs it)");
