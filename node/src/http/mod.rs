@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod chat;
+pub mod client_addr;
 pub mod operations;
 pub mod orders;
 pub mod payments;
