@@ -117,6 +117,10 @@ fn node_env() -> Vec<(&'static str, String)> {
         // One bench user drives all connections; the per-user in-flight cap (64) would turn the
         // excess into 429s and measure the limiter instead.
         ("BAZAAR_MAX_IN_FLIGHT_PER_USER", "1000000".into()),
+        // Every bench client comes from 127.0.0.1 and signs up its users at full speed: the
+        // sign-up and login limits would measure themselves.
+        ("BAZAAR_AUTH_ATTEMPTS_PER_MINUTE_PER_CLIENT", "1000000".into()),
+        ("BAZAAR_AUTH_ATTEMPTS_PER_SECOND", "1000000".into()),
     ]
 }
 

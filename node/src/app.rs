@@ -1,7 +1,8 @@
 //! What every request handler shares.
 
 use crate::config::Settings;
-use crate::rate_limit::LoginLimiter;
+use crate::passwords::Passwords;
+use crate::rate_limit::{AuthLimits, KeyedBuckets};
 use crate::tokens::TokenService;
 use bazaar_actors::chat_gateway::GatewayMsg;
 use bazaar_actors::cluster::ClusterView;
@@ -23,8 +24,13 @@ pub struct App {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub store: Store,
     pub gateway: ActorRef<GatewayMsg>,
-    pub tokens: TokenService,
-    pub logins: LoginLimiter,
+    pub tokens: Arc<TokenService>,
+    /// Login attempts per client address and e-mail (when Redis does not count them).
+    pub logins: KeyedBuckets,
+    /// Logins and signups per client address and per node, before any password work.
+    pub auth_limits: AuthLimits,
+    /// The bounded pool that hashes and checks passwords.
+    pub passwords: Passwords,
     /// Redis in front of SQL (answers "don't know" when absent or down).
     pub cache: bazaar_actors::cache::Cache,
     /// Requests in flight per user.

@@ -80,7 +80,21 @@ pub struct Settings {
     pub jwt_secret: Option<String>,
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
+    /// Login attempts per client address and e-mail and minute (a flood of wrong passwords from
+    /// one address cannot lock the owner out from another).
     pub login_attempts_per_minute: u32,
+    // Password work (Argon2id: about 19 MiB and tens of milliseconds of a core per hash).
+    /// Hashes computed at once; 0: one per core.
+    pub password_workers: usize,
+    /// Hashes waiting for a worker; beyond it login and signup answer 503 + Retry-After.
+    pub password_queue: usize,
+    /// Logins and signups per client address and minute; beyond it 429 + Retry-After.
+    pub auth_attempts_per_minute_per_client: u32,
+    /// Logins and signups per node and second; beyond it 503 + Retry-After.
+    pub auth_attempts_per_second: u32,
+    /// How often a node reads the sessions revoked on other nodes (their access tokens are
+    /// refused from then on; on the revoking node at once).
+    pub revocation_sync_ms: u64,
     pub body_limit_bytes: u64,
     pub default_currency: String,
     pub ws_max_frame_bytes: usize,
@@ -150,6 +164,11 @@ impl Default for Settings {
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 14 * 24 * 3600,
             login_attempts_per_minute: 10,
+            password_workers: 0,
+            password_queue: 32,
+            auth_attempts_per_minute_per_client: 60,
+            auth_attempts_per_second: 50,
+            revocation_sync_ms: 1000,
             body_limit_bytes: 64 * 1024,
             default_currency: "KRW".into(),
             ws_max_frame_bytes: 64 * 1024,
@@ -248,6 +267,9 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("default_currency: {}", e.reason))?;
         if self.ws_burst == 0 || self.ws_messages_per_second == 0 || self.ws_send_queue == 0 {
             bail!("ws_burst, ws_messages_per_second and ws_send_queue must be at least 1");
+        }
+        if self.auth_attempts_per_minute_per_client == 0 || self.auth_attempts_per_second == 0 {
+            bail!("auth_attempts_per_minute_per_client and auth_attempts_per_second must be at least 1");
         }
         if self.login_attempts_per_minute == 0 || self.body_limit_bytes == 0 || self.ws_max_frame_bytes == 0 {
             bail!("login_attempts_per_minute, body_limit_bytes and ws_max_frame_bytes must be at least 1");

@@ -1,7 +1,7 @@
 //! The `bazaar` node: configuration ([`config`]), credentials and edge limits ([`tokens`],
-//! [`rate_limit`]), the state handlers share ([`app`]), the warp front end ([`http`], one module per
-//! resource plus the WebSocket in [`http::ws`]), startup ([`Node`]) and `bazaar cluster up`
-//! ([`cluster_up`]). A request enters a route in [`http`], is checked into domain values, and
+//! [`passwords`], [`rate_limit`]), the state handlers share ([`app`]), the warp front end
+//! ([`http`], one module per resource plus the WebSocket in [`http::ws`]), startup ([`Node`]) and
+//! `bazaar cluster up` ([`cluster_up`]). A request enters a route in [`http`], is checked into domain values, and
 //! becomes a request to an entity's region in `bazaar_actors`; the reply (or its error, mapped in
 //! one place per error enum) goes back as JSON.
 
@@ -9,6 +9,7 @@ pub mod app;
 pub mod cluster_up;
 pub mod config;
 pub mod http;
+pub mod passwords;
 pub mod rate_limit;
 pub mod tokens;
 
@@ -98,12 +99,17 @@ impl Node {
             .with_context(|| format!("binding {}", settings.http_addr))?;
         settings.http_addr = listener.local_addr()?;
         let app = Arc::new(App {
-            tokens: tokens::TokenService::new(
+            tokens: Arc::new(tokens::TokenService::new(
                 &secret,
                 Duration::from_secs(settings.access_token_ttl_secs),
                 Duration::from_secs(settings.refresh_token_ttl_secs),
+            )),
+            logins: rate_limit::KeyedBuckets::new(settings.login_attempts_per_minute),
+            auth_limits: rate_limit::AuthLimits::new(
+                settings.auth_attempts_per_minute_per_client,
+                settings.auth_attempts_per_second,
             ),
-            logins: rate_limit::LoginLimiter::new(settings.login_attempts_per_minute),
+            passwords: passwords::Passwords::new(settings.password_workers, settings.password_queue),
             cache,
             user_slots: rate_limit::UserSlots::new(settings.max_in_flight_per_user),
             nodes,
@@ -128,8 +134,17 @@ impl Node {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Node { app, system, listener } = self;
         info!(node = %app.settings.node_name, http = %app.settings.http_addr, "serving");
+        let (stop_following, following) = tokio::sync::watch::channel(false);
+        let revocations = tokens::follow_revocations(
+            app.tokens.clone(),
+            app.store.clone(),
+            Duration::from_millis(app.settings.revocation_sync_ms.max(1)),
+            following,
+        );
         warp::serve(http::routes(app)).incoming(listener).graceful(shutdown).run().await;
         info!("shutting down");
+        let _ = stop_following.send(true);
+        let _ = revocations.await;
         system.stop().await;
         Ok(())
     }

@@ -1,30 +1,20 @@
-//! Credentials: Argon2id password hashes, HS256 access tokens, and opaque refresh tokens (only
-//! their SHA-256 is stored, so a database leak does not leak live tokens).
+//! Credentials: HS256 access tokens, opaque refresh tokens (only their SHA-256 is stored, so a
+//! database leak does not leak live tokens), and the deny list that ends an access token's life
+//! early when its session (its refresh-token family, the `sid` claim) is revoked. Password
+//! hashing is in [`crate::passwords`].
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use bazaar_actors::store::{tokens as token_store, Store};
 use bazaar_protocol::auth::Claims;
 use bazaar_protocol::values::Role;
 use bazaar_protocol::UserId;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sha2::{Digest, Sha256};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-/// Hashes a password with Argon2id and a fresh salt (slow on purpose: run it off the async threads).
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
-}
-
-/// Checks a password against a stored hash. With no hash (unknown e-mail) it checks against a
-/// dummy one, so unknown accounts take as long as wrong passwords.
-pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| hash_password("dummy password for timing").unwrap_or_default());
-    let Ok(parsed) = PasswordHash::new(stored.unwrap_or(dummy)) else { return false };
-    Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && stored.is_some()
-}
+use tokio::sync::watch;
+use tracing::warn;
 
 /// Issues and checks access tokens.
 pub struct TokenService {
@@ -35,6 +25,9 @@ pub struct TokenService {
     pub access_ttl: Duration,
     /// How long a refresh token lives.
     pub refresh_ttl: Duration,
+    /// Revoked sessions, each until the last access token it can have issued has expired
+    /// (seconds since the epoch).
+    denied: RwLock<HashMap<String, i64>>,
 }
 
 /// Who made an authenticated request.
@@ -61,11 +54,12 @@ impl TokenService {
             validation,
             access_ttl,
             refresh_ttl,
+            denied: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Issues an access token for a user.
-    pub fn issue(&self, user: &UserId, role: Role) -> String {
+    /// Issues an access token for a user's session (the refresh-token family it belongs to).
+    pub fn issue(&self, user: &UserId, role: Role, session: &str) -> String {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user.0.clone(),
@@ -73,16 +67,74 @@ impl TokenService {
             iat: now,
             exp: now + self.access_ttl.as_secs() as i64,
             jti: uuid::Uuid::new_v4().to_string(),
+            sid: Some(session.to_owned()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding of plain claims cannot fail")
     }
 
-    /// Checks an access token's signature and expiry.
+    /// Checks an access token's signature, expiry, and that its session was not revoked.
     pub fn verify(&self, token: &str) -> Option<Caller> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        if let Some(session) = &data.claims.sid {
+            if self.denied.read().unwrap_or_else(|p| p.into_inner()).contains_key(session) {
+                return None;
+            }
+        }
         Some(Caller { id: data.claims.sub.into(), role: data.claims.role, expires_at: data.claims.exp, slot: None })
     }
+
+    /// Refuses every access token of `session` from now on; `revoked_at` is when the session was
+    /// revoked, and it stays denied until its last token has expired.
+    pub fn deny(&self, session: &str, revoked_at: DateTime<Utc>) {
+        let until = revoked_at.timestamp() + self.access_ttl.as_secs() as i64 + 1;
+        self.denied.write().unwrap_or_else(|p| p.into_inner()).insert(session.to_owned(), until);
+    }
+
+    /// Forgets the revoked sessions whose tokens have all expired; returns how many are left.
+    fn prune(&self, now: i64) -> usize {
+        let mut denied = self.denied.write().unwrap_or_else(|p| p.into_inner());
+        denied.retain(|_, until| *until > now);
+        denied.len()
+    }
+}
+
+/// How far back each look at the revocations reaches, past the previous look: revocations are
+/// stamped with the revoking node's clock and may commit a little after their stamp.
+const REVOCATION_OVERLAP: Duration = Duration::from_secs(60);
+
+/// Keeps the deny list in step with the sessions revoked on every node (the `revoked_at` column
+/// of the token families), looking every `every`; at start it reads back one access-token
+/// lifetime, so a restarted node refuses what was revoked before. Stops when `shutdown` turns
+/// true.
+pub fn follow_revocations(
+    tokens: Arc<TokenService>,
+    store: Store,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let lifetime = chrono::Duration::from_std(tokens.access_ttl).unwrap_or(chrono::Duration::days(1));
+        let mut since = Utc::now() - lifetime;
+        loop {
+            let looked_at = Utc::now();
+            match token_store::revoked_since(&store, since).await {
+                Ok(revoked) => {
+                    for (session, at) in revoked {
+                        tokens.deny(&session, at);
+                    }
+                    let left = tokens.prune(looked_at.timestamp());
+                    metrics::gauge!("bazaar_revoked_sessions").set(left as f64);
+                    since = looked_at - chrono::Duration::from_std(REVOCATION_OVERLAP).unwrap_or_default();
+                }
+                Err(e) => warn!(reason = %e, "revoked sessions unreadable; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    })
 }
 
 /// A new opaque refresh token.
@@ -100,25 +152,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_verify_only_against_their_own_hash() {
-        let hash = hash_password("correct horse").unwrap();
-        assert!(verify_password("correct horse", Some(&hash)));
-        assert!(!verify_password("wrong horse", Some(&hash)));
-        assert!(!verify_password("correct horse", None));
-        assert!(hash.starts_with("$argon2id$"));
-    }
-
-    #[test]
     fn tokens_from_another_secret_or_expired_are_refused() {
         let tokens = TokenService::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60), Duration::ZERO);
-        let token = tokens.issue(&"u1".into(), Role::Buyer);
+        let token = tokens.issue(&"u1".into(), Role::Buyer, "s1");
         assert_eq!(tokens.verify(&token).unwrap().id, UserId::from("u1"));
         let other = TokenService::new(b"another secret of thirty-two chars!", Duration::from_secs(60), Duration::ZERO);
         assert!(other.verify(&token).is_none());
         let expired = TokenService::new(b"0123456789abcdef0123456789abcdef", Duration::ZERO, Duration::ZERO);
-        let token = expired.issue(&"u1".into(), Role::Buyer);
+        let token = expired.issue(&"u1".into(), Role::Buyer, "s1");
         std::thread::sleep(Duration::from_millis(1100));
         assert!(expired.verify(&token).is_none());
         assert!(tokens.verify("not.a.token").is_none());
+    }
+
+    #[test]
+    fn a_denied_session_refuses_its_tokens_and_only_its_own_until_they_expire() {
+        let tokens = TokenService::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60), Duration::ZERO);
+        let mine = tokens.issue(&"u1".into(), Role::Buyer, "s1");
+        let other = tokens.issue(&"u1".into(), Role::Buyer, "s2");
+        let now = Utc::now();
+        tokens.deny("s1", now);
+        assert!(tokens.verify(&mine).is_none());
+        assert!(tokens.verify(&other).is_some());
+        assert_eq!(tokens.prune(now.timestamp() + 30), 1, "kept while its tokens may live");
+        assert_eq!(tokens.prune(now.timestamp() + 62), 0, "forgotten once they cannot");
     }
 }

@@ -76,4 +76,8 @@ pub struct Claims {
     pub iat: i64,
     /// A unique token id.
     pub jti: String,
+    /// The session (refresh-token family) the token was issued in; revoking the session (logout,
+    /// a refresh token presented twice) revokes the token. Absent in tokens issued before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }

@@ -204,13 +204,8 @@ fn user_view() -> impl Strategy<Value = UserView> {
 }
 
 fn claims() -> impl Strategy<Value = Claims> {
-    (id_text(), role(), any::<i64>(), any::<i64>(), id_text()).prop_map(|(sub, role, exp, iat, jti)| Claims {
-        sub,
-        role,
-        exp,
-        iat,
-        jti,
-    })
+    (id_text(), role(), any::<i64>(), any::<i64>(), id_text(), proptest::option::of(id_text()))
+        .prop_map(|(sub, role, exp, iat, jti, sid)| Claims { sub, role, exp, iat, jti, sid })
 }
 
 // ---------------------------------------------------------------------------------------------

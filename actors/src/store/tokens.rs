@@ -11,8 +11,8 @@ pub enum Rotation {
     Rotated { user_id: String, family_id: String },
     /// Unknown, expired or revoked.
     Invalid,
-    /// The token was already spent: its family is now revoked.
-    Reused,
+    /// The token was already spent: its family `family_id` is now revoked.
+    Reused { family_id: String },
 }
 
 /// Starts a new family with its first token (at login).
@@ -91,26 +91,52 @@ pub async fn rotate(
             .rows_affected()
             == 1;
     if !spent_now {
-        sqlx::query("UPDATE token_families SET revoked = 1 WHERE id = $1").bind(&family_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE token_families SET revoked = 1, revoked_at = $2 WHERE id = $1")
+            .bind(&family_id)
+            .bind(timestamp::encode(now))
+            .execute(&mut *tx)
+            .await?;
         store.commit(tx).await?;
-        return Ok(Rotation::Reused);
+        return Ok(Rotation::Reused { family_id });
     }
     insert_token(&mut tx, &family_id, &user_id, next_hash, next_expires_at).await?;
     store.commit(tx).await?;
     Ok(Rotation::Rotated { user_id, family_id })
 }
 
-/// Revokes the family of `token_hash` if it belongs to `user_id`; returns whether one was found.
-pub async fn revoke_family_of(store: &Store, token_hash: &str, user_id: &str) -> Result<bool, StoreError> {
+/// Revokes the family of `token_hash` if it belongs to `user_id`; returns the family's id, or
+/// `None` when no such token is known.
+pub async fn revoke_family_of(
+    store: &Store,
+    token_hash: &str,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
     let mut tx = store.begin().await?;
-    let done = sqlx::query(
-        "UPDATE token_families SET revoked = 1
-         WHERE id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2)",
-    )
-    .bind(token_hash)
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await?;
+    let family: Option<(String,)> =
+        sqlx::query_as("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
+            .bind(token_hash)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((family_id,)) = family else { return Ok(None) };
+    // A family revoked earlier keeps its first revocation time (the deny list counts from it).
+    sqlx::query("UPDATE token_families SET revoked = 1, revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+        .bind(&family_id)
+        .bind(timestamp::encode(now))
+        .execute(&mut *tx)
+        .await?;
     store.commit(tx).await?;
-    Ok(done.rows_affected() == 1)
+    Ok(Some(family_id))
+}
+
+/// The families revoked at or after `since`, with when: how every node learns of revocations
+/// made on the others.
+pub async fn revoked_since(store: &Store, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, revoked_at FROM token_families WHERE revoked_at >= $1")
+            .bind(timestamp::encode(since))
+            .fetch_all(store.reader())
+            .await?;
+    rows.into_iter().map(|(id, at)| Ok((id, timestamp::decode(&at)?))).collect()
 }

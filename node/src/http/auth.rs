@@ -1,7 +1,10 @@
 //! `/auth`: signup, login, refresh, logout, the caller's profile and user lookup.
 
+use super::client_addr::client_addr;
 use super::{caller, json, json_body, render, settle, ApiError, ApiResult};
 use crate::app::App;
+use crate::passwords::PasswordError;
+use crate::rate_limit::{client_key, AuthRefusal};
 use crate::tokens::{self, Caller};
 use bazaar_actors::store::{tokens as token_store, users};
 use bazaar_actors::user::{GetUser, NewUser, Register, UserError};
@@ -9,6 +12,7 @@ use bazaar_protocol::auth::{LoginRequest, RefreshRequest, SignupRequest, TokenPa
 use bazaar_protocol::values::{parse_name, Email, Password, Role};
 use bazaar_protocol::{ErrorCode, UserId};
 use chrono::Utc;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -25,6 +29,35 @@ impl From<UserError> for ApiError {
     }
 }
 
+impl From<PasswordError> for ApiError {
+    fn from(error: PasswordError) -> Self {
+        match error {
+            PasswordError::Busy => {
+                ApiError::new(ErrorCode::Unavailable, "the node is busy checking passwords, retry shortly")
+                    .with_retry_after(1)
+            }
+            PasswordError::Failed => ApiError::unavailable(),
+        }
+    }
+}
+
+/// Counts a login or signup against the limits in front of password work.
+fn admit(app: &App, client: Option<SocketAddr>) -> Result<(), ApiError> {
+    let seconds = |wait: std::time::Duration| wait.as_secs() + 1;
+    app.auth_limits.admit(client.map(|c| c.ip())).map_err(|refusal| match refusal {
+        AuthRefusal::Client(wait) => {
+            metrics::counter!("bazaar_rate_limited_total", "limit" => "auth_per_client").increment(1);
+            ApiError::new(ErrorCode::RateLimited, "too many sign-ups and logins from this address, retry later")
+                .with_retry_after(seconds(wait))
+        }
+        AuthRefusal::Node(wait) => {
+            metrics::counter!("bazaar_rate_limited_total", "limit" => "auth_per_node").increment(1);
+            ApiError::new(ErrorCode::Unavailable, "the node takes no more sign-ups and logins right now, retry shortly")
+                .with_retry_after(seconds(wait))
+        }
+    })
+}
+
 /// The routes of this resource.
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let limit = app.settings.body_limit_bytes;
@@ -35,13 +68,15 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let signup = warp::path!("auth" / "signup")
         .and(warp::post())
         .and(with_app.clone())
+        .and(client_addr())
         .and(json_body::<SignupRequest>(limit))
-        .and_then(|app, body| async move { render(signup(app, body).await) });
+        .and_then(|app, client, body| async move { render(signup(app, client, body).await) });
     let login = warp::path!("auth" / "login")
         .and(warp::post())
         .and(with_app.clone())
+        .and(client_addr())
         .and(json_body::<LoginRequest>(limit))
-        .and_then(|app, body| async move { render(login(app, body).await) });
+        .and_then(|app, client, body| async move { render(login(app, client, body).await) });
     let refresh = warp::path!("auth" / "refresh")
         .and(warp::post())
         .and(with_app.clone())
@@ -66,7 +101,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     signup.or(login).unify().or(refresh).unify().or(logout).unify().or(me).unify().or(user).unify().boxed()
 }
 
-async fn signup(app: Arc<App>, body: SignupRequest) -> ApiResult {
+async fn signup(app: Arc<App>, client: Option<SocketAddr>, body: SignupRequest) -> ApiResult {
     let email = Email::parse(&body.email)?;
     let password = Password::parse(&body.password)?;
     let role = Role::parse(&body.role)?;
@@ -74,10 +109,8 @@ async fn signup(app: Arc<App>, body: SignupRequest) -> ApiResult {
         Some(name) => parse_name("name", name, 100)?,
         None => email.as_str().split('@').next().unwrap_or_default().to_owned(),
     };
-    let password_hash = tokio::task::spawn_blocking(move || tokens::hash_password(password.expose()))
-        .await
-        .map_err(|_| ApiError::unavailable())?
-        .map_err(|_| ApiError::unavailable())?;
+    admit(&app, client)?;
+    let password_hash = app.passwords.hash(password.expose().to_owned()).await?;
     let new = NewUser { email, password_hash, role, name };
     let id = UserId::generate();
     let view = settle(app.regions.users.ask(id.as_str(), Register(new)).await)?;
@@ -97,18 +130,26 @@ async fn has_paid_order(app: &App, buyer: &str, seller: &str) -> Result<bool, Ap
     Ok(paid)
 }
 
-fn issue_pair(app: &App, user: &UserId, role: Role, refresh_token: String) -> TokenPair {
-    TokenPair { access_token: app.tokens.issue(user, role), refresh_token, expires_in: app.tokens.access_ttl.as_secs() }
+fn issue_pair(app: &App, user: &UserId, role: Role, session: &str, refresh_token: String) -> TokenPair {
+    TokenPair {
+        access_token: app.tokens.issue(user, role, session),
+        refresh_token,
+        expires_in: app.tokens.access_ttl.as_secs(),
+    }
 }
 
-async fn login(app: Arc<App>, body: LoginRequest) -> ApiResult {
+async fn login(app: Arc<App>, client: Option<SocketAddr>, body: LoginRequest) -> ApiResult {
     let bad_credentials = || ApiError::new(ErrorCode::Unauthorized, "wrong e-mail or password");
+    admit(&app, client)?;
     // Unparseable e-mails are counted too, under their raw spelling, so they cannot dodge the limit.
     let email = Email::parse(&body.email).map(|e| e.as_str().to_owned()).unwrap_or_else(|_| body.email.clone());
-    // Counted cluster-wide in Redis when it answers, on this node otherwise.
-    let limited = match app.cache.login_attempt(&email, app.settings.login_attempts_per_minute).await {
+    // Per client address and e-mail: wrong passwords sent from one address for someone else's
+    // e-mail must not lock its owner out. Counted cluster-wide in Redis when it answers, on this
+    // node otherwise.
+    let key = format!("{} {email}", client_key(client.map(|c| c.ip())));
+    let limited = match app.cache.login_attempt(&key, app.settings.login_attempts_per_minute).await {
         Some(outcome) => outcome,
-        None => app.logins.attempt(&email).map_err(|wait| wait.as_secs() + 1),
+        None => app.logins.attempt(&key).map_err(|wait| wait.as_secs() + 1),
     };
     if let Err(retry_after) = limited {
         metrics::counter!("bazaar_rate_limited_total", "limit" => "login").increment(1);
@@ -118,26 +159,24 @@ async fn login(app: Arc<App>, body: LoginRequest) -> ApiResult {
     }
     let user = users::find_by_email(&app.store, &email).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let password = body.password;
-    let verified = tokio::task::spawn_blocking(move || tokens::verify_password(&password, stored.as_deref()))
-        .await
-        .map_err(|_| ApiError::unavailable())?;
+    let verified = app.passwords.verify(body.password, stored).await?;
     let user = match user {
         Some(user) if verified => user,
         _ => return Err(bad_credentials()),
     };
     let refresh_token = tokens::new_refresh_token();
     let now = Utc::now();
+    let session = uuid::Uuid::now_v7().to_string();
     token_store::start_family(
         &app.store,
-        &uuid::Uuid::now_v7().to_string(),
+        &session,
         user.view.id.as_str(),
         &tokens::refresh_token_hash(&refresh_token),
         now + app.tokens.refresh_ttl,
         now,
     )
     .await?;
-    Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, refresh_token)))
+    Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, &session, refresh_token)))
 }
 
 async fn refresh(app: Arc<App>, body: RefreshRequest) -> ApiResult {
@@ -152,11 +191,13 @@ async fn refresh(app: Arc<App>, body: RefreshRequest) -> ApiResult {
     )
     .await?;
     match rotation {
-        token_store::Rotation::Rotated { user_id, .. } => {
+        token_store::Rotation::Rotated { user_id, family_id } => {
             let user = users::load(&app.store, &user_id).await?.ok_or_else(ApiError::unauthorized)?;
-            Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, next)))
+            Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, &family_id, next)))
         }
-        token_store::Rotation::Reused => {
+        token_store::Rotation::Reused { family_id } => {
+            // Someone holds a copy: the access tokens of the session go with its refresh tokens.
+            app.tokens.deny(&family_id, now);
             Err(ApiError::new(ErrorCode::Unauthorized, "refresh token reused; every session of it is revoked"))
         }
         token_store::Rotation::Invalid => {
@@ -167,9 +208,12 @@ async fn refresh(app: Arc<App>, body: RefreshRequest) -> ApiResult {
 
 async fn logout(app: Arc<App>, who: Caller, body: RefreshRequest) -> ApiResult {
     let hash = tokens::refresh_token_hash(&body.refresh_token);
-    if !token_store::revoke_family_of(&app.store, &hash, who.id.as_str()).await? {
+    let now = Utc::now();
+    let Some(session) = token_store::revoke_family_of(&app.store, &hash, who.id.as_str(), now).await? else {
         return Err(ApiError::new(ErrorCode::Unauthorized, "refresh token unknown"));
-    }
+    };
+    // The access tokens of the session end now too; other nodes learn of it from the store.
+    app.tokens.deny(&session, now);
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }
 

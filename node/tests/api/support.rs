@@ -79,6 +79,21 @@ impl Api {
         self.send(Method::POST, path, None, Body::Json(body), &[]).await
     }
 
+    /// An anonymous POST that, like a well-behaved client, waits as `Retry-After` says and tries
+    /// again while the node answers 503 (its password work is bounded: tests that sign up many
+    /// users at once can find it full). Gives up after 30 tries.
+    pub async fn post_patiently(&self, path: &str, body: Value) -> Reply {
+        for _ in 0..30 {
+            let reply = self.post(path, body.clone()).await;
+            if reply.status != 503 {
+                return reply;
+            }
+            let wait: u64 = reply.header("retry-after").and_then(|s| s.parse().ok()).unwrap_or(1);
+            tokio::time::sleep(Duration::from_millis(100 + 400 * wait.min(5))).await;
+        }
+        self.post(path, body).await
+    }
+
     /// The WebSocket URL, optionally with the token as a query parameter.
     pub fn ws_url(&self, query_token: Option<&str>) -> String {
         match query_token {
@@ -110,13 +125,8 @@ impl Api {
     /// Signs up an account of `role` with a fresh e-mail and logs it in.
     pub async fn signup(&self, role: Role) -> TestUser {
         let email = unique_email();
-        let profile = self
-            .post(
-                "/auth/signup",
-                json!({"email": email, "password": PASSWORD, "role": role.as_str(), "name": "Test User"}),
-            )
-            .await
-            .expect(201);
+        let body = json!({"email": email, "password": PASSWORD, "role": role.as_str(), "name": "Test User"});
+        let profile = self.post_patiently("/auth/signup", body).await.expect(201);
         let id = profile["id"].as_str().expect("signup returns an id").to_owned();
         let mut user = TestUser {
             api: self.clone(),
@@ -164,6 +174,11 @@ impl TestNode {
         };
         node.start().await;
         node
+    }
+
+    /// The node's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     /// The data directory, kept across restarts.
@@ -302,8 +317,11 @@ pub struct TestUser {
 impl TestUser {
     /// Logs in again (for example after a restart) and keeps the new pair.
     pub async fn login(&mut self) {
-        let pair =
-            self.api.post("/auth/login", json!({"email": self.email, "password": self.password})).await.expect(200);
+        let pair = self
+            .api
+            .post_patiently("/auth/login", json!({"email": self.email, "password": self.password}))
+            .await
+            .expect(200);
         self.access_token = pair["accessToken"].as_str().expect("login returns accessToken").to_owned();
         self.refresh_token = pair["refreshToken"].as_str().expect("login returns refreshToken").to_owned();
     }

@@ -19,4 +19,5 @@ mod consistency;
 mod failover;
 mod frame_limit;
 mod membership;
+mod revocation;
 mod silent_peer;

@@ -249,7 +249,10 @@ pub fn serve_command() -> Command {
 /// other's events and a restarted node finds its topics again. Empty on the embedded default.
 pub fn server_env(scope: &Path) -> Vec<(String, String)> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let mut env = Vec::new();
+    // Every test client comes from 127.0.0.1, and many tests sign up dozens of users: the limit
+    // on sign-ups and logins per client address (60 a minute) is raised for them; the tests of
+    // that limit set it themselves.
+    let mut env = vec![("BAZAAR_AUTH_ATTEMPTS_PER_MINUTE_PER_CLIENT".to_owned(), "1000000".to_owned())];
     if let Some(brokers) = var("TEST_KAFKA_BROKERS") {
         let name = scope.file_name().and_then(|n| n.to_str()).unwrap_or("scope");
         let prefix: String =
