@@ -34,6 +34,8 @@ pub struct Node {
     app: Arc<App>,
     system: System,
     listener: tokio::net::TcpListener,
+    /// Where following the revoked sessions goes on from (they were read up to here at build).
+    revocations_since: chrono::DateTime<chrono::Utc>,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -122,7 +124,10 @@ impl Node {
             metrics,
             settings,
         });
-        Ok(Self { app, system, listener })
+        // Before the node answers anything: a token revoked before a restart stays refused.
+        let revocations_since =
+            tokens::load_revocations(&app.tokens, &app.store).await.context("reading the revoked sessions")?;
+        Ok(Self { app, system, listener, revocations_since })
     }
 
     /// Where the HTTP front end listens.
@@ -132,13 +137,14 @@ impl Node {
 
     /// Serves until `shutdown` resolves, then drains requests and stops the actors.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Node { app, system, listener } = self;
+        let Node { app, system, listener, revocations_since } = self;
         info!(node = %app.settings.node_name, http = %app.settings.http_addr, "serving");
         let (stop_following, following) = tokio::sync::watch::channel(false);
         let revocations = tokens::follow_revocations(
             app.tokens.clone(),
             app.store.clone(),
             Duration::from_millis(app.settings.revocation_sync_ms.max(1)),
+            revocations_since,
             following,
         );
         warp::serve(http::routes(app)).incoming(listener).graceful(shutdown).run().await;

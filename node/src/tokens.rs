@@ -103,35 +103,51 @@ impl TokenService {
 /// stamped with the revoking node's clock and may commit a little after their stamp.
 const REVOCATION_OVERLAP: Duration = Duration::from_secs(60);
 
+/// Reads the sessions revoked at or after `since` into the deny list; returns where the next look
+/// starts.
+async fn look_at_revocations(
+    tokens: &TokenService,
+    store: &Store,
+    since: DateTime<Utc>,
+) -> Result<DateTime<Utc>, bazaar_actors::store::StoreError> {
+    let looked_at = Utc::now();
+    for (session, at) in token_store::revoked_since(store, since).await? {
+        tokens.deny(&session, at);
+    }
+    let left = tokens.prune(looked_at.timestamp());
+    metrics::gauge!("bazaar_revoked_sessions").set(left as f64);
+    Ok(looked_at - chrono::Duration::from_std(REVOCATION_OVERLAP).unwrap_or_default())
+}
+
+/// Fills the deny list with the sessions revoked within one access-token lifetime, so a node
+/// that starts refuses what was revoked before; returns where [`follow_revocations`] goes on.
+pub async fn load_revocations(
+    tokens: &TokenService,
+    store: &Store,
+) -> Result<DateTime<Utc>, bazaar_actors::store::StoreError> {
+    let lifetime = chrono::Duration::from_std(tokens.access_ttl).unwrap_or(chrono::Duration::days(1));
+    look_at_revocations(tokens, store, Utc::now() - lifetime).await
+}
+
 /// Keeps the deny list in step with the sessions revoked on every node (the `revoked_at` column
-/// of the token families), looking every `every`; at start it reads back one access-token
-/// lifetime, so a restarted node refuses what was revoked before. Stops when `shutdown` turns
+/// of the token families), looking every `every` from `since` on. Stops when `shutdown` turns
 /// true.
 pub fn follow_revocations(
     tokens: Arc<TokenService>,
     store: Store,
     every: Duration,
+    mut since: DateTime<Utc>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let lifetime = chrono::Duration::from_std(tokens.access_ttl).unwrap_or(chrono::Duration::days(1));
-        let mut since = Utc::now() - lifetime;
         loop {
-            let looked_at = Utc::now();
-            match token_store::revoked_since(&store, since).await {
-                Ok(revoked) => {
-                    for (session, at) in revoked {
-                        tokens.deny(&session, at);
-                    }
-                    let left = tokens.prune(looked_at.timestamp());
-                    metrics::gauge!("bazaar_revoked_sessions").set(left as f64);
-                    since = looked_at - chrono::Duration::from_std(REVOCATION_OVERLAP).unwrap_or_default();
-                }
-                Err(e) => warn!(reason = %e, "revoked sessions unreadable; retrying"),
-            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
+            }
+            match look_at_revocations(&tokens, &store, since).await {
+                Ok(next) => since = next,
+                Err(e) => warn!(reason = %e, "revoked sessions unreadable; retrying"),
             }
         }
     })
