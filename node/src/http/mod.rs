@@ -584,7 +584,7 @@ mod tests {
             (r#"{"stock":1,"name":"n","tags":[]}"#, "price: is required"),
             ("[]", "the body: must be a JSON object"),
             ("null", "the body: must be a JSON object"),
-            (r#"{"price":1,"#, "malformed JSON: EOF while parsing an object"),
+            (r#"{"price":1,"#, "malformed JSON: EOF while parsing a value"),
         ] {
             let refused = parse_json::<Body>(body.as_bytes()).unwrap_err();
             assert_eq!(refused.message, wanted, "for {body}");
