@@ -592,6 +592,21 @@ mod tests {
     }
 
     #[test]
+    fn only_json_media_types_are_read_as_json() {
+        let value = |text: &str| HeaderValue::from_str(text).unwrap();
+        for json in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/ld+json"] {
+            assert!(is_json_media_type(Some(&value(json))), "{json}");
+        }
+        assert!(is_json_media_type(None), "no Content-Type is read as JSON");
+        for other in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "json", ""]
+        {
+            assert!(!is_json_media_type(Some(&value(other))), "{other}");
+        }
+        let opaque = HeaderValue::from_bytes("application/jsón".as_bytes()).unwrap();
+        assert!(!is_json_media_type(Some(&opaque)));
+    }
+
+    #[test]
     fn parse_errors_name_the_field() {
         #[derive(serde::Deserialize, Debug)]
         struct Body {

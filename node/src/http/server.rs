@@ -61,7 +61,24 @@ pub struct BodyDeadline {
 /// The connection's place under `http_max_connections`, shared with the requests it carries: an
 /// upgraded WebSocket keeps a clone, so the place is freed only when the socket ends too.
 #[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<Place>);
+
+/// A taken place, counted in `bazaar_http_connections_open` for as long as it is held (a task
+/// aborted or a socket that panicked gives it back too).
+struct Place(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Place {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("bazaar_http_connections_open").increment(1.0);
+        Self(permit)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        metrics::gauge!("bazaar_http_connections_open").decrement(1.0);
+    }
+}
 
 /// Accept errors that concern one connection (it went away before we took it), not the listener.
 fn concerns_one_connection(error: &std::io::Error) -> bool {
@@ -115,13 +132,12 @@ pub async fn serve(
                     drop(stream);
                     continue;
                 };
-                let slot = ConnectionSlot(Arc::new(place));
+                let slot = ConnectionSlot(Arc::new(Place::new(place)));
                 let stopping = stopping_rx.clone();
                 let service = service.clone();
                 // Written out here rather than in a function: the service's type is warp's and
                 // unnameable.
                 connections.spawn(async move {
-                    metrics::gauge!("bazaar_http_connections_open").increment(1.0);
                     // Small JSON answers: waiting to coalesce them only adds latency.
                     let _ = stream.set_nodelay(true);
                     let hyper_service = TowerToHyperService::new(service);
@@ -136,7 +152,6 @@ pub async fn serve(
                         hyper_service.call(request)
                     });
                     serve_connection(TokioIo::new(stream), per_request, limits, stopping, peer).await;
-                    metrics::gauge!("bazaar_http_connections_open").decrement(1.0);
                     drop(slot);
                 });
             }
