@@ -43,19 +43,20 @@ pub struct App {
 }
 
 impl App {
-    /// Counts a new socket for `user`; false when the user is at the limit.
-    pub fn open_socket(&self, user: &UserId) -> bool {
+    /// Takes one of `user`'s socket places; `None` when the user is at the limit. The place is
+    /// given back when the returned slot is dropped, however the socket ends.
+    pub fn open_socket(self: &Arc<Self>, user: &UserId) -> Option<SocketSlot> {
         let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         let count = sockets.entry(user.clone()).or_insert(0);
         if *count >= self.settings.ws_max_connections_per_user {
-            return false;
+            return None;
         }
         *count += 1;
-        true
+        Some(SocketSlot { app: self.clone(), user: user.clone() })
     }
 
-    /// Forgets a closed socket of `user`.
-    pub fn close_socket(&self, user: &UserId) {
+    /// Gives back one of `user`'s socket places.
+    fn close_socket(&self, user: &UserId) {
         let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = sockets.get_mut(user) {
             *count -= 1;
@@ -63,5 +64,19 @@ impl App {
                 sockets.remove(user);
             }
         }
+    }
+}
+
+/// One of a user's places under `ws_max_connections_per_user`, held from the upgrade request to
+/// the end of the socket: dropping it (an upgrade the client aborted, a socket closed for any
+/// reason, a task that panicked) frees the place.
+pub struct SocketSlot {
+    app: Arc<App>,
+    user: UserId,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.app.close_socket(&self.user);
     }
 }

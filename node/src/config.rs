@@ -138,6 +138,19 @@ pub struct Settings {
     pub kafka_replication: u16,
     /// How long startup waits for the brokers before the node gives up.
     pub kafka_connect_timeout_ms: u64,
+    // --- HTTP connections: timeouts, the connection cap, the shutdown grace (slow clients) ---
+    /// How long a connection may take to send a request's head once it waits for one; hyper
+    /// starts this timer as soon as a connection waits for its next request, so it is also the
+    /// idle keep-alive timeout. Then the connection is closed.
+    pub http_header_read_timeout_ms: u64,
+    /// How long a request's body may take to arrive, counted from its head; then 408
+    /// `request_timeout` and the connection is closed.
+    pub http_body_read_timeout_ms: u64,
+    /// Open HTTP connections (upgraded WebSockets included); past it new connections are closed
+    /// as soon as they are accepted.
+    pub http_max_connections: usize,
+    /// On shutdown, how long requests in flight may finish before every connection is dropped.
+    pub shutdown_grace_ms: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -196,6 +209,12 @@ impl Default for Settings {
             kafka_partitions: 6,
             kafka_replication: 1,
             kafka_connect_timeout_ms: 30_000,
+            // HTTP connections (slow clients).
+            http_header_read_timeout_ms: 10_000,
+            http_body_read_timeout_ms: 30_000,
+            http_max_connections: 10_000,
+            // Under the 10 s after which `bazaar cluster up` SIGKILLs a node that has not exited.
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -288,6 +307,12 @@ impl Settings {
         }
         if self.kafka_partitions == 0 || self.kafka_partitions > 1024 || self.kafka_replication == 0 {
             bail!("kafka_partitions must be 1 to 1024 and kafka_replication at least 1");
+        }
+        if self.http_header_read_timeout_ms == 0
+            || self.http_body_read_timeout_ms == 0
+            || self.http_max_connections == 0
+        {
+            bail!("http_header_read_timeout_ms, http_body_read_timeout_ms and http_max_connections must be at least 1");
         }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 32) {
             bail!("jwt_secret: must be at least 32 characters");

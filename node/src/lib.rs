@@ -135,7 +135,8 @@ impl Node {
         self.app.settings.http_addr
     }
 
-    /// Serves until `shutdown` resolves, then drains requests and stops the actors.
+    /// Serves until `shutdown` resolves, then drains requests (for at most `shutdown_grace_ms`)
+    /// and stops the actors.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Node { app, system, listener, revocations_since } = self;
         info!(node = %app.settings.node_name, http = %app.settings.http_addr, "serving");
@@ -147,7 +148,8 @@ impl Node {
             revocations_since,
             following,
         );
-        warp::serve(http::routes(app)).incoming(listener).graceful(shutdown).run().await;
+        let limits = http::server::ServerLimits::from_settings(&app.settings);
+        http::server::serve(listener, app, limits, shutdown).await;
         info!("shutting down");
         let _ = stop_following.send(true);
         let _ = revocations.await;

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    /// The request's body did not arrive in time (`http_body_read_timeout_ms`).
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::RequestTimeout => 408,
         }
     }
 
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 }

@@ -107,7 +107,7 @@ fn payment_status() -> impl Strategy<Value = PaymentStatus> {
 }
 
 /// Every error code; the exhaustive match in `error_code_index` keeps this list complete.
-const ERROR_CODES: [ErrorCode; 18] = [
+const ERROR_CODES: [ErrorCode; 19] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
@@ -126,6 +126,7 @@ const ERROR_CODES: [ErrorCode; 18] = [
     ErrorCode::RateLimited,
     ErrorCode::Unavailable,
     ErrorCode::Internal,
+    ErrorCode::RequestTimeout,
 ];
 
 /// The position of a code in [`ERROR_CODES`]; no wildcard, so a new code breaks the build here.
@@ -149,6 +150,7 @@ fn error_code_index(code: ErrorCode) -> usize {
         ErrorCode::RateLimited => 15,
         ErrorCode::Unavailable => 16,
         ErrorCode::Internal => 17,
+        ErrorCode::RequestTimeout => 18,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP front end: one module per resource, each returning a warp filter; this module holds
 //! what they share — the API error type, JSON bodies with a size limit, the bearer-token filter,
 //! idempotency keys — and the one `recover` that turns every rejection into the API's JSON error.
+//! [`server`] is the accept loop that serves them, with the connection limits and timeouts.
 
 pub mod auth;
 pub mod catalog;
@@ -9,6 +10,7 @@ pub mod client_addr;
 pub mod operations;
 pub mod orders;
 pub mod payments;
+pub mod server;
 pub mod ws;
 
 use crate::app::App;
@@ -88,9 +90,10 @@ impl ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
         }
-        if self.code == ErrorCode::PayloadTooLarge {
-            // The rest of the oversized body was never read: the connection cannot carry another
-            // request after it.
+        if matches!(self.code, ErrorCode::PayloadTooLarge | ErrorCode::UnsupportedMediaType | ErrorCode::RequestTimeout)
+        {
+            // The rest of the body was never read: the connection cannot carry another request
+            // after it.
             response.headers_mut().insert("connection", HeaderValue::from_static("close"));
         }
         response
@@ -148,24 +151,61 @@ fn reject(error: ApiError) -> Rejection {
     warp::reject::custom(error)
 }
 
-/// Reads the body (at most `limit` bytes, whatever Content-Length claims) and parses it as `T`;
-/// the 400 names the field that was missing or of the wrong type.
+/// Reads the body (at most `limit` bytes, whatever Content-Length claims, and within the
+/// request's [`server::BodyDeadline`]) and parses it as `T`; the 400 names the field that was
+/// missing or of the wrong type. A body that says it is not JSON is refused with 415 unread.
 pub fn json_body<T: DeserializeOwned + Send + 'static>(limit: u64) -> BoxedFilter<(T,)> {
-    warp::body::stream()
-        .and_then(move |body| async move {
-            read_limited(body, limit).await.and_then(|b| parse_json::<T>(&b)).map_err(reject)
+    header_value("content-type")
+        .and(warp::ext::optional::<server::BodyDeadline>())
+        .and(warp::body::stream())
+        .and_then(move |content_type: Option<HeaderValue>, deadline: Option<server::BodyDeadline>, body| async move {
+            if !is_json_media_type(content_type.as_ref()) {
+                return Err(reject(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "the body must be JSON, sent with Content-Type: application/json",
+                )));
+            }
+            read_limited(body, limit, deadline).await.and_then(|b| parse_json::<T>(&b)).map_err(reject)
         })
         .boxed()
 }
 
-async fn read_limited<S, B>(body: S, limit: u64) -> Result<Vec<u8>, ApiError>
+/// Whether a Content-Type announces JSON: `application/json` with any parameters, or an
+/// `application/*+json` type. No Content-Type at all is taken as JSON: scripts and simple clients
+/// often send none, and a browser's cross-site form always sends one (which is refused here).
+fn is_json_media_type(content_type: Option<&HeaderValue>) -> bool {
+    let Some(value) = content_type else { return true };
+    let Ok(text) = value.to_str() else { return false };
+    let essence = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A header's raw value, whatever bytes it holds: warp's typed header filters reject a value that
+/// is not visible ASCII with a rejection that lets the request fall through to other routes (and
+/// end as 405); handlers decide what such a value means.
+fn header_value(name: &'static str) -> BoxedFilter<(Option<HeaderValue>,)> {
+    warp::header::headers_cloned().map(move |headers: warp::http::HeaderMap| headers.get(name).cloned()).boxed()
+}
+
+async fn read_limited<S, B>(body: S, limit: u64, deadline: Option<server::BodyDeadline>) -> Result<Vec<u8>, ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
     let mut body = Box::pin(body);
     let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
+    loop {
+        let next = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.at, body.next()).await.map_err(|_| {
+                metrics::counter!("bazaar_http_body_timeouts_total").increment(1);
+                ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!("the request body did not arrive within {} ms", deadline.after.as_millis()),
+                )
+            })?,
+            None => body.next().await,
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
         if bytes.len() + chunk.remaining() > limit as usize {
             return Err(ApiError::new(
@@ -208,17 +248,95 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                ApiError::bad_request(format!("malformed JSON: {inner}"))
-            }
-            _ if path == "." => ApiError::bad_request(format!("{inner}")),
-            _ => ApiError::bad_request(format!("{path}: {inner}")),
-        }
+        ApiError::bad_request(describe_json_error(&path, e.inner()))
     })?;
-    deserializer.end().map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    deserializer.end().map_err(|e| ApiError::bad_request(format!("malformed JSON: {}", without_position(&e))))?;
     Ok(value)
+}
+
+/// serde_json's message without its " at line L column C" suffix.
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// Says what a client should send instead, for a JSON body (or frame) that did not fit its type,
+/// naming the field at `path` (`.` for the body itself) and never a Rust type: serde's
+/// "invalid type: string, expected i64" becomes "price: must be a whole number".
+pub fn describe_json_error(path: &str, error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let text = without_position(error);
+    if matches!(error.classify(), Category::Syntax | Category::Eof | Category::Io) {
+        return format!("malformed JSON: {text}");
+    }
+    let field = |name: &str| if path == "." { name.to_owned() } else { format!("{path}.{name}") };
+    let subject = if path == "." { "the body".to_owned() } else { path.to_owned() };
+    if let Some(name) = quoted_after(&text, "missing field ") {
+        return format!("{}: is required", field(name));
+    }
+    if let Some(name) = quoted_after(&text, "unknown field ") {
+        return format!("{}: is not a field of this body", field(name));
+    }
+    if let Some(name) = quoted_after(&text, "duplicate field ") {
+        return format!("{}: appears more than once", field(name));
+    }
+    if let Some(rest) = text.strip_prefix("unknown variant ") {
+        let allowed = rest.split_once("expected ").map(|(_, allowed)| allowed.trim_start_matches("one of "));
+        return match allowed {
+            Some(allowed) => format!("{subject}: must be one of {allowed}"),
+            None => format!("{subject}: is not one of the documented values"),
+        };
+    }
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            if let Some((_, expected)) = rest.split_once(", expected ") {
+                return format!("{subject}: must be {}", plain_expectation(expected));
+            }
+        }
+    }
+    // A message of our own (a domain type's parse), already written for people.
+    if path == "." {
+        text
+    } else {
+        format!("{path}: {text}")
+    }
+}
+
+/// The text between backquotes right after `prefix` (serde writes names as `name`).
+fn quoted_after<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
+    let rest = text.strip_prefix(prefix)?.strip_prefix('`')?;
+    rest.split_once('`').map(|(name, _)| name)
+}
+
+/// What serde's "expected ..." means in the API's words.
+fn plain_expectation(expected: &str) -> String {
+    let expected = expected.trim();
+    let words = match expected {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "f32" | "f64" => "a number",
+        "a string" | "string" | "a borrowed string" | "a character" | "char" => "a string",
+        "a boolean" | "bool" => "true or false",
+        "unit" => "null",
+        "a sequence" | "a tuple" => "a JSON array",
+        "a map" => "a JSON object",
+        _ if expected.starts_with("struct ")
+            || expected.starts_with("internally tagged enum")
+            || expected.starts_with("adjacently tagged enum")
+            || expected.starts_with("a map") =>
+        {
+            "a JSON object"
+        }
+        _ if expected.starts_with("a sequence") || expected.starts_with("tuple") => "a JSON array",
+        _ if expected.starts_with("enum ") || expected.contains("variant") => "one of the documented values",
+        // A domain type's own expectation ("an RFC 3339 timestamp"), already in plain words.
+        _ if expected.starts_with("a ") || expected.starts_with("an ") => return expected.to_owned(),
+        _ => "a value of the documented type",
+    };
+    words.to_owned()
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.
@@ -229,12 +347,13 @@ pub fn bearer(header: &str) -> Option<&str> {
 
 /// The authenticated caller, from `Authorization: Bearer <jwt>`; 401 otherwise.
 pub fn caller(app: Arc<App>) -> BoxedFilter<(Caller,)> {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |header: Option<String>| {
+    header_value("authorization")
+        .and_then(move |header: Option<HeaderValue>| {
             let app = app.clone();
             async move {
                 let mut caller = header
-                    .as_deref()
+                    .as_ref()
+                    .and_then(|value| value.to_str().ok())
                     .and_then(bearer)
                     .and_then(|token| app.tokens.verify(token))
                     .ok_or_else(|| reject(ApiError::unauthorized()))?;
@@ -252,14 +371,19 @@ pub fn caller(app: Arc<App>) -> BoxedFilter<(Caller,)> {
         .boxed()
 }
 
-/// The raw `Idempotency-Key` header, required.
+/// The raw `Idempotency-Key` header, required: 1 to 200 visible ASCII characters, else 400.
 pub fn idempotency_key() -> BoxedFilter<(String,)> {
-    warp::header::optional::<String>("idempotency-key")
-        .and_then(|key: Option<String>| async move {
-            match key {
-                Some(key) if !key.trim().is_empty() && key.len() <= 200 => Ok(key),
-                Some(_) => Err(reject(ApiError::bad_request("Idempotency-Key: must be 1 to 200 characters"))),
-                None => Err(reject(ApiError::bad_request("the Idempotency-Key header is required"))),
+    header_value("idempotency-key")
+        .and_then(|key: Option<HeaderValue>| async move {
+            let Some(key) = key else {
+                return Err(reject(ApiError::bad_request("the Idempotency-Key header is required")));
+            };
+            match key.to_str() {
+                Ok(key) if !key.trim().is_empty() && key.len() <= 200 => Ok(key.to_owned()),
+                Ok(_) => Err(reject(ApiError::bad_request("Idempotency-Key: must be 1 to 200 characters"))),
+                Err(_) => Err(reject(ApiError::bad_request(
+                    "Idempotency-Key: must be visible ASCII characters (a UUID, say)",
+                ))),
             }
         })
         .boxed()
@@ -331,10 +455,13 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .unify()
         .or(ws::routes(app.clone()))
         .unify()
-        .or(operations::routes(app))
+        .or(operations::routes(app.clone()))
         .unify();
-    gate.and(api)
-        .map(|_permit: tokio::sync::OwnedSemaphorePermit, reply: Response| reply)
+    // The probes answer whatever the requests in flight are doing: an orchestrator that sees 503
+    // from /healthz restarts a node that is merely busy.
+    operations::probes(app)
+        .or(gate.and(api).map(|_permit: tokio::sync::OwnedSemaphorePermit, reply: Response| reply))
+        .unify()
         .recover(recover)
         .unify()
         .with(warp::log::custom(record_request))
@@ -436,6 +563,47 @@ mod tests {
         assert!(!holds_escaped_nul(b"\\"));
         let refused = parse_json::<serde_json::Value>(br#"{"productId":"\u0000"}"#).unwrap_err();
         assert_eq!(refused.code, ErrorCode::Invalid);
+    }
+
+    #[test]
+    fn type_errors_say_what_to_send_in_the_api_words_and_name_no_rust_type() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            price: i64,
+            stock: u32,
+            name: String,
+            tags: Vec<String>,
+        }
+        for (body, wanted) in [
+            (r#"{"price":"x","stock":1,"name":"n","tags":[]}"#, "price: must be a whole number"),
+            (r#"{"price":1,"stock":-1,"name":"n","tags":[]}"#, "stock: must be a whole number, 0 or more"),
+            (r#"{"price":1.5,"stock":1,"name":"n","tags":[]}"#, "price: must be a whole number"),
+            (r#"{"price":1,"stock":1,"name":7,"tags":[]}"#, "name: must be a string"),
+            (r#"{"price":1,"stock":1,"name":"n","tags":"x"}"#, "tags: must be a JSON array"),
+            (r#"{"stock":1,"name":"n","tags":[]}"#, "price: is required"),
+            ("[]", "the body: must be a JSON object"),
+            ("null", "the body: must be a JSON object"),
+            (r#"{"price":1,"#, "malformed JSON: EOF while parsing a value"),
+        ] {
+            let refused = parse_json::<Body>(body.as_bytes()).unwrap_err();
+            assert_eq!(refused.message, wanted, "for {body}");
+        }
+    }
+
+    #[test]
+    fn only_json_media_types_are_read_as_json() {
+        let value = |text: &str| HeaderValue::from_str(text).unwrap();
+        for json in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/ld+json"] {
+            assert!(is_json_media_type(Some(&value(json))), "{json}");
+        }
+        assert!(is_json_media_type(None), "no Content-Type is read as JSON");
+        for other in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "json", ""]
+        {
+            assert!(!is_json_media_type(Some(&value(other))), "{other}");
+        }
+        let opaque = HeaderValue::from_bytes("application/jsón".as_bytes()).unwrap();
+        assert!(!is_json_media_type(Some(&opaque)));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Operations: liveness, readiness, Prometheus metrics and the cluster view.
+//! Operations: liveness and readiness ([`probes`], outside the request limit), Prometheus metrics
+//! and the cluster view.
 
 use crate::app::App;
 use bazaar_actors::cluster::router::{NodeStats, RouterMsg};
@@ -10,8 +11,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-/// The routes of this resource.
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+/// Liveness and readiness, served before the node's in-flight request limit so they never queue
+/// behind (or get refused with) the requests it is busy with.
+pub fn probes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let with_app = warp::any().map(move || app.clone());
     let healthz =
         warp::path!("healthz").and(warp::get()).map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
@@ -26,6 +28,12 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
             response
         }
     });
+    healthz.or(readyz).unify().boxed()
+}
+
+/// The other operations routes: metrics and the cluster view.
+pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let with_app = warp::any().map(move || app.clone());
     let metrics = warp::path!("metrics").and(warp::get()).and(with_app.clone()).map(|app: Arc<App>| {
         warp::reply::with_header(app.metrics.render(), "content-type", "text/plain; version=0.0.4").into_response()
     });
@@ -33,7 +41,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_app)
         .then(|app: Arc<App>| async move { warp::reply::json(&cluster_view(&app).await).into_response() });
-    healthz.or(readyz).unify().or(metrics).unify().or(cluster).unify().boxed()
+    metrics.or(cluster).unify().boxed()
 }
 
 /// `GET /cluster`: every configured node with its status and live entities, and the entities of

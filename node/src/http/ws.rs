@@ -2,7 +2,8 @@
 //! and frame-rate limits and parses frames for the session actor; the writer drains the session's
 //! bounded queue into the socket.
 
-use super::{bearer, render, ApiError};
+use super::server::ConnectionSlot;
+use super::{bearer, describe_json_error, render, ApiError};
 use crate::app::App;
 use crate::rate_limit::Bucket;
 use crate::tokens::Caller;
@@ -29,10 +30,15 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(with_app)
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<HashMap<String, String>>())
+        .and(warp::ext::optional::<ConnectionSlot>())
         .and(warp::ws())
-        .and_then(|app: Arc<App>, header: Option<String>, query: HashMap<String, String>, ws: Ws| async move {
-            render(upgrade(app, header, query, ws))
-        })
+        .and_then(
+            |app: Arc<App>,
+             header: Option<String>,
+             query: HashMap<String, String>,
+             connection: Option<ConnectionSlot>,
+             ws: Ws| async move { render(upgrade(app, header, query, connection, ws)) },
+        )
         .boxed()
 }
 
@@ -40,24 +46,27 @@ fn upgrade(
     app: Arc<App>,
     header: Option<String>,
     query: HashMap<String, String>,
+    connection: Option<ConnectionSlot>,
     ws: Ws,
 ) -> Result<Response, ApiError> {
     let token = header.as_deref().and_then(bearer).or_else(|| query.get("token").map(String::as_str));
     let who = token.and_then(|t| app.tokens.verify(t.trim())).ok_or_else(ApiError::unauthorized)?;
-    if !app.open_socket(&who.id) {
+    let Some(slot) = app.open_socket(&who.id) else {
         metrics::counter!("bazaar_rate_limited_total", "limit" => "ws_connections").increment(1);
         return Err(ApiError::new(ErrorCode::RateLimited, "too many open sockets for this user").with_retry_after(5));
-    }
+    };
     // Frames above the soft limit get an error frame; the hard limit protects the node from a
     // frame it would have to buffer whole (past it the connection is dropped).
     let hard_limit = (app.settings.ws_max_frame_bytes * 16).max(1 << 20);
     Ok(ws
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
+        // The closure owns both slots: they are dropped, and the places freed, when the socket
+        // ends or when the upgrade never completes (warp drops the closure unrun).
         .on_upgrade(move |socket| async move {
-            let user = who.id.clone();
-            serve(app.clone(), who, socket).await;
-            app.close_socket(&user);
+            let _slot = slot;
+            let _connection = connection;
+            serve(app, who, socket).await;
         })
         .into_response())
 }
@@ -100,6 +109,7 @@ async fn serve(app: Arc<App>, who: Caller, socket: WebSocket) {
         let _ = sink.close().await;
     });
     let mut session_done = session_done;
+    let mut writer_done = false;
     let mut bucket = Bucket::new(settings.ws_burst, f64::from(settings.ws_messages_per_second));
     let max_frame = settings.ws_max_frame_bytes;
     loop {
@@ -109,25 +119,32 @@ async fn serve(app: Arc<App>, who: Caller, socket: WebSocket) {
                 if message.is_close() {
                     break;
                 }
-                if message.is_ping() || message.is_pong() {
-                    continue;
-                }
+                // Every frame counts, pings and pongs included: each costs the node a wake-up
+                // (and a ping an answer).
                 if bucket.take(Instant::now()).is_err() {
                     metrics::counter!("bazaar_rate_limited_total", "limit" => "ws_frames").increment(1);
                     let _ = out.try_send(Outbound::Close(close::FLOODING, "too many frames"));
                     break;
+                }
+                if message.is_ping() || message.is_pong() {
+                    continue;
                 }
                 let reply = if message.as_bytes().len() > max_frame {
                     Some(error_text(ErrorCode::PayloadTooLarge, format!("frames are limited to {max_frame} bytes")))
                 } else if !message.is_text() {
                     Some(error_text(ErrorCode::BadRequest, "frames are JSON text"))
                 } else {
-                    match serde_json::from_slice::<ClientFrame>(message.as_bytes()) {
+                    let mut deserializer = serde_json::Deserializer::from_slice(message.as_bytes());
+                    match serde_path_to_error::deserialize::<_, ClientFrame>(&mut deserializer) {
                         Ok(frame) => {
                             let _ = session.send_message(SessionMsg::Frame(frame));
                             None
                         }
-                        Err(e) => Some(error_text(ErrorCode::BadRequest, format!("not a valid frame: {e}"))),
+                        Err(e) => {
+                            let path = e.path().to_string();
+                            let reason = describe_json_error(&path, e.inner()).replacen("the body", "the frame", 1);
+                            Some(error_text(ErrorCode::BadRequest, format!("not a valid frame: {reason}")))
+                        }
                     }
                 };
                 if let Some(reply) = reply {
@@ -136,14 +153,20 @@ async fn serve(app: Arc<App>, who: Caller, socket: WebSocket) {
                     }
                 }
             }
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                // A finished JoinHandle must not be polled again (it panics).
+                writer_done = true;
+                break;
+            }
             _ = &mut session_done => break,
         }
     }
     debug!(user = %who.id, "socket closed");
     session.stop(None);
     drop(out);
-    // Let a queued close frame go out before the socket is dropped.
-    let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
-    writer.abort();
+    if !writer_done {
+        // Let a queued close frame go out before the socket is dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        writer.abort();
+    }
 }

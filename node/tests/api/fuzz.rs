@@ -1,5 +1,6 @@
-//! Fuzzing with a fixed seed: random bodies, paths, queries and WebSocket frames. The node may
-//! refuse anything, but never with a 5xx, never without a JSON error, and it must keep serving.
+//! Fuzzing with a fixed seed: random bodies, paths, queries, WebSocket frames and tokens, over
+//! 10,000 inputs per run. The node may refuse anything, but never with a 5xx, never without a
+//! JSON error, never with a panic in its log, and it must keep serving.
 
 use crate::support::*;
 use futures_util::stream::{self, StreamExt};
@@ -12,9 +13,17 @@ use std::time::Duration;
 
 /// Fixed, so a failure replays exactly.
 const SEED: u64 = 0x0BAD_5EED_2026;
-/// Enough to reach every route many times while staying within a few seconds.
-const HTTP_REQUESTS: usize = 3_000;
-const WS_FRAMES: usize = 1_000;
+/// Together over 10,000 inputs per run (the issue's floor), within about a minute in a debug
+/// build: every route many times, every frame type, every way to forge a token.
+const HTTP_REQUESTS: usize = 6_000;
+const WS_FRAMES: usize = 3_000;
+const TOKENS: usize = 1_500;
+
+/// Fails with the log's tail if the node's log records a panic.
+fn assert_no_panic(node: &TestNode) {
+    let log = node.log_tail(1_000_000);
+    assert!(!log.contains("panicked"), "the node panicked:\n{}", node.log_tail(40));
+}
 
 /// Field names the API uses, so random objects often get past the first parse.
 const FIELDS: &[&str] = &[
@@ -347,6 +356,7 @@ async fn random_http_requests_never_get_a_server_error() {
     // The node still does real work after the storm.
     let fresh = node.signup(Role::Buyer).await;
     fresh.get("/auth/me").await.expect(200);
+    assert_no_panic(&node);
 }
 
 fn random_frame(rng: &mut StdRng, own_room: &str, ids: &[String]) -> Result<String, Vec<u8>> {
@@ -448,4 +458,105 @@ async fn random_websocket_frames_get_error_frames_and_the_socket_stays_open() {
     let seqs: Vec<i64> = history.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     let expected: Vec<i64> = (1..=seqs.len() as i64).rev().collect();
     assert_eq!(seqs, expected);
+    assert_no_panic(&node);
+}
+
+/// A token derived from a real one (`real`, for `user`) or made up; `forged` says whether it
+/// must be refused whatever else happens (a changed claim, a changed algorithm, no signature).
+fn random_token(rng: &mut StdRng, real: &str, other_user: &str) -> (String, bool) {
+    let parts: Vec<&str> = real.split('.').collect();
+    let claims = jwt_claims(real);
+    let with_claims = |claims: &Value| base64url_encode(claims.to_string().as_bytes());
+    match rng.gen_range(0..9) {
+        0 => (random_string(rng), false),
+        1 => {
+            // One character changed; a change in the signature's last character's unused bits
+            // may leave it valid, so this one is not necessarily refused.
+            let mut chars: Vec<char> = real.chars().collect();
+            let at = rng.gen_range(0..chars.len());
+            chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+            (chars.into_iter().collect(), false)
+        }
+        2 => (format!("{}.{}", parts[0], parts[1]), true),
+        3 => {
+            let header = base64url_encode(br#"{"alg":"none","typ":"JWT"}"#);
+            (format!("{header}.{}.", parts[1]), true)
+        }
+        4 => {
+            let mut changed = claims.clone();
+            match rng.gen_range(0..4) {
+                0 => changed["sub"] = json!(other_user),
+                1 => changed["exp"] = json!(changed["exp"].as_i64().unwrap_or(0) + 86_400),
+                2 => changed["role"] = json!("SELLER"),
+                _ => changed["exp"] = json!(random_value(rng, 2)),
+            }
+            (format!("{}.{}.{}", parts[0], with_claims(&changed), parts[2]), true)
+        }
+        5 => {
+            let header = base64url_encode(br#"{"alg":"HS512","typ":"JWT"}"#);
+            (format!("{header}.{}.{}", parts[1], parts[2]), true)
+        }
+        6 => {
+            let segments = rng.gen_range(1..6);
+            let token =
+                (0..segments).map(|_| base64url_encode(random_string(rng).as_bytes())).collect::<Vec<_>>().join(".");
+            (token, true)
+        }
+        7 => (format!("{real}{}", random_string(rng)), false),
+        _ => (real.repeat(rng.gen_range(2..40)), true),
+    }
+}
+
+#[tokio::test]
+async fn random_and_forged_tokens_are_refused_with_401_and_never_a_server_error() {
+    let node = TestNode::spawn().await;
+    let buyer = node.signup(Role::Buyer).await;
+    let seller = node.signup(Role::Seller).await;
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let tokens: Vec<(String, bool)> =
+        (0..TOKENS).map(|_| random_token(&mut rng, &buyer.access_token, &seller.id)).collect();
+    let api = node.api.clone();
+    let failures: Vec<String> = stream::iter(tokens.into_iter().enumerate())
+        .map(|(n, (token, forged))| {
+            let api = api.clone();
+            async move {
+                // Header values hold visible ASCII only: anything else goes percent-encoded.
+                let printable =
+                    if token.bytes().all(|b| (0x21..0x7f).contains(&b)) { token.clone() } else { enc(&token) };
+                let reply = api.send(Method::GET, "/auth/me", Some(&printable), Body::None, &[]).await;
+                let refused =
+                    reply.status == 401 && reply.code() == "unauthorized" && reply.json["error"]["message"].is_string();
+                let mut failure = match (reply.status, forged) {
+                    (401, _) if refused => None,
+                    (200, false) => None,
+                    (status, _) => Some(format!(
+                        "#{n} token {:?}: HTTP {status} {}",
+                        printable.chars().take(80).collect::<String>(),
+                        reply.text
+                    )),
+                };
+                // Every tenth also tries the WebSocket upgrade with the token in the query.
+                if n % 10 == 0 && failure.is_none() {
+                    match api.try_ws_connect(None, Some(&token)).await {
+                        Ok(ws) if !forged && reply.status == 200 => ws.close().await,
+                        Ok(_) => failure = Some(format!("#{n} token {printable:?}: the upgrade was accepted")),
+                        Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 401 => {}
+                        Err(e) => failure = Some(format!("#{n} token {printable:?}: the upgrade failed with {e}")),
+                    }
+                }
+                failure
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(|failure| async move { failure })
+        .collect()
+        .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {TOKENS} tokens broke the rules, first ones:\n{}",
+        failures.len(),
+        failures.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+    buyer.get("/auth/me").await.expect(200);
+    assert_no_panic(&node);
 }

@@ -4,8 +4,9 @@
 //!
 //! One module per area: `auth`, `catalog`, `orders`, `payments`, `chat_http` and `websocket`
 //! follow the API's tables; `operations` covers the probes; `bad_input` and `fuzz` throw malformed
-//! and random input; `concurrency` races requests; `crash` kills the node with SIGKILL and checks
-//! that acknowledged writes survive.
+//! and random input; `hardening_http` stalls, floods and aborts connections and sockets;
+//! `concurrency` races requests; `crash` kills the node with SIGKILL and checks that acknowledged
+//! writes survive.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -19,6 +20,7 @@ mod concurrency;
 mod crash;
 mod fuzz;
 mod hardening_auth;
+mod hardening_http;
 mod kafka;
 mod operations;
 mod orders;

@@ -239,6 +239,22 @@ impl TestNode {
         }
     }
 
+    /// Sends SIGTERM (a polite stop) to the node's process.
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("the node is running");
+        // SAFETY: kill(2) on the pid of a child this harness spawned and still owns.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to the node");
+    }
+
+    /// Waits up to `deadline` for the process to exit; its status, or `None` if it still runs.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("the node was started");
+        let status = tokio::time::timeout(deadline, child.wait()).await.ok()?.expect("waiting for the node");
+        self.child = None;
+        Some(status)
+    }
+
     /// Starts a new process on the same data directory (and a new port); kills the old one first.
     pub async fn restart(&mut self) {
         self.kill9().await;
