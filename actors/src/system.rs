@@ -96,6 +96,7 @@ impl System {
                 gateway: gateway.clone(),
                 view: view.clone(),
                 appended: appended.clone(),
+                outbox_queued: store.commit_signal(),
                 timeout: charge_timeout,
                 max_remote_bytes: settings.max_remote_bytes,
                 max_in_flight: config.max_routed_in_flight,

@@ -217,6 +217,11 @@ impl TestNode {
         self.child = Some(child);
     }
 
+    /// The process id of the running node.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|child| child.id()).expect("the node is running")
+    }
+
     /// Kills the process with SIGKILL and waits for it to be gone; nothing gets to flush.
     pub async fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
