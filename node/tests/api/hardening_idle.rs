@@ -1,4 +1,5 @@
-//! An idle node costs nothing: no busy wake-ups and no write transactions when nothing changed.
+//! A node at rest: it costs nothing (no busy wake-ups, no write transactions when nothing
+//! changed), and its database files are its owner's only.
 
 use crate::support::{cpu_time, eventually, series_total, TestNode, EVENT_DEADLINE};
 use std::time::{Duration, Instant};
@@ -49,4 +50,30 @@ async fn an_idle_node_uses_almost_no_cpu_and_writes_nothing() {
     eprintln!("idle node: {:.2} % of a core over {elapsed:?}", share * 100.0);
     assert!(share < MAX_SHARE_OF_A_CORE, "the idle node used {:.1} % of a core over {elapsed:?}", share * 100.0);
     assert_eq!(commits_after - commits_before, 0.0, "the idle node committed write transactions");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    if std::env::var("TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty()) {
+        // The database is a server's; no file of it lives in the data directory.
+        return;
+    }
+    let node = TestNode::spawn().await;
+    // A write, so the write-ahead log and its index exist too.
+    node.seller_product_buyer(500, 1).await;
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(node.data_dir()).expect("the data directory") {
+        let entry = entry.expect("a directory entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("bazaar.db") {
+            let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+            seen.push((name, format!("{mode:o}")));
+        }
+    }
+    seen.sort();
+    let expected: Vec<(String, String)> =
+        ["bazaar.db", "bazaar.db-shm", "bazaar.db-wal"].iter().map(|name| (name.to_string(), "600".into())).collect();
+    assert_eq!(seen, expected, "password and refresh-token hashes live in these files");
 }
