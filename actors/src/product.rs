@@ -164,8 +164,14 @@ impl ProductState {
         Ok(next)
     }
 
-    /// Decides a placement: the product with its stock reserved, and the new order.
-    pub fn place(&self, cmd: &PlaceOrder, now: DateTime<Utc>) -> Result<(Product, Order), ProductError> {
+    /// Decides a placement: the product with its stock reserved, and the new order, which holds
+    /// that stock unpaid for `hold`.
+    pub fn place(
+        &self,
+        cmd: &PlaceOrder,
+        now: DateTime<Utc>,
+        hold: std::time::Duration,
+    ) -> Result<(Product, Order), ProductError> {
         let current = self.existing()?;
         let quantity = i64::from(cmd.quantity.get());
         if current.stock < quantity {
@@ -185,6 +191,8 @@ impl ProductState {
             status: OrderStatus::Ordered,
             created_at: now,
             updated_at: now,
+            // A hold too long for chrono is no hold at all (the order waits for its buyer).
+            expires_at: chrono::Duration::from_std(hold).ok().and_then(|hold| now.checked_add_signed(hold)),
             payment_id: None,
         };
         Ok((after, order))
@@ -250,7 +258,7 @@ impl ProductState {
             return Ok(Placed { order, created: false });
         }
         let now = Utc::now();
-        let (after, order) = self.place(cmd, now).map_err(Attempt::Refused)?;
+        let (after, order) = self.place(cmd, now, ctx.settings.reservation_hold).map_err(Attempt::Refused)?;
         catalog::update(&mut tx, &after, self.version).await?;
         orders::insert(&mut tx, &order).await?;
         catalog::reserve(&mut tx, order.id.as_str(), after.id.as_str(), order.quantity).await?;

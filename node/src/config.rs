@@ -124,6 +124,11 @@ pub struct Settings {
     pub kafka_replication: u16,
     /// How long startup waits for the brokers before the node gives up.
     pub kafka_connect_timeout_ms: u64,
+    // --- orders: the reservation hold (hardening, issue 9) ---
+    /// How long a placed order holds its stock unpaid: an order still ORDERED (no payment
+    /// requested) after this is cancelled by the system (`reservation_expired`) and its stock
+    /// released. At least 1.
+    pub reservation_hold_secs: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -177,6 +182,8 @@ impl Default for Settings {
             kafka_partitions: 6,
             kafka_replication: 1,
             kafka_connect_timeout_ms: 30_000,
+            // Orders: the reservation hold (15 minutes).
+            reservation_hold_secs: 900,
         }
     }
 }
@@ -266,6 +273,9 @@ impl Settings {
         }
         if self.kafka_partitions == 0 || self.kafka_partitions > 1024 || self.kafka_replication == 0 {
             bail!("kafka_partitions must be 1 to 1024 and kafka_replication at least 1");
+        }
+        if self.reservation_hold_secs == 0 {
+            bail!("reservation_hold_secs must be at least 1");
         }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 32) {
             bail!("jwt_secret: must be at least 32 characters");

@@ -18,6 +18,7 @@ mod chat_http;
 mod concurrency;
 mod crash;
 mod fuzz;
+mod hardening_hold;
 mod hardening_idle;
 mod kafka;
 mod operations;
