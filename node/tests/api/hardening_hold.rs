@@ -1,5 +1,6 @@
-//! The reservation hold: an order left unpaid gives its stock back when its hold ends, durably
-//! (a restart does not forget it), and never an order whose payment was requested in time.
+//! Reserved stock: an order left unpaid gives its stock back when its hold ends, durably (a
+//! restart does not forget it), and never an order whose payment was requested in time; and
+//! units that come back never take the stock past its maximum.
 
 use crate::support::{eventually, Role, TestNode, EVENT_DEADLINE};
 use chrono::{DateTime, Utc};
@@ -111,6 +112,32 @@ async fn an_order_whose_hold_ended_while_the_node_was_down_is_expired_after_the_
     eventually(EVENT_DEADLINE, "the stock to come back", || async {
         match seller.stock_of(product_id).await {
             4 => Ok(()),
+            stock => Err(format!("stock {stock}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stock_set_while_units_are_reserved_never_exceeds_the_maximum_once_they_come_back() {
+    const MAX_STOCK: i64 = 1_000_000_000;
+    let node = TestNode::spawn().await;
+    let (seller, product, buyer) = node.seller_product_buyer(1_000, 5).await;
+    let product_id = id(&product);
+    let order = buyer.place_order(product_id, 3).await;
+    let path = format!("/products/{product_id}");
+
+    let refused = seller.patch(&path, serde_json::json!({"stock": MAX_STOCK})).await;
+    refused.expect_code(422, "invalid");
+    assert!(refused.text.contains("999999997"), "the error says what stock would do: {}", refused.text);
+    assert_eq!(seller.stock_of(product_id).await, 2, "a refused change changes nothing");
+
+    let most = seller.patch(&path, serde_json::json!({"stock": MAX_STOCK - 3})).await.expect(200);
+    assert_eq!(most["stock"], MAX_STOCK - 3);
+    buyer.post_empty(&format!("/orders/{}/cancel", id(&order))).await.expect(200);
+    eventually(EVENT_DEADLINE, "the cancelled units to come back", || async {
+        match seller.stock_of(product_id).await {
+            MAX_STOCK => Ok(()),
             stock => Err(format!("stock {stock}")),
         }
     })
