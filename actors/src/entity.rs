@@ -42,6 +42,9 @@ pub struct EntitySettings {
     /// The largest request sent to another node; larger ones are refused here, because a frame
     /// over the peer's limit would drop the whole session to that peer.
     pub max_remote_bytes: usize,
+    /// How long a placed order holds its stock unpaid: an order still ORDERED after it is
+    /// cancelled by the system and its stock released.
+    pub reservation_hold: Duration,
 }
 
 /// One kind of entity: how to load it and how it handles its messages.
@@ -622,6 +625,7 @@ mod tests {
             call_timeout: Duration::from_secs(2),
             passivate_after,
             max_remote_bytes: 1 << 20,
+            reservation_hold: Duration::from_secs(900),
         });
         (Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }, dir)
     }

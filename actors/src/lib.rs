@@ -9,8 +9,9 @@
 //! transaction ([`store`], group-committed) before it replies; a command that lost a race is
 //! decided again ([`attempt`]). The [`relay`] moves committed events into the embedded event log
 //! and on to every node; the [`saga`] consumer reads the log and drives the next steps (charge,
-//! mark paid, release stock), and the [`chat_gateway`] pushes chat messages and order updates to
-//! the WebSocket [`session`]s of this node. [`payment_gateway`] is where money moves, [`cache`]
+//! mark paid, release stock); [`reservations`] cancels orders left unpaid past their hold; the
+//! [`chat_gateway`] pushes chat messages and order updates to the WebSocket [`session`]s of this
+//! node. [`payment_gateway`] is where money moves, [`cache`]
 //! is Redis in front of SQL, and [`system`] starts all of it.
 
 pub mod attempt;
@@ -27,6 +28,7 @@ pub mod placement;
 pub mod product;
 pub mod regions;
 pub mod relay;
+pub mod reservations;
 pub mod saga;
 pub mod session;
 pub mod store;

@@ -55,6 +55,9 @@ pub enum OrderMsg {
     PaymentDecided { payment: Payment, cause: EventId, reply: Reply<()> },
     /// Applies a refund delivered by event `cause`.
     PaymentRefunded { payment: Payment, cause: EventId, reply: Reply<()> },
+    /// Cancels the order if its reservation hold has ended while it is still ORDERED; replies
+    /// whether it did.
+    Expire { reply: Reply<bool> },
 }
 
 /// Reads the order for its buyer or seller.
@@ -89,7 +92,16 @@ pub struct SettleRefund {
 }
 crate::request!(SettleRefund, OrderState, "order.settle_refund", Result<(), OrderError>, |self, reply| OrderMsg::PaymentRefunded { payment: self.payment, cause: self.cause, reply });
 
-crate::remote_requests!(OrderState: GetOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund);
+/// Cancels the order if its reservation hold has ended while it is still ORDERED (the hold
+/// sweep's request, sent to whichever node owns the order); replies whether it did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExpireOrder;
+crate::request!(ExpireOrder, OrderState, "order.expire", Result<bool, OrderError>, |self, reply| OrderMsg::Expire { reply });
+
+crate::remote_requests!(OrderState: GetOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund, ExpireOrder);
+
+/// The `OrderCancelled` reason of an order whose reservation hold ended unpaid.
+pub const RESERVATION_EXPIRED: &str = "reservation_expired";
 
 /// The order entity's state.
 pub struct OrderState {
@@ -119,6 +131,16 @@ impl OrderState {
             return Err(OrderError::NotCancellable(order.id.clone(), order.status.as_str().to_owned()));
         }
         Ok(moved(order, OrderStatus::Cancelled, now))
+    }
+
+    /// Decides whether the reservation hold has ended at `now`: the cancelled order, or nothing
+    /// while the hold lasts, for an order without a hold, and once a payment was requested (a
+    /// payment in flight decides the order itself: approved it is PAID, declined or timed out it
+    /// is cancelled and the stock released then).
+    pub fn expire(&self, now: DateTime<Utc>) -> Option<Order> {
+        let order = self.order.as_ref()?;
+        let ended = order.expires_at.is_some_and(|at| at <= now);
+        (order.status == OrderStatus::Ordered && ended).then(|| moved(order, OrderStatus::Cancelled, now))
     }
 
     /// Decides the start of a payment: the order waiting for it, and the payment requested.
@@ -219,6 +241,13 @@ impl OrderState {
         Ok(next)
     }
 
+    async fn try_expire(&mut self, ctx: &Ctx) -> Result<bool, Attempt<OrderError>> {
+        let Some(next) = self.expire(Utc::now()) else { return Ok(false) };
+        let event = Event::OrderCancelled { order: next.clone(), reason: RESERVATION_EXPIRED.into() };
+        self.commit_change(next, event, None, ctx).await?;
+        Ok(true)
+    }
+
     async fn try_request_payment(&mut self, cmd: &RequestPayment, ctx: &Ctx) -> Result<Payment, Attempt<OrderError>> {
         let mut tx = ctx.store.begin().await?;
         let key = &cmd.idempotency;
@@ -305,6 +334,9 @@ impl Entity for OrderState {
                     self.try_refund(&payment, &cause, ctx)
                 ));
             }
+            OrderMsg::Expire { reply } => {
+                let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_expire(ctx)));
+            }
         }
     }
 
@@ -321,6 +353,9 @@ impl Entity for OrderState {
                 let _ = reply.send(Err(OrderError::Unavailable));
             }
             OrderMsg::PaymentDecided { reply, .. } | OrderMsg::PaymentRefunded { reply, .. } => {
+                let _ = reply.send(Err(OrderError::Unavailable));
+            }
+            OrderMsg::Expire { reply } => {
                 let _ = reply.send(Err(OrderError::Unavailable));
             }
         }
@@ -347,6 +382,7 @@ mod tests {
                 status,
                 created_at: now,
                 updated_at: now,
+                expires_at: Some(now + chrono::Duration::minutes(15)),
                 payment_id: Some("pay1".into()),
             }),
         }
@@ -401,6 +437,23 @@ mod tests {
         assert_eq!(cancelled.status, OrderStatus::Cancelled);
         assert!(matches!(event, Event::OrderCancelled { .. }));
         assert!(order(OrderStatus::Paid).settle(&payment(PaymentStatus::Approved), Utc::now()).is_none());
+    }
+
+    #[test]
+    fn only_an_ordered_order_whose_hold_ended_expires() {
+        let now = Utc::now();
+        let later = now + chrono::Duration::minutes(16);
+        for status in OrderStatus::ALL {
+            let state = order(status);
+            assert!(state.expire(now).is_none(), "{status:?} within its hold");
+            let expired = state.expire(later);
+            assert_eq!(expired.is_some(), status == OrderStatus::Ordered, "{status:?} after its hold");
+        }
+        let expired = order(OrderStatus::Ordered).expire(later).unwrap();
+        assert_eq!((expired.status, expired.updated_at), (OrderStatus::Cancelled, later));
+        let mut without_hold = order(OrderStatus::Ordered);
+        without_hold.order.as_mut().unwrap().expires_at = None;
+        assert!(without_hold.expire(later).is_none(), "an order from before holds keeps its stock");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::with_retries;
 use bazaar_protocol::catalog::Product;
 use bazaar_protocol::events::{Envelope, Event, StockChanged};
 use bazaar_protocol::orders::{Order, OrderStatus};
-use bazaar_protocol::values::Quantity;
+use bazaar_protocol::values::{Quantity, MAX_STOCK};
 use bazaar_protocol::{EventId, OrderId, ProductId, UserId};
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
@@ -27,6 +27,13 @@ pub enum ProductError {
     IdempotencyMismatch,
     #[error("a product with this id exists")]
     AlreadyExists,
+    /// The new stock plus the units open orders hold would exceed [`MAX_STOCK`]: those units
+    /// come back to the stock when the orders are cancelled, and the maximum must hold then too.
+    #[error("stock plus the {reserved} reserved units would exceed the maximum")]
+    StockAboveMaximum {
+        /// Units reserved by orders not yet released.
+        reserved: i64,
+    },
     #[error("storage unavailable")]
     Unavailable,
 }
@@ -142,8 +149,8 @@ impl ProductState {
         })
     }
 
-    /// Decides the product after `seller`'s changes.
-    pub fn change(&self, seller: &UserId, changes: &ProductChanges) -> Result<Product, ProductError> {
+    /// Decides the product after `seller`'s changes, while open orders hold `reserved` units.
+    pub fn change(&self, seller: &UserId, changes: &ProductChanges, reserved: i64) -> Result<Product, ProductError> {
         let current = self.existing()?;
         if &current.seller_id != seller {
             return Err(ProductError::Forbidden);
@@ -153,6 +160,11 @@ impl ProductState {
             next.price = price;
         }
         if let Some(stock) = changes.stock {
+            // Refused rather than clamped when the units come back: a seller who set a stock
+            // learns now that it cannot hold, instead of finding units silently dropped later.
+            if stock.saturating_add(reserved) > MAX_STOCK {
+                return Err(ProductError::StockAboveMaximum { reserved });
+            }
             next.stock = stock;
         }
         if let Some(name) = &changes.name {
@@ -164,8 +176,14 @@ impl ProductState {
         Ok(next)
     }
 
-    /// Decides a placement: the product with its stock reserved, and the new order.
-    pub fn place(&self, cmd: &PlaceOrder, now: DateTime<Utc>) -> Result<(Product, Order), ProductError> {
+    /// Decides a placement: the product with its stock reserved, and the new order, which holds
+    /// that stock unpaid for `hold`.
+    pub fn place(
+        &self,
+        cmd: &PlaceOrder,
+        now: DateTime<Utc>,
+        hold: std::time::Duration,
+    ) -> Result<(Product, Order), ProductError> {
         let current = self.existing()?;
         let quantity = i64::from(cmd.quantity.get());
         if current.stock < quantity {
@@ -185,6 +203,8 @@ impl ProductState {
             status: OrderStatus::Ordered,
             created_at: now,
             updated_at: now,
+            // A hold too long for chrono is no hold at all (the order waits for its buyer).
+            expires_at: chrono::Duration::from_std(hold).ok().and_then(|hold| now.checked_add_signed(hold)),
             payment_id: None,
         };
         Ok((after, order))
@@ -223,10 +243,13 @@ impl ProductState {
         changes: &ProductChanges,
         ctx: &Ctx,
     ) -> Result<Product, Attempt<ProductError>> {
-        let next = self.change(seller, changes).map_err(Attempt::Refused)?;
+        self.change(seller, changes, 0).map_err(Attempt::Refused)?;
         let before = self.existing().map_err(Attempt::Refused)?.stock;
         let now = Utc::now();
         let mut tx = ctx.store.begin().await?;
+        // Read in the transaction: reservations of this product change only through this entity.
+        let reserved = if changes.stock.is_some() { catalog::reserved(&mut tx, self.id.as_str()).await? } else { 0 };
+        let next = self.change(seller, changes, reserved).map_err(Attempt::Refused)?;
         catalog::update(&mut tx, &next, self.version).await?;
         if next.stock != before {
             store::append_events(&mut tx, &[self.stock_event(&next, next.stock - before, None, now)]).await?;
@@ -250,7 +273,7 @@ impl ProductState {
             return Ok(Placed { order, created: false });
         }
         let now = Utc::now();
-        let (after, order) = self.place(cmd, now).map_err(Attempt::Refused)?;
+        let (after, order) = self.place(cmd, now, ctx.settings.reservation_hold).map_err(Attempt::Refused)?;
         catalog::update(&mut tx, &after, self.version).await?;
         orders::insert(&mut tx, &order).await?;
         catalog::reserve(&mut tx, order.id.as_str(), after.id.as_str(), order.quantity).await?;

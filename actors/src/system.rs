@@ -1,5 +1,5 @@
 //! Starting and stopping everything the actor side runs on one node: storage, the regions, the
-//! chat gateway, the outbox relay, the saga consumer, housekeeping and, in a cluster, the router
+//! chat gateway, the outbox relay, the saga consumer, the reservation hold sweep, housekeeping and, in a cluster, the router
 //! and the membership loop.
 
 use crate::cache::Cache;
@@ -14,6 +14,7 @@ use crate::log::EventLog;
 use crate::payment_gateway::{PaymentGateway, SimulatedGateway};
 use crate::regions::Regions;
 use crate::relay;
+use crate::reservations;
 use crate::saga;
 use crate::store::{self, Durability, Store};
 use anyhow::Context;
@@ -96,6 +97,7 @@ impl System {
                 gateway: gateway.clone(),
                 view: view.clone(),
                 appended: appended.clone(),
+                outbox_queued: store.commit_signal(),
                 timeout: charge_timeout,
                 max_remote_bytes: settings.max_remote_bytes,
                 max_in_flight: config.max_routed_in_flight,
@@ -126,6 +128,13 @@ impl System {
                 shutdown_rx.clone(),
             ),
             housekeeping(store.clone(), config.idempotency_retention, shutdown_rx.clone()),
+            reservations::spawn(
+                store.clone(),
+                regions.clone(),
+                view.clone(),
+                settings.reservation_hold,
+                shutdown_rx.clone(),
+            ),
         ];
         tasks.extend(saga::spawn(
             store.clone(),

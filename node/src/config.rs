@@ -151,6 +151,11 @@ pub struct Settings {
     pub http_max_connections: usize,
     /// On shutdown, how long requests in flight may finish before every connection is dropped.
     pub shutdown_grace_ms: u64,
+    // --- orders: the reservation hold (hardening, issue 9) ---
+    /// How long a placed order holds its stock unpaid: an order still ORDERED (no payment
+    /// requested) after this is cancelled by the system (`reservation_expired`) and its stock
+    /// released. At least 1.
+    pub reservation_hold_secs: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -215,6 +220,8 @@ impl Default for Settings {
             http_max_connections: 10_000,
             // Under the 10 s after which `bazaar cluster up` SIGKILLs a node that has not exited.
             shutdown_grace_ms: 5_000,
+            // Orders: the reservation hold (15 minutes).
+            reservation_hold_secs: 900,
         }
     }
 }
@@ -313,6 +320,9 @@ impl Settings {
             || self.http_max_connections == 0
         {
             bail!("http_header_read_timeout_ms, http_body_read_timeout_ms and http_max_connections must be at least 1");
+        }
+        if self.reservation_hold_secs == 0 {
+            bail!("reservation_hold_secs must be at least 1");
         }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 32) {
             bail!("jwt_secret: must be at least 32 characters");

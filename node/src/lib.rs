@@ -87,6 +87,7 @@ impl Node {
                 call_timeout: settings.call_timeout(),
                 passivate_after: Duration::from_secs(settings.passivate_after_secs.max(1)),
                 max_remote_bytes: settings.cluster_max_frame_bytes,
+                reservation_hold: Duration::from_secs(settings.reservation_hold_secs),
             },
             relay_batch: settings.relay_batch.max(1),
             idempotency_retention: Duration::from_secs(settings.idempotency_retention_hours * 3600),

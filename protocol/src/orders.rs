@@ -90,6 +90,11 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// When its reservation hold ends: an order still ORDERED (no payment requested) then is
+    /// cancelled by the system (reason `reservation_expired`) and its stock released. Absent on
+    /// orders placed before holds existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
     /// The payment that is paying (or paid) for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<PaymentId>,

@@ -256,13 +256,13 @@ fn order() -> BoxedStrategy<Order> {
     (
         (id(), id(), id(), id()),
         (any::<u32>(), any::<i64>(), currency(), order_status()),
-        (time(), time(), prop::option::of(id())),
+        (time(), time(), prop::option::of(time()), prop::option::of(id())),
     )
         .prop_map(
             |(
                 (id, buyer_id, seller_id, product_id),
                 (quantity, amount, currency, status),
-                (created_at, updated_at, payment_id),
+                (created_at, updated_at, expires_at, payment_id),
             )| Order {
                 id,
                 buyer_id,
@@ -274,6 +274,7 @@ fn order() -> BoxedStrategy<Order> {
                 status,
                 created_at,
                 updated_at,
+                expires_at,
                 payment_id,
             },
         )

@@ -93,6 +93,13 @@ impl ClusterView {
         self.owner_of(role) == self.self_name
     }
 
+    /// The router of the member holding `role`, when that is a peer (`None`: this node, or the
+    /// holder just left the view).
+    pub fn leader_router(&self, role: &str) -> Option<ActorRef<RouterMsg>> {
+        let owner = self.owner_of(role);
+        self.peers().get(&owner).cloned()
+    }
+
     /// Replaces the remote members; returns whether the set of names changed.
     pub fn set_peers(&self, peers: BTreeMap<String, ActorRef<RouterMsg>>) -> bool {
         let mut current = self.peers.write().unwrap_or_else(|poisoned| poisoned.into_inner());

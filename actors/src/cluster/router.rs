@@ -35,6 +35,9 @@ pub enum RouterMsg {
     /// Answers this node's live entities per kind ([`NodeStats`] as JSON).
     #[rpc]
     Stats(String, RpcReplyPort<String>),
+    /// The sending node (named) committed events to the outbox: the relay, when it must run on
+    /// one node only and runs here, looks now instead of polling for other nodes' commits.
+    OutboxQueued(String),
 }
 
 /// An entity request on the wire.
@@ -92,6 +95,8 @@ pub struct RouterArgs {
     pub view: Arc<ClusterView>,
     /// Woken when a peer published events, so the saga (if it runs here) reads them promptly.
     pub appended: Arc<Notify>,
+    /// Wakes this node's outbox relay (the store's commit signal) when a peer queued events.
+    pub outbox_queued: Arc<Notify>,
     /// How long an entity may take to answer a routed request.
     pub timeout: Duration,
     /// The largest frame a peer accepts (for forwarded requests).
@@ -178,6 +183,7 @@ impl Actor for Router {
             RouterMsg::Ping(_, reply) => {
                 let _ = reply.send(args.view.self_name().to_owned());
             }
+            RouterMsg::OutboxQueued(_) => args.outbox_queued.notify_one(),
             RouterMsg::Stats(_, reply) => {
                 let regions = args.regions.clone();
                 tokio::spawn(async move {

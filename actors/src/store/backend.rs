@@ -41,7 +41,14 @@ impl Backend {
     pub(super) async fn open_writer(self, url: &str, durability: Durability) -> Result<AnyPool, StoreError> {
         sqlx::any::install_default_drivers();
         let url = match self {
-            Backend::Sqlite => with_sqlite_mode(url, "rwc"),
+            Backend::Sqlite => {
+                if let Some(path) = sqlite_file(url) {
+                    owner_only(path).map_err(|e| {
+                        configuration(format!("making the database file {path} readable by its owner only: {e}"))
+                    })?;
+                }
+                with_sqlite_mode(url, "rwc")
+            }
             Backend::Postgres => url.to_owned(),
         };
         let pool = AnyPoolOptions::new()
@@ -131,6 +138,40 @@ fn configuration(message: String) -> StoreError {
     StoreError::Database(sqlx::Error::Configuration(message.into()))
 }
 
+/// The file a SQLite URL names; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = path.strip_prefix("//").unwrap_or(path);
+    let in_memory = path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory");
+    (!in_memory).then_some(path)
+}
+
+/// Creates the database file readable and writable by its owner only (it holds password and
+/// refresh-token hashes), and narrows one left wider by an earlier version. SQLite creates the
+/// `-wal` and `-shm` files with the database file's mode; those that exist already are narrowed
+/// too. A file created by SQLite itself would follow the umask (0644 by default).
+fn owner_only(path: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        for file in [path.to_owned(), format!("{path}-wal"), format!("{path}-shm")] {
+            let Ok(metadata) = std::fs::metadata(&file) else { continue };
+            if metadata.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Adds `mode=...` to a SQLite URL unless the URL already chose one.
 fn with_sqlite_mode(url: &str, mode: &str) -> String {
     if url.contains("mode=") {
@@ -207,6 +248,34 @@ mod tests {
             replace_database("postgres://p@h:1/x?sslmode=disable", "t_1"),
             "postgres://p@h:1/t_1?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn the_sqlite_file_is_found_in_every_url_form() {
+        assert_eq!(sqlite_file("sqlite:///tmp/a.db"), Some("/tmp/a.db"));
+        assert_eq!(sqlite_file("sqlite://./data/bazaar.db"), Some("./data/bazaar.db"));
+        assert_eq!(sqlite_file("sqlite:data/b.db?mode=rwc"), Some("data/b.db"));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x.db?mode=memory"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_file_is_made_owner_only_new_or_old() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let new = dir.path().join("new.db");
+        owner_only(new.to_str().unwrap()).unwrap();
+        assert_eq!(mode(&new), 0o600);
+        let old = dir.path().join("old.db");
+        let wal = dir.path().join("old.db-wal");
+        for file in [&old, &wal] {
+            std::fs::write(file, b"").unwrap();
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        owner_only(old.to_str().unwrap()).unwrap();
+        assert_eq!((mode(&old), mode(&wal)), (0o600, 0o600));
     }
 
     #[test]

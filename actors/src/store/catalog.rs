@@ -100,6 +100,18 @@ pub async fn reserve(tx: &mut Tx, order_id: &str, product_id: &str, quantity: u3
     Ok(())
 }
 
+/// The units of `product_id` that orders hold and have not given back yet.
+pub async fn reserved(tx: &mut Tx, product_id: &str) -> Result<i64, StoreError> {
+    // PostgreSQL sums BIGINT as NUMERIC, which the `Any` driver cannot read as an i64.
+    let units: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM reservations WHERE product_id = $1 AND released = 0",
+    )
+    .bind(product_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(units)
+}
+
 /// Marks the reservation of `order_id` released; returns its quantity the first time, `None` after.
 pub async fn release(tx: &mut Tx, order_id: &str) -> Result<Option<i64>, StoreError> {
     let quantity: Option<i64> = sqlx::query_scalar(

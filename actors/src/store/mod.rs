@@ -161,6 +161,10 @@ pub struct Tx {
     writer: OwnedMutexGuard<Writer>,
     released: bool,
     flush: Arc<Notify>,
+    /// The command queued events in the outbox: only then does its commit wake the relay. A
+    /// commit that woke it unconditionally made the relay's own commits wake it again, a busy
+    /// loop of empty write transactions on an idle node.
+    queued_events: bool,
 }
 
 impl Deref for Tx {
@@ -241,21 +245,24 @@ impl Store {
             writer.open = true;
         }
         writer.conn.execute("SAVEPOINT command").await?;
-        Ok(Tx { writer, released: false, flush: self.flush.clone() })
+        Ok(Tx { writer, released: false, flush: self.flush.clone(), queued_events: false })
     }
 
     /// Makes a command's writes durable: waits for the `COMMIT` of the batch that carries them,
-    /// then wakes the outbox relay.
+    /// then wakes the outbox relay if the command queued events.
     pub async fn commit(&self, mut tx: Tx) -> Result<(), StoreError> {
         tx.writer.conn.execute("RELEASE SAVEPOINT command").await?;
         tx.released = true;
+        let queued_events = tx.queued_events;
         let (done, committed) = oneshot::channel();
         tx.writer.waiting.push(done);
         drop(tx);
         self.flush.notify_one();
         match committed.await {
             Ok(Ok(())) => {
-                self.committed.notify_one();
+                if queued_events {
+                    self.committed.notify_one();
+                }
                 Ok(())
             }
             Ok(Err(reason)) => Err(StoreError::Corrupt(format!("batch commit failed: {reason}"))),
@@ -273,7 +280,7 @@ impl Store {
         self.backend
     }
 
-    /// Wakes when a transaction has committed (and so the outbox may hold new rows).
+    /// Wakes when a transaction that queued events has committed (the outbox holds new rows).
     pub fn commit_signal(&self) -> Arc<Notify> {
         self.committed.clone()
     }
@@ -332,6 +339,7 @@ pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), Store
             .bind(body);
     }
     insert.execute(&mut **tx).await?;
+    tx.queued_events = true;
     Ok(())
 }
 
@@ -385,6 +393,14 @@ pub async fn save_idempotency(
 
 /// Forgets idempotency records older than `cutoff`; returns how many.
 pub async fn expire_idempotency(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    // Looked at through the read pool first: an idle node writes nothing when nothing expired.
+    let due: Option<i64> = sqlx::query_scalar("SELECT 1 FROM idempotency WHERE created_at < $1 LIMIT 1")
+        .bind(timestamp::encode(cutoff))
+        .fetch_optional(store.reader())
+        .await?;
+    if due.is_none() {
+        return Ok(0);
+    }
     let mut tx = store.begin().await?;
     let done = sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
         .bind(timestamp::encode(cutoff))

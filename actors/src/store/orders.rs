@@ -3,6 +3,7 @@
 use super::{corrupt, expect_one, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::orders::{Order, OrderStatus};
 use bazaar_protocol::Page;
+use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -20,6 +21,11 @@ fn from_row(row: &AnyRow) -> Result<(Order, i64), StoreError> {
             status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?,
             created_at: timestamp::column(row, "created_at")?,
             updated_at: timestamp::column(row, "updated_at")?,
+            expires_at: row
+                .try_get::<Option<String>, _>("expires_at")?
+                .as_deref()
+                .map(timestamp::decode)
+                .transpose()?,
             payment_id: row.try_get::<Option<String>, _>("payment_id")?.map(Into::into),
         },
         row.try_get("version")?,
@@ -87,8 +93,8 @@ pub async fn list(
 pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO orders (id, buyer_id, seller_id, product_id, quantity, amount, currency, status, payment_id,
-                             paid_at, created_at, updated_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, 1)",
+                             paid_at, created_at, updated_at, expires_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, 1)",
     )
     .bind(order.id.as_str())
     .bind(order.buyer_id.as_str())
@@ -101,9 +107,31 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
     .bind(order.payment_id.as_ref().map(|p| p.as_str()))
     .bind(timestamp::encode(order.created_at))
     .bind(timestamp::encode(order.updated_at))
+    .bind(order.expires_at.map(timestamp::encode))
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Up to `limit` ids of ORDERED orders whose hold ended at or before `now`, earliest first.
+pub async fn overdue(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM orders WHERE status = 'ORDERED' AND expires_at IS NOT NULL AND expires_at <= $1
+         ORDER BY expires_at LIMIT $2",
+    )
+    .bind(timestamp::encode(now))
+    .bind(i64::from(limit))
+    .fetch_all(store.reader())
+    .await?)
+}
+
+/// When the earliest hold of an ORDERED order ends, if any order is waiting for payment.
+pub async fn next_expiry(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let at: Option<String> =
+        sqlx::query_scalar("SELECT MIN(expires_at) FROM orders WHERE status = 'ORDERED' AND expires_at IS NOT NULL")
+            .fetch_one(store.reader())
+            .await?;
+    at.as_deref().map(timestamp::decode).transpose()
 }
 
 /// Writes an order's new status if it is still at `version`; remembers when it first became PAID.

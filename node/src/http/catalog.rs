@@ -6,7 +6,9 @@ use crate::tokens::Caller;
 use bazaar_actors::product::{GetProduct, ListProduct, NewProduct, ProductChanges, ProductError, UpdateProduct};
 use bazaar_actors::store::catalog;
 use bazaar_protocol::catalog::{CreateProduct, PatchProduct};
-use bazaar_protocol::values::{parse_currency, parse_name, parse_price, parse_stock, refuse_nul, Invalid, Role};
+use bazaar_protocol::values::{
+    parse_currency, parse_name, parse_price, parse_stock, refuse_nul, Invalid, Role, MAX_STOCK,
+};
 use bazaar_protocol::{ErrorCode, ProductId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +27,14 @@ impl From<ProductError> for ApiError {
                 ApiError::new(ErrorCode::IdempotencyMismatch, "this Idempotency-Key was used with a different request")
             }
             ProductError::AlreadyExists => ApiError::new(ErrorCode::Conflict, "the product exists"),
+            ProductError::StockAboveMaximum { reserved } => ApiError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "stock: open orders hold {reserved} more units, which come back when they are cancelled; \
+                     send a stock of at most {} so the total stays within {MAX_STOCK}",
+                    (MAX_STOCK - reserved).max(0)
+                ),
+            ),
             ProductError::Unavailable => ApiError::unavailable(),
         }
     }

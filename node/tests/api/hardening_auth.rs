@@ -40,7 +40,7 @@ async fn a_flood_of_logins_and_signups_keeps_memory_bounded_and_the_probes_quick
     // The per-address limit is raised by the harness and the node-wide one here, so the flood
     // reaches the password pool itself: the bound under test is the pool's.
     let node = TestNode::spawn_with(&[("BAZAAR_AUTH_ATTEMPTS_PER_SECOND", "1000000")]).await;
-    let pid = node.pid().expect("the node runs");
+    let pid = node.pid();
     assert_eq!(node.get("/healthz").await.status, 200);
     let before = rss_bytes(pid);
 

@@ -176,11 +176,6 @@ impl TestNode {
         node
     }
 
-    /// The node's process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
-    }
-
     /// The data directory, kept across restarts.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -230,6 +225,11 @@ impl TestNode {
         self.name = name.unwrap_or_else(|| panic!("the ready line names no node: {line}"));
         *self.api.addr.write().unwrap() = addr.unwrap_or_else(|| panic!("the ready line has no http address: {line}"));
         self.child = Some(child);
+    }
+
+    /// The process id of the running node.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|child| child.id()).expect("the node is running")
     }
 
     /// Kills the process with SIGKILL and waits for it to be gone; nothing gets to flush.

@@ -7,7 +7,7 @@
 //! wrote them; `chat` joins sockets on different nodes to one room; `membership` covers the cookie
 //! and a node joining under load; `cluster_up` starts and stops a whole cluster with one command;
 //! `silent_peer` stops a node without closing its connections; `failover` kills a node under load; `frame_limit` sends a routed
-//! request larger than the inter-node frame limit.
+//! request larger than the inter-node frame limit; `idle` measures what an idle cluster costs.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -18,6 +18,7 @@ mod cluster_up;
 mod consistency;
 mod failover;
 mod frame_limit;
+mod idle;
 mod membership;
 mod revocation;
 mod silent_peer;
