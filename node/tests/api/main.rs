@@ -18,6 +18,8 @@ mod chat_http;
 mod concurrency;
 mod crash;
 mod fuzz;
+mod hardening_chat;
+mod hardening_saga;
 mod kafka;
 mod operations;
 mod orders;
