@@ -204,3 +204,48 @@ pub async fn rooms_of(
 pub fn member_of(room: &Room, user_id: &str) -> bool {
     room.members.iter().any(|m| m.as_str() == user_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::fresh_store;
+    use chrono::{TimeZone, Utc};
+
+    async fn open(store: &Store, id: &str, buyer: &str, seller: &str, at_secs: i64) {
+        let room = Room {
+            id: id.into(),
+            members: [buyer.into(), seller.into()],
+            created_at: Utc.timestamp_opt(at_secs, 0).unwrap(),
+            last_message: None,
+        };
+        let mut tx = store.begin().await.unwrap();
+        insert(&mut tx, &room).await.unwrap();
+        store.commit(tx).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn room_pages_follow_the_cursor_through_rooms_opened_at_the_same_instant() {
+        let (store, _db) = fresh_store().await;
+        // Three rooms opened in the same instant (ties broken by id), one older, one not the user's.
+        for (id, at) in [("r-b", 200), ("r-a", 200), ("r-c", 200), ("r-old", 100)] {
+            open(&store, id, "buyer", &format!("seller-{id}"), at).await;
+        }
+        open(&store, "r-other", "someone", "seller-x", 300).await;
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10 {
+            let page = rooms_of(&store, "buyer", 2, cursor.as_deref()).await.unwrap();
+            assert!(page.items.len() <= 2);
+            seen.extend(page.items.iter().map(|r| r.id.as_str().to_owned()));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["r-a", "r-b", "r-c", "r-old"]);
+        // The seller side sees its room too.
+        let seller = rooms_of(&store, "seller-r-old", 20, None).await.unwrap();
+        assert_eq!(seller.items.len(), 1);
+        assert!(seller.next_cursor.is_none());
+    }
+}
