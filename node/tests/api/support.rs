@@ -224,6 +224,11 @@ impl TestNode {
         }
     }
 
+    /// The process id of the running node, to read its memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Sets (or replaces) one environment override for the next start.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
