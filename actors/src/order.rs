@@ -196,14 +196,30 @@ impl OrderState {
         }
     }
 
-    /// Decides what a refund does to the order (PAID → REFUNDED), or nothing when it already did.
-    pub fn refund(&self, payment: &Payment, now: DateTime<Utc>) -> Option<(Order, Event)> {
-        let order = self.order.as_ref()?;
-        if order.status != OrderStatus::Paid || order.payment_id.as_ref() != Some(&payment.id) {
-            return None;
+    /// Decides what a refund does to the order: PAID → REFUNDED; or, when the refund arrives
+    /// before the approval it follows (a redelivery, two owners during a view change), PAYMENT_PENDING
+    /// → PAID → REFUNDED, since a refunded payment was approved; nothing when it already did or
+    /// the payment is not this order's. The changes come in the order they are to be written.
+    pub fn refund(&self, payment: &Payment, now: DateTime<Utc>) -> Vec<(Order, Event)> {
+        let Some(order) = self.order.as_ref() else { return Vec::new() };
+        if order.payment_id.as_ref() != Some(&payment.id) || payment.status != PaymentStatus::Refunded {
+            return Vec::new();
         }
-        let refunded = moved(order, OrderStatus::Refunded, now);
-        Some((refunded.clone(), Event::OrderRefunded { order: refunded }))
+        match order.status {
+            OrderStatus::Paid => {
+                let refunded = moved(order, OrderStatus::Refunded, now);
+                vec![(refunded.clone(), Event::OrderRefunded { order: refunded })]
+            }
+            OrderStatus::PaymentPending => {
+                let paid = moved(order, OrderStatus::Paid, now);
+                let refunded = moved(&paid, OrderStatus::Refunded, now);
+                vec![
+                    (paid.clone(), Event::OrderPaid { order: paid }),
+                    (refunded.clone(), Event::OrderRefunded { order: refunded }),
+                ]
+            }
+            OrderStatus::Ordered | OrderStatus::Cancelled | OrderStatus::Refunded => Vec::new(),
+        }
     }
 
     async fn reload(&mut self, ctx: &Ctx) -> Result<(), StoreError> {
@@ -218,18 +234,36 @@ impl OrderState {
         cause: Option<&EventId>,
         ctx: &Ctx,
     ) -> Result<(), Attempt<OrderError>> {
+        self.commit_changes(vec![(next, event)], cause, ctx).await
+    }
+
+    /// Writes `changes` in order, one version each, in one transaction.
+    async fn commit_changes(
+        &mut self,
+        changes: Vec<(Order, Event)>,
+        cause: Option<&EventId>,
+        ctx: &Ctx,
+    ) -> Result<(), Attempt<OrderError>> {
         let mut tx = ctx.store.begin().await?;
         if let Some(cause) = cause {
             if !store::mark_processed(&mut tx, "order", cause.as_str()).await? {
                 return Ok(());
             }
         }
-        orders::update(&mut tx, &next, self.version).await?;
-        let envelope = Envelope::new(next.id.as_str(), self.version + 1, next.updated_at, event);
-        store::append_events(&mut tx, &[envelope]).await?;
+        let mut version = self.version;
+        let mut last = None;
+        for (next, event) in changes {
+            orders::update(&mut tx, &next, version).await?;
+            version += 1;
+            let envelope = Envelope::new(next.id.as_str(), version, next.updated_at, event);
+            store::append_events(&mut tx, &[envelope]).await?;
+            last = Some(next);
+        }
         ctx.store.commit(tx).await?;
-        self.order = Some(next);
-        self.version += 1;
+        if let Some(next) = last {
+            self.order = Some(next);
+            self.version = version;
+        }
         Ok(())
     }
 
@@ -286,10 +320,11 @@ impl OrderState {
     }
 
     async fn try_refund(&mut self, payment: &Payment, cause: &EventId, ctx: &Ctx) -> Result<(), Attempt<OrderError>> {
-        match self.refund(payment, Utc::now()) {
-            Some((next, event)) => self.commit_change(next, event, Some(cause), ctx).await,
-            None => Ok(()),
+        let changes = self.refund(payment, Utc::now());
+        if changes.is_empty() {
+            return Ok(());
         }
+        self.commit_changes(changes, Some(cause), ctx).await
     }
 }
 
@@ -457,9 +492,36 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_applies_to_a_paid_order_only() {
-        assert!(order(OrderStatus::PaymentPending).refund(&payment(PaymentStatus::Refunded), Utc::now()).is_none());
-        let (refunded, _) = order(OrderStatus::Paid).refund(&payment(PaymentStatus::Refunded), Utc::now()).unwrap();
-        assert_eq!(refunded.status, OrderStatus::Refunded);
+    fn a_refund_moves_a_paid_order_to_refunded() {
+        let changes = order(OrderStatus::Paid).refund(&payment(PaymentStatus::Refunded), Utc::now());
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].0.status, OrderStatus::Refunded);
+        assert!(matches!(changes[0].1, Event::OrderRefunded { .. }));
+    }
+
+    #[test]
+    fn a_refund_before_its_settlement_pays_then_refunds_the_order() {
+        // SettleRefund first: the order is still waiting for the approval it never saw.
+        let state = order(OrderStatus::PaymentPending);
+        let changes = state.refund(&payment(PaymentStatus::Refunded), Utc::now());
+        let statuses: Vec<_> = changes.iter().map(|(o, _)| o.status).collect();
+        assert_eq!(statuses, [OrderStatus::Paid, OrderStatus::Refunded]);
+        assert!(matches!(changes[0].1, Event::OrderPaid { .. }));
+        assert!(matches!(changes[1].1, Event::OrderRefunded { .. }));
+        // Then the late SettlePayment: the order is past it and stays REFUNDED.
+        let after = OrderState { order: Some(changes[1].0.clone()), ..order(OrderStatus::Refunded) };
+        assert!(after.settle(&payment(PaymentStatus::Approved), Utc::now()).is_none());
+        assert_eq!(after.order.as_ref().map(|o| o.status), Some(OrderStatus::Refunded));
+    }
+
+    #[test]
+    fn a_refund_never_touches_an_order_it_does_not_concern() {
+        for status in [OrderStatus::Ordered, OrderStatus::Cancelled, OrderStatus::Refunded] {
+            assert!(order(status).refund(&payment(PaymentStatus::Refunded), Utc::now()).is_empty(), "{status:?}");
+        }
+        let other = Payment { id: "pay9".into(), ..payment(PaymentStatus::Refunded) };
+        assert!(order(OrderStatus::Paid).refund(&other, Utc::now()).is_empty());
+        // Only a refunded payment refunds.
+        assert!(order(OrderStatus::Paid).refund(&payment(PaymentStatus::Approved), Utc::now()).is_empty());
     }
 }

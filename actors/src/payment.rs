@@ -1,5 +1,12 @@
 //! The payment entity: asks the gateway (without blocking its mailbox, so reads stay fast while a
 //! slow gateway thinks), records the outcome, and refunds.
+//!
+//! A refund is decided and committed first (REFUNDED, event `PaymentRefunded`), with retries on
+//! version conflicts that never touch the gateway; the saga then follows the event and asks the
+//! gateway to give the money back ([`RefundAtGateway`]), once per event (processed-events table),
+//! as charges follow `PaymentRequested`. A crash between the two steps redelivers the event, so
+//! the money still goes back; only a crash between the gateway's answer and the mark asks the
+//! gateway twice, which a gateway idempotent by payment id absorbs.
 
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityMsg, EntityRef};
@@ -49,8 +56,10 @@ pub enum PaymentMsg {
     Charge { cause: EventId, reply: Reply<()> },
     /// The gateway's answer to the charge in flight.
     Answered(GatewayAnswer),
-    /// Refunds an APPROVED payment for the order's seller.
+    /// Refunds an APPROVED payment for the order's seller (commits the decision only).
     Refund { by: UserId, reply: Reply<Payment> },
+    /// Gives a REFUNDED payment's money back at the gateway (delivered by event `cause`).
+    GatewayRefund { cause: EventId, reply: Reply<()> },
 }
 
 /// Reads the payment for the order's buyer or seller.
@@ -74,7 +83,17 @@ pub struct RefundPayment {
 }
 crate::request!(RefundPayment, PaymentState, "payment.refund", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Refund { by: self.by, reply });
 
-crate::remote_requests!(PaymentState: GetPayment, ChargePayment, RefundPayment);
+/// Gives a REFUNDED payment's money back at the gateway, once per event `cause`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundAtGateway {
+    pub cause: EventId,
+}
+crate::request!(RefundAtGateway, PaymentState, "payment.refund_at_gateway", Result<(), PaymentError>, |self, reply| PaymentMsg::GatewayRefund { cause: self.cause, reply });
+
+crate::remote_requests!(PaymentState: GetPayment, ChargePayment, RefundPayment, RefundAtGateway);
+
+/// The consumer name under which gateway refunds are marked done, per event.
+const GATEWAY_REFUNDS: &str = "payment.refund_at_gateway";
 
 /// The payment entity's state.
 pub struct PaymentState {
@@ -155,14 +174,46 @@ impl PaymentState {
         }
     }
 
+    /// Commits the refund decision. The gateway is not asked here: this runs again after a
+    /// version conflict, and the saga's step that follows `PaymentRefunded` asks it, once.
     async fn try_refund(&mut self, by: &UserId, ctx: &Ctx) -> Result<Payment, Attempt<PaymentError>> {
         let next = self.refund(by).map_err(Attempt::Refused)?;
-        if let Err(e) = ctx.gateway.refund(self.id.as_str()).await {
-            warn!(payment_id = %self.id, reason = %e, "gateway refund failed");
-            return Err(Attempt::Refused(PaymentError::Unavailable));
-        }
         self.commit_change(next.clone(), Event::PaymentRefunded { payment: next.clone() }, ctx).await?;
         Ok(next)
+    }
+
+    /// Refunds for the seller, deciding again after lost races.
+    async fn refund_command(&mut self, by: &UserId, ctx: &Ctx) -> Result<Payment, PaymentError> {
+        with_retries!(self, ctx, PaymentError::Unavailable, self.try_refund(by, ctx))
+    }
+
+    /// Asks the gateway to give the money back for the refund event `cause`, unless that event
+    /// was already followed; marks it followed once the gateway answered.
+    async fn refund_at_gateway(&self, cause: &EventId, ctx: &Ctx) -> Result<(), PaymentError> {
+        let storage = |e: StoreError| {
+            warn!(payment_id = %self.id, reason = %e, "storage failed");
+            PaymentError::Unavailable
+        };
+        match self.record.as_ref().map(|r| r.payment.status) {
+            Some(PaymentStatus::Refunded) => {}
+            None | Some(PaymentStatus::Requested | PaymentStatus::Approved | PaymentStatus::Declined) => {
+                // The event is only ever appended with the REFUNDED row, so this is a stale
+                // read; try again after a reload rather than refund an unrefunded payment.
+                return Err(PaymentError::Unavailable);
+            }
+        }
+        if store::is_processed(&ctx.store, GATEWAY_REFUNDS, cause.as_str()).await.map_err(storage)? {
+            return Ok(());
+        }
+        if let Err(e) = ctx.gateway.refund(self.id.as_str()).await {
+            warn!(payment_id = %self.id, reason = %e, "gateway refund failed");
+            return Err(PaymentError::Unavailable);
+        }
+        let mut tx = ctx.store.begin().await.map_err(storage)?;
+        store::mark_processed(&mut tx, GATEWAY_REFUNDS, cause.as_str()).await.map_err(storage)?;
+        ctx.store.commit(tx).await.map_err(storage)?;
+        info!(payment_id = %self.id, "payment refunded at the gateway");
+        Ok(())
     }
 
     fn start_charge(&mut self, ctx: &Ctx, myself: &EntityRef<Self>) {
@@ -229,7 +280,17 @@ impl Entity for PaymentState {
                 }
             }
             PaymentMsg::Refund { by, reply } => {
-                let _ = reply.send(with_retries!(self, ctx, PaymentError::Unavailable, self.try_refund(&by, ctx)));
+                let _ = reply.send(self.refund_command(&by, ctx).await);
+            }
+            PaymentMsg::GatewayRefund { cause, reply } => {
+                let refunded = self.record.as_ref().is_some_and(|r| r.payment.status == PaymentStatus::Refunded);
+                // The refund may have been committed by this entity's twin on another node during
+                // a view change: read the row again before deciding it is not refunded.
+                let outcome = match refunded {
+                    false if self.reload(ctx).await.is_err() => Err(PaymentError::Unavailable),
+                    _ => self.refund_at_gateway(&cause, ctx).await,
+                };
+                let _ = reply.send(outcome);
             }
         }
     }
@@ -243,7 +304,7 @@ impl Entity for PaymentState {
             PaymentMsg::Get { reply, .. } | PaymentMsg::Refund { reply, .. } => {
                 let _ = reply.send(Err(PaymentError::Unavailable));
             }
-            PaymentMsg::Charge { reply, .. } => {
+            PaymentMsg::Charge { reply, .. } | PaymentMsg::GatewayRefund { reply, .. } => {
                 let _ = reply.send(Err(PaymentError::Unavailable));
             }
             PaymentMsg::Answered(_) => {}
@@ -254,6 +315,11 @@ impl Entity for PaymentState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::{EntitySettings, RegionRef};
+    use crate::payment_gateway::SimulatedGateway;
+    use crate::store::test_support::fresh_store;
+    use std::sync::Arc;
+    use std::time::Duration;
 
     fn state(status: PaymentStatus) -> PaymentState {
         PaymentState {
@@ -296,5 +362,82 @@ mod tests {
             state(PaymentStatus::Declined).refund(&"seller".into()),
             Err(PaymentError::NotRefundable(..))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_refund_that_loses_a_race_asks_the_gateway_once() {
+        let (store, _db) = fresh_store().await;
+        let settings = Arc::new(EntitySettings {
+            gateway_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(2),
+            passivate_after: Duration::from_secs(60),
+            max_remote_bytes: 1 << 20,
+            reservation_hold: Duration::from_secs(900),
+        });
+        let ctx = Ctx {
+            gateway: Arc::new(SimulatedGateway::new(store.clone())),
+            store: store.clone(),
+            settings,
+            cluster: None,
+        };
+        let now = Utc::now();
+        let mut entity = state(PaymentStatus::Approved);
+        let record = entity.record.clone().unwrap();
+        let mut tx = store.begin().await.unwrap();
+        payments::insert(&mut tx, &record, now).await.unwrap();
+        store.commit(tx).await.unwrap();
+        payments::record_charge(&store, "pay1", 10, "approved", now).await.unwrap();
+        // Another writer moves the row on under the entity's feet: its first commit conflicts.
+        let mut tx = store.begin().await.unwrap();
+        payments::update(&mut tx, &record.payment, 1, now).await.unwrap();
+        store.commit(tx).await.unwrap();
+
+        let refunded = entity.refund_command(&"seller".into(), &ctx).await.unwrap();
+        assert_eq!(refunded.status, PaymentStatus::Refunded);
+        let stored = payments::load(&store, "pay1").await.unwrap().unwrap();
+        assert_eq!((stored.payment.status, stored.version), (PaymentStatus::Refunded, 3));
+        // The decision is committed; deciding it again after the conflict asked the gateway nothing.
+        assert_eq!(payments::refund_requests(&store, "pay1").await.unwrap(), 0);
+
+        // The saga follows the event, and after a crash delivers it again: one request.
+        let region = RegionRef::<PaymentState>::spawn(ctx).await.unwrap();
+        let cause = EventId::generate();
+        for _ in 0..2 {
+            region.ask("pay1", RefundAtGateway { cause: cause.clone() }).await.unwrap().unwrap();
+        }
+        assert_eq!(payments::refund_requests(&store, "pay1").await.unwrap(), 1);
+        // A second refund is refused without a word to the gateway.
+        assert!(matches!(
+            region.ask("pay1", RefundPayment { by: "seller".into() }).await.unwrap(),
+            Err(PaymentError::NotRefundable(..))
+        ));
+        assert_eq!(payments::refund_requests(&store, "pay1").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_gateway_is_never_asked_to_refund_a_payment_that_is_not_refunded() {
+        let (store, _db) = fresh_store().await;
+        let settings = Arc::new(EntitySettings {
+            gateway_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(2),
+            passivate_after: Duration::from_secs(60),
+            max_remote_bytes: 1 << 20,
+            reservation_hold: Duration::from_secs(900),
+        });
+        let ctx = Ctx {
+            gateway: Arc::new(SimulatedGateway::new(store.clone())),
+            store: store.clone(),
+            settings,
+            cluster: None,
+        };
+        let record = state(PaymentStatus::Approved).record.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        payments::insert(&mut tx, &record, Utc::now()).await.unwrap();
+        store.commit(tx).await.unwrap();
+        payments::record_charge(&store, "pay1", 10, "approved", Utc::now()).await.unwrap();
+        let region = RegionRef::<PaymentState>::spawn(ctx).await.unwrap();
+        let answer = region.ask("pay1", RefundAtGateway { cause: EventId::generate() }).await.unwrap();
+        assert_eq!(answer, Err(PaymentError::Unavailable));
+        assert_eq!(payments::refund_requests(&store, "pay1").await.unwrap(), 0);
     }
 }

@@ -1,24 +1,29 @@
 //! The saga consumer: reads the event log (every partition that carries payments and orders) and
 //! drives the steps that follow an event — charge a requested payment, settle the order when the
-//! payment is decided, give stock back when an order is cancelled or refunded.
+//! payment is decided, refund at the gateway and settle the order when a payment is refunded, give
+//! stock back when an order is cancelled or refunded.
 //!
-//! Events are dispatched in log order (so one entity sees its events in order) and handled
-//! concurrently (so a slow gateway holds back nothing but the offset). The offset only moves past
-//! an event once its step has committed; after a crash the steps after it are delivered again, and
-//! each entity applies a redelivered event at most once (processed-events table, state checks).
+//! Order is kept per entity only: each record goes into the lane of its envelope's entity (the
+//! Kafka record key), a lane runs its steps one after another in log order, each retried until it
+//! succeeds before the next one of that entity starts, and lanes run side by side (up to
+//! `max_in_flight` records read and not yet done). So one buyer whose gateway never answers holds
+//! back nothing but its own payment and the saved offset. The offset saved is the lowest one not
+//! yet completed: after a crash nothing uncompleted is skipped, and what completed after it is
+//! delivered again, which each entity applies at most once (processed-events table, state checks).
 
 use crate::cluster::ClusterView;
 use crate::entity::CallError;
 use crate::log::{EventLog, LogRecord, Partition};
 use crate::order::{SettlePayment, SettleRefund};
-use crate::payment::ChargePayment;
+use crate::payment::{ChargePayment, RefundAtGateway};
 use crate::product::ReleaseStock;
 use crate::regions::Regions;
 use crate::store::{self, Store};
 use bazaar_protocol::events::{topics, Envelope, Event};
 use futures_util::future::{BoxFuture, OptionFuture};
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -27,10 +32,40 @@ use tracing::warn;
 
 /// The consumer's name in `consumer_offsets`.
 pub const CONSUMER: &str = "saga";
-/// How many events may be in flight at once.
-const WINDOW: usize = 512;
 
-type Step = BoxFuture<'static, Result<(), String>>;
+/// One step that follows an event, sent to the entity it concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Ask the gateway to charge a requested payment.
+    Charge,
+    /// Settle the order with the payment's outcome.
+    SettlePayment,
+    /// Give the money back at the gateway (the refund decision is already committed).
+    RefundAtGateway,
+    /// Move the paid order to REFUNDED.
+    SettleRefund,
+    /// Give the order's units back to its product.
+    ReleaseStock,
+}
+
+/// The steps that follow an event, in the order they run; empty when it needs none.
+fn steps(event: &Event) -> &'static [Step] {
+    match event {
+        Event::PaymentRequested { .. } => &[Step::Charge],
+        Event::PaymentApproved { .. } | Event::PaymentDeclined { .. } => &[Step::SettlePayment],
+        // The money goes back before the order says REFUNDED, so a refunded order always means
+        // refunded money.
+        Event::PaymentRefunded { .. } => &[Step::RefundAtGateway, Step::SettleRefund],
+        Event::OrderCancelled { .. } | Event::OrderRefunded { .. } => &[Step::ReleaseStock],
+        Event::UserRegistered { .. }
+        | Event::ProductListed { .. }
+        | Event::StockChanged { .. }
+        | Event::OrderPlaced { .. }
+        | Event::OrderPaid { .. }
+        | Event::ChatRoomOpened { .. }
+        | Event::ChatMessagePosted { .. } => &[],
+    }
+}
 
 fn flat<T, E: std::fmt::Display>(answer: Result<Result<T, E>, CallError>) -> Result<(), String> {
     match answer {
@@ -40,68 +75,161 @@ fn flat<T, E: std::fmt::Display>(answer: Result<Result<T, E>, CallError>) -> Res
     }
 }
 
-/// Sends the step that follows `envelope` (now, so steps reach entities in log order) and returns
-/// its completion; `None` when the event needs no step.
-fn dispatch(regions: &Regions, envelope: &Envelope, charge_timeout: Duration) -> Option<Step> {
+/// Sends one step of `envelope` to its entity and resolves when that entity answered.
+fn send(
+    regions: &Regions,
+    envelope: &Envelope,
+    step: Step,
+    charge_timeout: Duration,
+) -> BoxFuture<'static, Result<(), String>> {
     let cause = envelope.id.clone();
-    let step: Step = match &envelope.event {
-        Event::PaymentRequested { payment, .. } => {
+    match (&envelope.event, step) {
+        (Event::PaymentRequested { payment, .. }, Step::Charge) => {
             regions.payments.ask_within(payment.id.as_str(), charge_timeout, ChargePayment { cause }).map(flat).boxed()
         }
-        Event::PaymentApproved { payment } | Event::PaymentDeclined { payment } => regions
+        (Event::PaymentApproved { payment } | Event::PaymentDeclined { payment }, Step::SettlePayment) => regions
             .orders
             .ask(payment.order_id.as_str(), SettlePayment { payment: payment.clone(), cause })
             .map(flat)
             .boxed(),
-        Event::PaymentRefunded { payment } => regions
+        (Event::PaymentRefunded { payment }, Step::RefundAtGateway) => regions
+            .payments
+            .ask_within(payment.id.as_str(), charge_timeout, RefundAtGateway { cause })
+            .map(flat)
+            .boxed(),
+        (Event::PaymentRefunded { payment }, Step::SettleRefund) => regions
             .orders
             .ask(payment.order_id.as_str(), SettleRefund { payment: payment.clone(), cause })
             .map(flat)
             .boxed(),
-        Event::OrderCancelled { order, .. } | Event::OrderRefunded { order } => {
+        (Event::OrderCancelled { order, .. } | Event::OrderRefunded { order }, Step::ReleaseStock) => {
             let order_id = order.id.clone();
             regions.products.ask(order.product_id.as_str(), ReleaseStock { order_id, cause }).map(flat).boxed()
         }
-        _ => return None,
-    };
-    Some(step)
+        (event, step) => {
+            // `steps` never pairs them so; a mistake here must not stall the lane forever.
+            warn!(kind = event.type_name(), ?step, "saga step does not apply to this event; skipped");
+            futures_util::future::ready(Ok(())).boxed()
+        }
+    }
 }
 
-/// Runs the step for one record until it succeeds (or shutdown); resolves to the offset after it.
+/// Runs the steps of one record, each until it succeeds (or shutdown), one after another;
+/// resolves to the record's lane and offset.
 fn apply(
     regions: Regions,
     record: LogRecord,
     charge_timeout: Duration,
     shutdown: watch::Receiver<bool>,
-) -> BoxFuture<'static, i64> {
-    let Some(first) = dispatch(&regions, &record.envelope, charge_timeout) else {
-        return futures_util::future::ready(record.offset + 1).boxed();
-    };
+) -> BoxFuture<'static, (String, i64)> {
     async move {
-        let mut outcome = first.await;
-        let mut delay = Duration::from_millis(100);
-        while let Err(reason) = outcome {
-            let envelope = &record.envelope;
-            warn!(event_id = %envelope.id, kind = envelope.event.type_name(), %reason, "saga step failed; retrying");
-            metrics::counter!("bazaar_saga_retries_total").increment(1);
-            if *shutdown.borrow() {
-                // Not acknowledged: the step is delivered again after the restart.
-                return std::future::pending().await;
+        let envelope = &record.envelope;
+        for &step in steps(&envelope.event) {
+            let mut delay = Duration::from_millis(100);
+            while let Err(reason) = send(&regions, envelope, step, charge_timeout).await {
+                warn!(event_id = %envelope.id, kind = envelope.event.type_name(), ?step, %reason, "saga step failed; retrying");
+                metrics::counter!("bazaar_saga_retries_total").increment(1);
+                if *shutdown.borrow() {
+                    // Not acknowledged: the step is delivered again after the restart.
+                    return std::future::pending().await;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-            outcome = match dispatch(&regions, envelope, charge_timeout) {
-                Some(step) => step.await,
-                None => Ok(()),
-            };
         }
-        record.offset + 1
+        (envelope.entity_id.clone(), record.offset)
     }
     .boxed()
 }
 
+/// Which records are read and not yet done, lane by lane, and the offset that may be saved.
+/// Plain bookkeeping, free of I/O: the consumer starts whatever it returns.
+#[derive(Debug)]
+pub(crate) struct Lanes<T> {
+    /// Per entity with a step running: the records queued behind the running one, in log order.
+    /// A key is present exactly while its lane is busy.
+    queued: HashMap<String, VecDeque<(i64, T)>>,
+    /// Offsets read and not yet completed.
+    open: BTreeSet<i64>,
+    /// The offset after the last record read.
+    read_upto: i64,
+}
+
+impl<T> Lanes<T> {
+    /// Empty lanes that read on from `next` (the saved offset).
+    pub(crate) fn new(next: i64) -> Self {
+        Self { queued: HashMap::new(), open: BTreeSet::new(), read_upto: next }
+    }
+
+    /// Takes a record read at `offset` that needs no step.
+    pub(crate) fn skip(&mut self, offset: i64) {
+        self.read_upto = self.read_upto.max(offset + 1);
+    }
+
+    /// Takes a record read at `offset` for entity `key`; returns it when it may start now (its
+    /// lane was idle), or keeps it queued behind the lane's running record.
+    pub(crate) fn push(&mut self, key: &str, offset: i64, item: T) -> Option<T> {
+        self.read_upto = self.read_upto.max(offset + 1);
+        self.open.insert(offset);
+        match self.queued.get_mut(key) {
+            Some(queue) => {
+                queue.push_back((offset, item));
+                None
+            }
+            None => {
+                self.queued.insert(key.to_owned(), VecDeque::new());
+                Some(item)
+            }
+        }
+    }
+
+    /// Marks the running record of lane `key` (at `offset`) done; returns the lane's next
+    /// record, which starts now.
+    pub(crate) fn complete(&mut self, key: &str, offset: i64) -> Option<T> {
+        self.open.remove(&offset);
+        let queue = self.queued.get_mut(key)?;
+        match queue.pop_front() {
+            Some((_, next)) => Some(next),
+            None => {
+                self.queued.remove(key);
+                None
+            }
+        }
+    }
+
+    /// The offset to save: the lowest one not completed, or the next to read when all are.
+    pub(crate) fn committed(&self) -> i64 {
+        self.open.first().copied().unwrap_or(self.read_upto)
+    }
+
+    /// The offset of the next record to read.
+    pub(crate) fn read_upto(&self) -> i64 {
+        self.read_upto
+    }
+
+    /// How many records are read and not yet completed.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Moves an idle reader on to `position` (another node moved the offset meanwhile).
+    pub(crate) fn resume_at(&mut self, position: i64) {
+        debug_assert!(self.open.is_empty());
+        self.read_upto = self.read_upto.max(position);
+    }
+}
+
 /// The topics whose events have a step.
 const TOPICS: [&str; 2] = [topics::PAYMENTS, topics::ORDERS];
+
+/// How the saga runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SagaSettings {
+    /// How long one charge (or gateway refund) may take before it is asked again.
+    pub charge_timeout: Duration,
+    /// Most records read and not yet done, per partition; reading pauses at it.
+    pub max_in_flight: usize,
+}
 
 /// Starts the saga: one consumer per partition of the log that carries its topics. In a cluster
 /// each partition is consumed by one node, its rendezvous owner among the live members (Kafka
@@ -113,7 +241,7 @@ pub fn spawn(
     log: Arc<dyn EventLog>,
     regions: Regions,
     view: Option<Arc<ClusterView>>,
-    charge_timeout: Duration,
+    settings: SagaSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     log.partitions_of(&TOPICS)
@@ -126,7 +254,7 @@ pub fn spawn(
                 view: view.clone(),
                 key: partition.key(CONSUMER),
                 partition,
-                charge_timeout,
+                settings,
             };
             tokio::spawn(consumer.run(shutdown.clone()))
         })
@@ -142,7 +270,7 @@ struct Consumer {
     partition: Partition,
     /// Its name in `consumer_offsets` and in the cluster's role election.
     key: String,
-    charge_timeout: Duration,
+    settings: SagaSettings,
 }
 
 impl Consumer {
@@ -161,13 +289,16 @@ impl Consumer {
         }
     }
 
+    fn start(&self, record: LogRecord, shutdown: &watch::Receiver<bool>) -> BoxFuture<'static, (String, i64)> {
+        apply(self.regions.clone(), record, self.settings.charge_timeout, shutdown.clone())
+    }
+
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         // Offsets are those of the next record to read.
-        let mut committed = self.saved_offset().await;
-        let mut read_upto = committed;
-        let mut saved = committed;
+        let mut saved = self.saved_offset().await;
+        let mut lanes = Lanes::<LogRecord>::new(saved);
         let mut saved_at = Instant::now();
-        let mut inflight = FuturesOrdered::new();
+        let mut running: FuturesUnordered<BoxFuture<'static, (String, i64)>> = FuturesUnordered::new();
         let mut following = false;
         let mut failures = 0u32;
         let mut fetching = None;
@@ -175,17 +306,17 @@ impl Consumer {
             let leading = self.leading();
             if !leading {
                 following = true;
-            } else if following && inflight.is_empty() {
+            } else if following && lanes.in_flight() == 0 {
                 // Just took the partition over: another node may have moved the offset meanwhile.
                 let position = self.saved_offset().await;
-                committed = committed.max(position);
+                lanes.resume_at(position);
                 saved = saved.max(position);
-                read_upto = read_upto.max(committed);
                 following = false;
             }
+            let committed = lanes.committed();
             // Saving after every event would double the writes; a redelivery after a crash is
             // harmless, so the offset is saved at most every 200 ms or when idle.
-            if committed != saved && (inflight.is_empty() || saved_at.elapsed() > Duration::from_millis(200)) {
+            if committed > saved && (lanes.in_flight() == 0 || saved_at.elapsed() > Duration::from_millis(200)) {
                 if let Err(e) = store::log::save_offset(&self.store, &self.key, committed).await {
                     warn!(consumer = %self.key, reason = %e, "saga offset not saved");
                 } else {
@@ -196,22 +327,32 @@ impl Consumer {
             if *shutdown.borrow() {
                 break;
             }
-            let room = WINDOW - inflight.len();
+            let room = self.settings.max_in_flight.saturating_sub(lanes.in_flight());
             if fetching.is_none() && leading && !following && room > 0 {
                 // A read that waits (up to 500 ms) for records to arrive. It is kept across turns
                 // of the loop, not restarted when a step completes, so a busy partition still reads.
-                fetching = Some(self.log.fetch(&self.partition, read_upto, room, Duration::from_millis(500)));
+                fetching = Some(self.log.fetch(&self.partition, lanes.read_upto(), room, Duration::from_millis(500)));
             }
             tokio::select! {
-                Some(next) = inflight.next(), if !inflight.is_empty() => committed = next,
+                Some((key, offset)) = running.next(), if !running.is_empty() => {
+                    if let Some(next) = lanes.complete(&key, offset) {
+                        running.push(self.start(next, &shutdown));
+                    }
+                }
                 Some(fetched) = OptionFuture::from(fetching.as_mut()) => {
                     fetching = None;
                     match fetched {
                         Ok(records) => {
                             failures = 0;
                             for record in records {
-                                read_upto = record.offset + 1;
-                                inflight.push_back(apply(self.regions.clone(), record, self.charge_timeout, shutdown.clone()));
+                                if steps(&record.envelope.event).is_empty() {
+                                    lanes.skip(record.offset);
+                                    continue;
+                                }
+                                let key = record.envelope.entity_id.clone();
+                                if let Some(record) = lanes.push(&key, record.offset, record) {
+                                    running.push(self.start(record, &shutdown));
+                                }
                             }
                         }
                         Err(e) => {
@@ -223,12 +364,105 @@ impl Consumer {
                         }
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_millis(500)), if fetching.is_none() && inflight.is_empty() => {}
+                // Paused (full, or following): wake now and then to look at the view again.
+                _ = tokio::time::sleep(Duration::from_millis(500)), if fetching.is_none() => {}
                 _ = shutdown.changed() => {}
             }
         }
-        if committed != saved {
+        let committed = lanes.committed();
+        if committed > saved {
             let _ = store::log::save_offset(&self.store, &self.key, committed).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_entitys_records_run_one_after_another_in_log_order() {
+        let mut lanes = Lanes::new(0);
+        assert_eq!(lanes.push("a", 0, "a0"), Some("a0"));
+        assert_eq!(lanes.push("a", 1, "a1"), None);
+        assert_eq!(lanes.push("a", 2, "a2"), None);
+        assert_eq!(lanes.complete("a", 0), Some("a1"));
+        assert_eq!(lanes.complete("a", 1), Some("a2"));
+        assert_eq!(lanes.complete("a", 2), None);
+        // The lane is idle again: its next record starts at once.
+        assert_eq!(lanes.push("a", 3, "a3"), Some("a3"));
+    }
+
+    #[test]
+    fn other_entities_never_wait_behind_a_stuck_one() {
+        let mut lanes = Lanes::new(0);
+        assert_eq!(lanes.push("slow", 0, 0), Some(0));
+        for offset in 1..1_000 {
+            let key = format!("fast{offset}");
+            assert_eq!(lanes.push(&key, offset, offset), Some(offset), "record {offset} waited");
+        }
+        assert_eq!(lanes.push("slow", 1_000, 1_000), None, "the slow entity's next record waits for it");
+        assert_eq!(lanes.in_flight(), 1_001);
+    }
+
+    #[test]
+    fn the_saved_offset_is_the_lowest_one_not_completed() {
+        let mut lanes = Lanes::new(10);
+        assert_eq!(lanes.committed(), 10);
+        lanes.push("slow", 10, ());
+        lanes.skip(11);
+        lanes.push("b", 12, ());
+        lanes.push("c", 13, ());
+        lanes.complete("c", 13);
+        lanes.complete("b", 12);
+        // Everything after 10 is done, but 10 is not: a crash must deliver 10 again.
+        assert_eq!(lanes.committed(), 10);
+        assert_eq!(lanes.read_upto(), 14);
+        lanes.complete("slow", 10);
+        assert_eq!(lanes.committed(), 14);
+        assert_eq!(lanes.in_flight(), 0);
+    }
+
+    #[test]
+    fn records_without_a_step_move_the_offset_only_past_completed_ones() {
+        let mut lanes = Lanes::new(0);
+        lanes.push("a", 0, ());
+        lanes.skip(1);
+        lanes.skip(2);
+        assert_eq!(lanes.committed(), 0);
+        lanes.complete("a", 0);
+        assert_eq!(lanes.committed(), 3);
+    }
+
+    #[test]
+    fn a_takeover_resumes_from_the_offset_another_node_saved() {
+        let mut lanes: Lanes<()> = Lanes::new(5);
+        lanes.resume_at(40);
+        assert_eq!((lanes.read_upto(), lanes.committed()), (40, 40));
+        // Never backwards.
+        lanes.resume_at(7);
+        assert_eq!(lanes.read_upto(), 40);
+    }
+
+    #[test]
+    fn a_refund_follows_its_payment_decision_in_the_same_lane() {
+        use bazaar_protocol::payments::{Payment, PaymentStatus};
+        let payment = Payment {
+            id: "pay1".into(),
+            order_id: "o1".into(),
+            amount: 1,
+            status: PaymentStatus::Approved,
+            reason: None,
+        };
+        let approved =
+            Envelope::new("pay1", 2, chrono::Utc::now(), Event::PaymentApproved { payment: payment.clone() });
+        let refunded = Envelope::new("pay1", 3, chrono::Utc::now(), Event::PaymentRefunded { payment });
+        // Both are the payment's events, so they share its lane: the refund's steps cannot start
+        // before the settlement of the approval completed.
+        assert_eq!(approved.entity_id, refunded.entity_id);
+        let mut lanes = Lanes::new(0);
+        assert!(lanes.push(&approved.entity_id, 0, steps(&approved.event)).is_some());
+        assert_eq!(lanes.push(&refunded.entity_id, 1, steps(&refunded.event)), None);
+        assert_eq!(lanes.complete(&approved.entity_id, 0), Some(&[Step::RefundAtGateway, Step::SettleRefund][..]));
     }
 }

@@ -2,6 +2,11 @@
 //! parsed client frames; it writes server frames into a bounded queue that the front end drains
 //! into the socket. A client too slow to drain its queue is disconnected rather than buffered
 //! without limit.
+//!
+//! A join's replay (and a gap fill) is read from storage a page at a time and each message waits
+//! for room in the queue (up to a timeout), so a backlog of any length arrives complete, in order,
+//! in bounded memory. Live messages that arrive meanwhile wait in the session's mailbox and are
+//! delivered after it, each once: `delivered` skips what the replay already sent.
 
 use crate::chat_gateway::GatewayMsg;
 use crate::chat_room::{GetRoom, PostMessage, RoomError, RoomState};
@@ -58,6 +63,18 @@ pub struct SessionArgs {
     pub gateway: ActorRef<GatewayMsg>,
     pub rooms: RegionRef<RoomState>,
     pub store: Store,
+    /// How replays are paged and paced.
+    pub replay: ReplaySettings,
+}
+
+/// How a session reads and sends a backlog.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplaySettings {
+    /// Messages read from storage per page.
+    pub page: u32,
+    /// How long one replayed message may wait for room in the send queue; then the client is
+    /// disconnected as too slow.
+    pub send_timeout: Duration,
 }
 
 /// The session's state: who it is, and how far each joined room was delivered.
@@ -83,6 +100,29 @@ impl SessionState {
     /// Queues a frame; false when the client is gone or too slow (the session then stops).
     fn send(&self, text: Arc<str>) -> bool {
         self.args.out.try_send(Outbound::Text(text)).is_ok()
+    }
+
+    /// Queues a frame, waiting for room (up to the replay timeout); false when the client is gone
+    /// or drains nothing for that long.
+    async fn send_waiting(&self, text: Arc<str>) -> bool {
+        self.args.out.send_timeout(Outbound::Text(text), self.args.replay.send_timeout).await.is_ok()
+    }
+
+    /// Sends the room's messages with `after < seq <= upto`, page by page, in order. `Ok(false)`:
+    /// the client is gone; `Err`: storage failed (what was sent stays sent).
+    async fn replay(&self, room: &RoomId, mut after: i64, upto: i64) -> Result<bool, ()> {
+        let page = self.args.replay.page.max(1);
+        while after < upto {
+            let messages = chat::range(&self.args.store, room.as_str(), after, upto, page).await.map_err(|_| ())?;
+            let Some(last) = messages.last().map(|m| m.seq) else { break };
+            for message in messages {
+                if !self.send_waiting(frame_text(&ServerFrame::Message(message))).await {
+                    return Ok(false);
+                }
+            }
+            after = last;
+        }
+        Ok(true)
     }
 
     fn close(&self, code: u16, reason: &'static str) {
@@ -114,15 +154,10 @@ impl SessionState {
             return false;
         }
         if let Some(since) = since {
-            match chat::range(&self.args.store, room.as_str(), since.max(0), view.last_seq).await {
-                Ok(messages) => {
-                    for message in messages {
-                        if !self.send(frame_text(&ServerFrame::Message(message))) {
-                            return false;
-                        }
-                    }
-                }
-                Err(_) => return self.send(error_frame("unavailable", "history is unavailable, join again")),
+            match self.replay(&room, since.max(0), view.last_seq).await {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(()) => return self.send(error_frame("unavailable", "history is unavailable, join again")),
             }
         }
         self.delivered.insert(room.clone(), view.last_seq);
@@ -157,13 +192,8 @@ impl SessionState {
         }
         if message.seq > delivered + 1 {
             // A gap (the live stream lagged): fill it from storage so the client sees every seq.
-            if let Ok(missing) = chat::range(&self.args.store, message.room.as_str(), delivered, message.seq - 1).await
-            {
-                for earlier in missing {
-                    if !self.send(frame_text(&ServerFrame::Message(earlier))) {
-                        return false;
-                    }
-                }
+            if let Ok(false) = self.replay(&message.room, delivered, message.seq - 1).await {
+                return false;
             }
         }
         self.delivered.insert(message.room.clone(), message.seq);

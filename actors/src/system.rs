@@ -47,6 +47,9 @@ pub struct SystemConfig {
     pub cache: Cache,
     /// Publish to and consume from Kafka; `None`: the embedded log in the database.
     pub kafka: Option<KafkaConfig>,
+    /// Most saga records read and not yet done per partition (steps of different entities run
+    /// side by side up to it).
+    pub saga_max_in_flight: usize,
 }
 
 /// The running actor side of a node.
@@ -141,7 +144,7 @@ impl System {
             log.clone(),
             regions.clone(),
             view.clone(),
-            charge_timeout,
+            saga::SagaSettings { charge_timeout, max_in_flight: config.saga_max_in_flight.max(1) },
             shutdown_rx,
         ));
         info!(database = %redact(&config.database_url), log = log.kind(), clustered = view.is_some(), "actor system started");

@@ -156,6 +156,20 @@ pub struct Settings {
     /// requested) after this is cancelled by the system (`reservation_expired`) and its stock
     /// released. At least 1.
     pub reservation_hold_secs: u64,
+    // --- saga lanes and chat replay (issue 9: one buyer never stalls another; replay of any
+    // length in bounded memory) ---
+    /// Saga records read and not yet done per log partition; steps of different entities run
+    /// side by side up to it, and reading pauses there.
+    pub saga_max_in_flight: usize,
+    /// Messages read from storage per page of a join's replay (and of a gap fill).
+    pub chat_replay_page: u32,
+    /// How long a replayed message may wait for room in a client's send queue before the
+    /// client is disconnected as too slow.
+    pub ws_replay_send_timeout_ms: u64,
+    /// Rooms in a page of `GET /chat/rooms` when `limit` is not given.
+    pub chat_rooms_page_default: u32,
+    /// The largest page of `GET /chat/rooms`; a larger `limit` is clamped to it.
+    pub chat_rooms_page_max: u32,
 }
 
 impl std::fmt::Debug for Settings {
@@ -222,6 +236,11 @@ impl Default for Settings {
             shutdown_grace_ms: 5_000,
             // Orders: the reservation hold (15 minutes).
             reservation_hold_secs: 900,
+            saga_max_in_flight: 10_000,
+            chat_replay_page: 100,
+            ws_replay_send_timeout_ms: 10_000,
+            chat_rooms_page_default: 20,
+            chat_rooms_page_max: 100,
         }
     }
 }
@@ -299,6 +318,13 @@ impl Settings {
         }
         if self.login_attempts_per_minute == 0 || self.body_limit_bytes == 0 || self.ws_max_frame_bytes == 0 {
             bail!("login_attempts_per_minute, body_limit_bytes and ws_max_frame_bytes must be at least 1");
+        }
+        if self.saga_max_in_flight == 0
+            || self.chat_replay_page == 0
+            || self.chat_rooms_page_default == 0
+            || self.chat_rooms_page_max < self.chat_rooms_page_default
+        {
+            bail!("saga_max_in_flight, chat_replay_page and chat_rooms_page_default must be at least 1, and chat_rooms_page_max at least chat_rooms_page_default");
         }
         if self.idempotency_retention_hours < 24 {
             bail!("idempotency_retention_hours: the API promises at least 24");

@@ -95,6 +95,7 @@ impl Node {
             max_routed_in_flight: settings.cluster_max_routed_in_flight,
             cache: cache.clone(),
             kafka: kafka_config(&settings),
+            saga_max_in_flight: settings.saga_max_in_flight,
         })
         .await?;
         let listener = tokio::net::TcpListener::bind(settings.http_addr)

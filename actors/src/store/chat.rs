@@ -2,6 +2,7 @@
 
 use super::{expect_one, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::chat::{ChatMessage, Room};
+use bazaar_protocol::Page;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -118,37 +119,133 @@ pub async fn history(
     rows.iter().map(message_from_row).collect()
 }
 
-/// Messages with `after < seq <= upto`, oldest first (join replay and gap filling).
-pub async fn range(store: &Store, room_id: &str, after: i64, upto: i64) -> Result<Vec<ChatMessage>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM chat_messages WHERE room_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq")
-        .bind(room_id)
-        .bind(after)
-        .bind(upto)
-        .fetch_all(store.reader())
-        .await?;
+/// A page of messages with `after < seq <= upto`, oldest first, at most `limit` (join replay and
+/// gap filling read a backlog of any length page by page, so memory never grows with it).
+pub async fn range(
+    store: &Store,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+    limit: u32,
+) -> Result<Vec<ChatMessage>, StoreError> {
+    let rows =
+        sqlx::query("SELECT * FROM chat_messages WHERE room_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4")
+            .bind(room_id)
+            .bind(after)
+            .bind(upto)
+            .bind(i64::from(limit))
+            .fetch_all(store.reader())
+            .await?;
     rows.iter().map(message_from_row).collect()
 }
 
-/// The rooms a user is a member of, each with its newest message.
-pub async fn rooms_of(store: &Store, user_id: &str) -> Result<Vec<Room>, StoreError> {
-    let rows =
-        sqlx::query("SELECT * FROM chat_rooms WHERE buyer_id = $1 OR seller_id = $1 ORDER BY created_at DESC, id")
-            .bind(user_id)
-            .fetch_all(store.reader())
-            .await?;
-    let mut rooms = Vec::with_capacity(rows.len());
+/// A page of the rooms a user is a member of, newest first, each with its newest message, read
+/// in one query. `cursor` is the `next_cursor` of the page before.
+pub async fn rooms_of(
+    store: &Store,
+    user_id: &str,
+    limit: u32,
+    cursor: Option<&str>,
+) -> Result<Page<Room>, StoreError> {
+    // The cursor names the last room shown, `created_at` and id: rooms come newest first, ties by
+    // id, and the next page starts strictly after it. An unreadable cursor starts nowhere.
+    let (after_created, after_id) = match cursor {
+        None => (None, None),
+        Some(raw) => match raw.split_once('~') {
+            Some((created, id)) => (Some(created), Some(id)),
+            None => (Some(""), Some("")),
+        },
+    };
+    let rows = sqlx::query(
+        "SELECT r.id, r.buyer_id, r.seller_id, r.created_at, r.last_seq, r.version,
+                m.room_id AS m_room_id, m.seq AS m_seq, m.id AS m_id, m.sender_id AS m_sender_id,
+                m.text AS m_text, m.sent_at AS m_sent_at
+         FROM chat_rooms r
+         LEFT JOIN chat_messages m ON m.room_id = r.id AND m.seq = r.last_seq
+         WHERE (r.buyer_id = $1 OR r.seller_id = $1)
+           AND ($2 IS NULL OR r.created_at < $2 OR (r.created_at = $2 AND r.id > $3))
+         ORDER BY r.created_at DESC, r.id
+         LIMIT $4",
+    )
+    .bind(user_id)
+    .bind(after_created)
+    .bind(after_id)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(store.reader())
+    .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    let mut keys = Vec::with_capacity(rows.len());
     for row in &rows {
-        let record = room_from_row(row)?;
-        let mut room = record.room;
-        if record.last_seq > 0 {
-            room.last_message = range(store, room.id.as_str(), record.last_seq - 1, record.last_seq).await?.pop();
+        let mut room = room_from_row(row)?.room;
+        let seq: Option<i64> = row.try_get("m_seq")?;
+        if seq.is_some() {
+            room.last_message = Some(ChatMessage {
+                room: row.try_get::<String, _>("m_room_id")?.into(),
+                seq: row.try_get("m_seq")?,
+                id: row.try_get("m_id")?,
+                from: row.try_get::<String, _>("m_sender_id")?.into(),
+                text: row.try_get("m_text")?,
+                sent_at: timestamp::column(row, "m_sent_at")?,
+            });
         }
-        rooms.push(room);
+        keys.push(format!("{}~{}", row.try_get::<String, _>("created_at")?, room.id.as_str()));
+        items.push(room);
     }
-    Ok(rooms)
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        keys.get(limit as usize - 1).cloned()
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
 }
 
 /// Whether `user_id` is one of the room's two members.
 pub fn member_of(room: &Room, user_id: &str) -> bool {
     room.members.iter().any(|m| m.as_str() == user_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::fresh_store;
+    use chrono::{TimeZone, Utc};
+
+    async fn open(store: &Store, id: &str, buyer: &str, seller: &str, at_secs: i64) {
+        let room = Room {
+            id: id.into(),
+            members: [buyer.into(), seller.into()],
+            created_at: Utc.timestamp_opt(at_secs, 0).unwrap(),
+            last_message: None,
+        };
+        let mut tx = store.begin().await.unwrap();
+        insert(&mut tx, &room).await.unwrap();
+        store.commit(tx).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn room_pages_follow_the_cursor_through_rooms_opened_at_the_same_instant() {
+        let (store, _db) = fresh_store().await;
+        // Three rooms opened in the same instant (ties broken by id), one older, one not the user's.
+        for (id, at) in [("r-b", 200), ("r-a", 200), ("r-c", 200), ("r-old", 100)] {
+            open(&store, id, "buyer", &format!("seller-{id}"), at).await;
+        }
+        open(&store, "r-other", "someone", "seller-x", 300).await;
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10 {
+            let page = rooms_of(&store, "buyer", 2, cursor.as_deref()).await.unwrap();
+            assert!(page.items.len() <= 2);
+            seen.extend(page.items.iter().map(|r| r.id.as_str().to_owned()));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["r-a", "r-b", "r-c", "r-old"]);
+        // The seller side sees its room too.
+        let seller = rooms_of(&store, "seller-r-old", 20, None).await.unwrap();
+        assert_eq!(seller.items.len(), 1);
+        assert!(seller.next_cursor.is_none());
+    }
 }

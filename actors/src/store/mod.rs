@@ -420,6 +420,17 @@ pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Resu
     Ok(done.rows_affected() == 1)
 }
 
+/// Whether a consumer already applied an event (for steps whose side effect lies outside the
+/// database, which must be checked before it is done and marked after).
+pub async fn is_processed(store: &Store, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
+        .bind(consumer)
+        .bind(event_id)
+        .fetch_optional(store.reader())
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Appends `$first, $first+1, ...` (`count` of them): sqlx's QueryBuilder numbers no
 /// placeholders for the `Any` driver, and PostgreSQL needs them numbered.
 pub(crate) fn push_placeholders(sql: &mut String, first: usize, count: usize) {

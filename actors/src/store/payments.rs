@@ -133,15 +133,26 @@ pub async fn record_charge(
     Ok(first)
 }
 
-/// Marks a charge refunded at the gateway; idempotent.
+/// Records a refund request at the gateway. The money goes back once whatever the count; the
+/// column counts the requests the gateway received for the payment, so a count over 1 is the
+/// evidence of a duplicate request (what the refund path is built never to send).
 pub async fn refund_charge(store: &Store, payment_id: &str) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query("UPDATE gateway_charges SET refunded = 1 WHERE payment_id = $1")
+    sqlx::query("UPDATE gateway_charges SET refunded = refunded + 1 WHERE payment_id = $1")
         .bind(payment_id)
         .execute(&mut *tx)
         .await?;
     store.commit(tx).await?;
     Ok(())
+}
+
+/// How many refund requests the gateway received for a payment (0 when none, or never charged).
+pub async fn refund_requests(store: &Store, payment_id: &str) -> Result<i64, StoreError> {
+    let count: Option<i64> = sqlx::query_scalar("SELECT refunded FROM gateway_charges WHERE payment_id = $1")
+        .bind(payment_id)
+        .fetch_optional(store.reader())
+        .await?;
+    Ok(count.unwrap_or(0))
 }
 
 #[cfg(test)]

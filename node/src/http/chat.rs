@@ -1,6 +1,6 @@
 //! `/chat/rooms`: opening a room with a peer, listing rooms, paging a room's history.
 
-use super::{caller, json, json_body, limit_param, query, render, settle, ApiError, ApiResult};
+use super::{caller, json, json_body, limit_param, query, render, settle, text_param, ApiError, ApiResult};
 use crate::app::App;
 use crate::tokens::Caller;
 use bazaar_actors::chat_room::{GetRoom, OpenRoom, RoomError};
@@ -8,7 +8,7 @@ use bazaar_actors::store::chat;
 use bazaar_actors::user::GetUser;
 use bazaar_protocol::chat::{HistoryPage, OpenRoomRequest};
 use bazaar_protocol::values::{Invalid, Role};
-use bazaar_protocol::{Page, RoomId, UserId};
+use bazaar_protocol::{RoomId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use warp::filters::BoxedFilter;
@@ -43,7 +43,8 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_app.clone())
         .and(caller(app.clone()))
-        .and_then(|app, who| async move { render(list(app, who).await) });
+        .and(query())
+        .and_then(|app, who, query| async move { render(list(app, who, query).await) });
     let history = warp::path!("chat" / "rooms" / String / "messages")
         .and(warp::get())
         .and(with_app)
@@ -75,9 +76,12 @@ async fn open(app: Arc<App>, who: Caller, body: OpenRoomRequest) -> ApiResult {
     Ok(json(if created { StatusCode::CREATED } else { StatusCode::OK }, &room))
 }
 
-async fn list(app: Arc<App>, who: Caller) -> ApiResult {
-    let items = chat::rooms_of(&app.store, who.id.as_str()).await?;
-    Ok(json(StatusCode::OK, &Page { items, next_cursor: None }))
+async fn list(app: Arc<App>, who: Caller, query: HashMap<String, String>) -> ApiResult {
+    let settings = &app.settings;
+    let limit = limit_param(&query, settings.chat_rooms_page_default, settings.chat_rooms_page_max)?;
+    let cursor = text_param(&query, "cursor")?;
+    let page = chat::rooms_of(&app.store, who.id.as_str(), limit, cursor).await?;
+    Ok(json(StatusCode::OK, &page))
 }
 
 async fn history(app: Arc<App>, who: Caller, id: String, query: HashMap<String, String>) -> ApiResult {

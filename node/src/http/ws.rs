@@ -7,7 +7,7 @@ use super::{bearer, describe_json_error, render, ApiError};
 use crate::app::App;
 use crate::rate_limit::Bucket;
 use crate::tokens::Caller;
-use bazaar_actors::session::{close, error_frame, Outbound, Session, SessionArgs, SessionMsg};
+use bazaar_actors::session::{close, error_frame, Outbound, ReplaySettings, Session, SessionArgs, SessionMsg};
 use bazaar_protocol::chat::ClientFrame;
 use bazaar_protocol::ErrorCode;
 use futures_util::{SinkExt, StreamExt};
@@ -87,6 +87,10 @@ async fn serve(app: Arc<App>, who: Caller, socket: WebSocket) {
         gateway: app.gateway.clone(),
         rooms: app.regions.rooms.clone(),
         store: app.store.clone(),
+        replay: ReplaySettings {
+            page: settings.chat_replay_page,
+            send_timeout: Duration::from_millis(settings.ws_replay_send_timeout_ms),
+        },
     };
     let Ok((session, session_done)) = Actor::spawn(None, Session, args).await else {
         let _ = sink.send(Message::close_with(1011u16, "unavailable")).await;

@@ -255,6 +255,12 @@ impl TestNode {
         Some(status)
     }
 
+    /// Sets (or replaces) one environment override for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts a new process on the same data directory (and a new port); kills the old one first.
     pub async fn restart(&mut self) {
         self.kill9().await;
