@@ -121,6 +121,8 @@ fn node_env() -> Vec<(&'static str, String)> {
         // sign-up and login limits would measure themselves.
         ("BAZAAR_AUTH_ATTEMPTS_PER_MINUTE_PER_CLIENT", "1000000".into()),
         ("BAZAAR_AUTH_ATTEMPTS_PER_SECOND", "1000000".into()),
+        // ws-idle holds 19,000 sockets, past the default cap on open connections (10,000).
+        ("BAZAAR_HTTP_MAX_CONNECTIONS", "1000000".into()),
     ]
 }
 
