@@ -557,11 +557,33 @@ impl<E: Entity> RegionRef<E> {
     }
 }
 
+/// What entity tests in this crate share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Ctx, EntitySettings};
+    use crate::payment_gateway::SimulatedGateway;
+    use crate::store::test_support::{fresh_store, TestDatabase};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A context over a fresh database with the simulated gateway, outside any cluster.
+    pub async fn ctx(passivate_after: Duration) -> (Ctx, TestDatabase) {
+        let (store, dir) = fresh_store().await;
+        let settings = Arc::new(EntitySettings {
+            gateway_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(2),
+            passivate_after,
+            max_remote_bytes: 1 << 20,
+            reservation_hold: Duration::from_secs(900),
+        });
+        (Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }, dir)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_support::ctx;
     use super::*;
-    use crate::payment_gateway::SimulatedGateway;
-    use crate::store::test_support::fresh_store;
 
     /// A counter that panics on demand, to show failures stay inside one entity.
     struct Counter {
@@ -616,18 +638,6 @@ mod tests {
         fn exists(&self) -> bool {
             self.count > 0
         }
-    }
-
-    async fn ctx(passivate_after: Duration) -> (Ctx, crate::store::test_support::TestDatabase) {
-        let (store, dir) = fresh_store().await;
-        let settings = Arc::new(EntitySettings {
-            gateway_timeout: Duration::from_secs(1),
-            call_timeout: Duration::from_secs(2),
-            passivate_after,
-            max_remote_bytes: 1 << 20,
-            reservation_hold: Duration::from_secs(900),
-        });
-        (Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }, dir)
     }
 
     #[tokio::test]

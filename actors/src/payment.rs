@@ -315,10 +315,8 @@ impl Entity for PaymentState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::{EntitySettings, RegionRef};
-    use crate::payment_gateway::SimulatedGateway;
-    use crate::store::test_support::fresh_store;
-    use std::sync::Arc;
+    use crate::entity::test_support::ctx as test_ctx;
+    use crate::entity::RegionRef;
     use std::time::Duration;
 
     fn state(status: PaymentStatus) -> PaymentState {
@@ -366,20 +364,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refund_that_loses_a_race_asks_the_gateway_once() {
-        let (store, _db) = fresh_store().await;
-        let settings = Arc::new(EntitySettings {
-            gateway_timeout: Duration::from_secs(1),
-            call_timeout: Duration::from_secs(2),
-            passivate_after: Duration::from_secs(60),
-            max_remote_bytes: 1 << 20,
-            reservation_hold: Duration::from_secs(900),
-        });
-        let ctx = Ctx {
-            gateway: Arc::new(SimulatedGateway::new(store.clone())),
-            store: store.clone(),
-            settings,
-            cluster: None,
-        };
+        let (ctx, _db) = test_ctx(Duration::from_secs(60)).await;
+        let store = ctx.store.clone();
         let now = Utc::now();
         let mut entity = state(PaymentStatus::Approved);
         let record = entity.record.clone().unwrap();
@@ -416,20 +402,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_gateway_is_never_asked_to_refund_a_payment_that_is_not_refunded() {
-        let (store, _db) = fresh_store().await;
-        let settings = Arc::new(EntitySettings {
-            gateway_timeout: Duration::from_secs(1),
-            call_timeout: Duration::from_secs(2),
-            passivate_after: Duration::from_secs(60),
-            max_remote_bytes: 1 << 20,
-            reservation_hold: Duration::from_secs(900),
-        });
-        let ctx = Ctx {
-            gateway: Arc::new(SimulatedGateway::new(store.clone())),
-            store: store.clone(),
-            settings,
-            cluster: None,
-        };
+        let (ctx, _db) = test_ctx(Duration::from_secs(60)).await;
+        let store = ctx.store.clone();
         let record = state(PaymentStatus::Approved).record.unwrap();
         let mut tx = store.begin().await.unwrap();
         payments::insert(&mut tx, &record, Utc::now()).await.unwrap();
