@@ -35,6 +35,9 @@ pub fn probes(app: Arc<App>) -> BoxedFilter<(Response,)> {
 pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let with_app = warp::any().map(move || app.clone());
     let metrics = warp::path!("metrics").and(warp::get()).and(with_app.clone()).map(|app: Arc<App>| {
+        // Read off the gate at scrape time (this scrape counts itself): no bookkeeping per request.
+        let in_flight = app.settings.max_in_flight_requests.saturating_sub(app.in_flight.available_permits());
+        metrics::gauge!("bazaar_http_requests_in_flight").set(in_flight as f64);
         warp::reply::with_header(app.metrics.render(), "content-type", "text/plain; version=0.0.4").into_response()
     });
     let cluster = warp::path!("cluster")

@@ -93,7 +93,8 @@ async fn stalled_request_bodies_neither_hold_up_the_probes_nor_outlive_the_body_
         stalled.push(stall_a_signup(addr).await);
     }
     // The stalled requests hold every in-flight place: the node says so on its other routes...
-    eventually(Duration::from_secs(2), "the node to be at capacity", || async {
+    // Generous: on a loaded machine the node may take a while to read 55 heads.
+    eventually(Duration::from_secs(10), "the node to be at capacity", || async {
         let reply = node.get("/products").await;
         if reply.status == 503 {
             Ok(())
@@ -192,6 +193,20 @@ async fn sigterm_during_a_half_sent_request_exits_within_the_grace_period() {
         )
         .await
         .expect("half a request goes out");
+    // The node has read the head once the request holds an in-flight place (the scrape that
+    // reports it holds the other); until then a SIGTERM would find the connection idle.
+    eventually(Duration::from_secs(10), "the half-sent request to be in flight", || async {
+        let text = node.get("/metrics").await.text;
+        let in_flight = text
+            .lines()
+            .find_map(|line| line.strip_prefix("bazaar_http_requests_in_flight "))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        match in_flight {
+            Some(n) if n >= 2.0 => Ok(()),
+            other => Err(format!("bazaar_http_requests_in_flight {other:?}")),
+        }
+    })
+    .await;
     let started = Instant::now();
     node.terminate();
     let status = node.wait_exit(Duration::from_secs(8)).await;
