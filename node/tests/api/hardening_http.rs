@@ -85,7 +85,7 @@ async fn stall_a_signup(addr: SocketAddr) -> TcpStream {
 #[tokio::test]
 async fn stalled_request_bodies_neither_hold_up_the_probes_nor_outlive_the_body_timeout() {
     let node =
-        TestNode::spawn_with(&[("BAZAAR_MAX_IN_FLIGHT_REQUESTS", "50"), ("BAZAAR_HTTP_BODY_READ_TIMEOUT_MS", "3000")])
+        TestNode::spawn_with(&[("BAZAAR_MAX_IN_FLIGHT_REQUESTS", "50"), ("BAZAAR_HTTP_BODY_READ_TIMEOUT_MS", "15000")])
             .await;
     let addr = node.api.addr();
     let mut stalled = Vec::new();
@@ -93,8 +93,9 @@ async fn stalled_request_bodies_neither_hold_up_the_probes_nor_outlive_the_body_
         stalled.push(stall_a_signup(addr).await);
     }
     // The stalled requests hold every in-flight place: the node says so on its other routes...
-    // Generous: on a loaded machine the node may take a while to read 55 heads.
-    eventually(Duration::from_secs(10), "the node to be at capacity", || async {
+    // Generous, yet within the body timeout: on a loaded machine the node may take a while to
+    // read 55 heads, and each stalled request frees its place when its body times out.
+    eventually(Duration::from_secs(12), "the node to be at capacity", || async {
         let reply = node.get("/products").await;
         if reply.status == 503 {
             Ok(())
@@ -114,7 +115,7 @@ async fn stalled_request_bodies_neither_hold_up_the_probes_nor_outlive_the_body_
     // 408 after the body timeout, and its connection closed.
     let mut timed_out = 0;
     for stream in &mut stalled {
-        let answer = read_answer(stream, Duration::from_secs(10)).await;
+        let answer = read_answer(stream, Duration::from_secs(25)).await;
         match answer.status {
             408 => {
                 assert_eq!(answer.body["error"]["code"], "request_timeout", "{}", answer.body);
