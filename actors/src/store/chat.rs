@@ -31,13 +31,27 @@ fn room_from_row(row: &AnyRow) -> Result<RoomRecord, StoreError> {
 }
 
 fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> {
+    message_from_columns(row, "")
+}
+
+/// A message from the columns of `row` named with `prefix` (`m_` where a room's last message is
+/// joined in beside the room's own columns).
+fn message_from_columns(row: &AnyRow, prefix: &str) -> Result<ChatMessage, StoreError> {
+    // No allocation for the plain names (history and replay read those, page after page).
+    let column = |name: &'static str| -> std::borrow::Cow<'static, str> {
+        if prefix.is_empty() {
+            name.into()
+        } else {
+            format!("{prefix}{name}").into()
+        }
+    };
     Ok(ChatMessage {
-        room: row.try_get::<String, _>("room_id")?.into(),
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        from: row.try_get::<String, _>("sender_id")?.into(),
-        text: row.try_get("text")?,
-        sent_at: timestamp::column(row, "sent_at")?,
+        room: row.try_get::<String, _>(&*column("room_id"))?.into(),
+        seq: row.try_get(&*column("seq"))?,
+        id: row.try_get(&*column("id"))?,
+        from: row.try_get::<String, _>(&*column("sender_id"))?.into(),
+        text: row.try_get(&*column("text"))?,
+        sent_at: timestamp::column(row, &column("sent_at"))?,
     })
 }
 
@@ -179,14 +193,7 @@ pub async fn rooms_of(
         let mut room = room_from_row(row)?.room;
         let seq: Option<i64> = row.try_get("m_seq")?;
         if seq.is_some() {
-            room.last_message = Some(ChatMessage {
-                room: row.try_get::<String, _>("m_room_id")?.into(),
-                seq: row.try_get("m_seq")?,
-                id: row.try_get("m_id")?,
-                from: row.try_get::<String, _>("m_sender_id")?.into(),
-                text: row.try_get("m_text")?,
-                sent_at: timestamp::column(row, "m_sent_at")?,
-            });
+            room.last_message = Some(message_from_columns(row, "m_")?);
         }
         keys.push(format!("{}~{}", row.try_get::<String, _>("created_at")?, room.id.as_str()));
         items.push(room);

@@ -2,7 +2,7 @@
 //! restart does not forget it), and never an order whose payment was requested in time; and
 //! units that come back never take the stock past its maximum.
 
-use crate::support::{eventually, Role, TestNode, EVENT_DEADLINE};
+use crate::support::{Role, TestNode, EVENT_DEADLINE};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -56,13 +56,7 @@ async fn an_order_left_unpaid_is_cancelled_when_its_hold_ends_and_the_next_buyer
         })
         .await;
     assert_eq!(frame["order"]["expiresAt"], order["expiresAt"], "{frame}");
-    eventually(EVENT_DEADLINE, "the stock to come back", || async {
-        match seller.stock_of(product_id).await {
-            3 => Ok(()),
-            stock => Err(format!("stock {stock}")),
-        }
-    })
-    .await;
+    seller.wait_for_stock(product_id, 3).await;
     let bought = other.place_order(product_id, 3).await;
     assert_eq!(bought["status"], "ORDERED");
 }
@@ -87,13 +81,7 @@ async fn an_order_whose_payment_was_requested_in_time_keeps_its_stock() {
     assert_eq!(still_paid["status"], "PAID", "{still_paid}");
     let pending = buyer.get(&format!("/orders/{}", id(&in_flight))).await.expect(200);
     assert_eq!(pending["status"], "PAYMENT_PENDING", "the payment in flight decides this order: {pending}");
-    eventually(EVENT_DEADLINE, "only the expired order's unit to come back", || async {
-        match seller.stock_of(product_id).await {
-            5 => Ok(()),
-            stock => Err(format!("stock {stock}")),
-        }
-    })
-    .await;
+    seller.wait_for_stock(product_id, 5).await;
 }
 
 #[tokio::test]
@@ -109,13 +97,7 @@ async fn an_order_whose_hold_ended_while_the_node_was_down_is_expired_after_the_
 
     let cancelled = buyer.wait_for_order_status(id(&order), "CANCELLED", EVENT_DEADLINE).await;
     assert_eq!(cancelled["expiresAt"], order["expiresAt"]);
-    eventually(EVENT_DEADLINE, "the stock to come back", || async {
-        match seller.stock_of(product_id).await {
-            4 => Ok(()),
-            stock => Err(format!("stock {stock}")),
-        }
-    })
-    .await;
+    seller.wait_for_stock(product_id, 4).await;
 }
 
 #[tokio::test]
@@ -135,11 +117,5 @@ async fn stock_set_while_units_are_reserved_never_exceeds_the_maximum_once_they_
     let most = seller.patch(&path, serde_json::json!({"stock": MAX_STOCK - 3})).await.expect(200);
     assert_eq!(most["stock"], MAX_STOCK - 3);
     buyer.post_empty(&format!("/orders/{}/cancel", id(&order))).await.expect(200);
-    eventually(EVENT_DEADLINE, "the cancelled units to come back", || async {
-        match seller.stock_of(product_id).await {
-            MAX_STOCK => Ok(()),
-            stock => Err(format!("stock {stock}")),
-        }
-    })
-    .await;
+    seller.wait_for_stock(product_id, MAX_STOCK).await;
 }
