@@ -9,11 +9,8 @@ use warp::Filter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
-/// The client's address: from the accept loop's extension, else from warp's own (its server
-/// records it too); `None` only where neither knows it (an in-process test request).
+/// The client's address, as the accept loop ([`super::server`]) recorded it; `None` only for a
+/// request that did not come through it.
 pub fn client_addr() -> BoxedFilter<(Option<SocketAddr>,)> {
-    warp::ext::optional::<ClientAddr>()
-        .and(warp::addr::remote())
-        .map(|ours: Option<ClientAddr>, warps: Option<SocketAddr>| ours.map(|c| c.0).or(warps))
-        .boxed()
+    warp::ext::optional::<ClientAddr>().map(|ours: Option<ClientAddr>| ours.map(|c| c.0)).boxed()
 }
