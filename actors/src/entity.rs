@@ -1,7 +1,9 @@
-//! The entity machinery every kind shares: [`EntityActor`] wraps one entity (activated lazily from
-//! storage on its first message), and [`Region`] owns the entities of one kind on this node —
-//! spawning them on demand, passivating idle ones and supervising them, so a panic in one entity
-//! fails only the message that caused it and the entity reloads on its next message.
+//! The entity machinery every kind shares. [`Region`] owns the entities of one kind on this node
+//! and supervises them: an entity is activated on its first message (a task and a mailbox of its
+//! own, loading its state from storage), hibernates when idle for a short while (the task goes,
+//! the state stays in the region and the next message wakes it without reading storage), and
+//! leaves memory after a longer idle time. A panic in one entity fails only the message that
+//! caused it, and the entity reloads from storage on its next message.
 
 use crate::cluster::router::{call_route, failure, RouteFailure, RouteRequest, RouterMsg};
 use crate::cluster::{ClusterView, Placement};
@@ -9,12 +11,14 @@ use crate::payment_gateway::PaymentGateway;
 use crate::store::{Store, StoreError};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 /// What every entity may use: storage, the payment gateway and the timing settings.
@@ -37,7 +41,10 @@ pub struct EntitySettings {
     pub gateway_timeout: Duration,
     /// How long a caller waits for an entity's reply.
     pub call_timeout: Duration,
-    /// How long an entity may stay idle before it is passivated.
+    /// How long an entity may stay idle before it hibernates: its task and mailbox go, its state
+    /// stays in the region, and its next message wakes it without reading storage.
+    pub hibernate_after: Duration,
+    /// How long an entity may stay idle (active or hibernated) before it leaves memory.
     pub passivate_after: Duration,
     /// The largest request sent to another node; larger ones are refused here, because a frame
     /// over the peer's limit would drop the whole session to that peer.
@@ -148,165 +155,320 @@ macro_rules! remote_requests {
     };
 }
 
-/// The mailbox of one live entity.
-pub type EntityRef<E> = ActorRef<EntityMsg<<E as Entity>::Msg>>;
-
-/// What an entity actor receives: its kind's commands, or the order to passivate.
-pub enum EntityMsg<M> {
-    /// A message of the entity's kind.
-    Command(M),
-    /// Stop now; the state is already stored.
+/// What an entity's task receives.
+enum Mail<M> {
+    /// A message of the entity's kind. Boxed: the mailbox allocates its slots in blocks (32 at a
+    /// time), and a block of large messages would cost every idle entity kilobytes.
+    Command(Box<M>),
+    /// Give the state back to the region and stop (the entity hibernates).
+    Hibernate,
+    /// Stop now and drop the state; it is already stored.
     Passivate,
 }
 
-// Local-only: with ractor's `cluster` feature every message type says whether it can travel,
-// and entities never do (their region is what other nodes talk to).
-impl<M: Send + 'static> ractor::Message for EntityMsg<M> {}
-
-/// The actor around one entity.
-pub struct EntityActor<E>(PhantomData<fn() -> E>);
-
-/// The entity actor's state: its id, and the entity once loaded.
-pub struct EntityState<E: Entity> {
+/// An entity's way to message itself later (the payment, when the gateway answers): through its
+/// region, so the message reaches whichever activation holds the entity by then, woken from
+/// hibernation if need be.
+pub struct EntityRef<E: Entity> {
     id: String,
-    ctx: Ctx,
-    region: ActorRef<RegionMsg<E::Msg>>,
-    entity: Option<E>,
+    region: ActorRef<RegionMsg<E>>,
 }
 
-impl<E: Entity> Actor for EntityActor<E> {
-    type Msg = EntityMsg<E::Msg>;
-    type State = EntityState<E>;
-    type Arguments = (String, Ctx, ActorRef<RegionMsg<E::Msg>>);
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        (id, ctx, region): Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        // Loading waits for the first message so that spawning never blocks the region.
-        Ok(EntityState { id, ctx, region, entity: None })
+impl<E: Entity> Clone for EntityRef<E> {
+    fn clone(&self) -> Self {
+        Self { id: self.id.clone(), region: self.region.clone() }
     }
+}
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let command = match msg {
-            EntityMsg::Passivate => {
-                myself.stop(None);
-                return Ok(());
+impl<E: Entity> EntityRef<E> {
+    /// Sends the entity a message; lost only when the region is gone (the node is stopping).
+    pub fn send(&self, msg: E::Msg) {
+        let _ = self.region.send_message(RegionMsg::Deliver(self.id.clone(), msg));
+    }
+}
+
+/// The text of a panic's payload, for the log.
+fn panic_reason(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("panic")
+}
+
+/// One active entity: its own task, handling its mailbox one message at a time.
+///
+/// An entity is an actor (one task, one mailbox, supervised by its region) but not a ractor actor:
+/// a ractor actor costs about 10.6 KiB even with no state (the blocks of its four channels), and
+/// an active entity must fit in 8 KiB (docs/decisions.md 26). Its region is a ractor actor.
+async fn run_entity<E: Entity>(
+    myself: EntityRef<E>,
+    mut entity: Option<Box<E>>,
+    ctx: Ctx,
+    mut mail: mpsc::UnboundedReceiver<Mail<E::Msg>>,
+    generation: u64,
+) {
+    let id = myself.id.as_str();
+    while let Some(next) = mail.recv().await {
+        let command = match next {
+            Mail::Command(command) => *command,
+            Mail::Hibernate => {
+                let _ = myself.region.send_message(RegionMsg::Hibernated(myself.id.clone(), generation, entity));
+                return;
             }
-            EntityMsg::Command(command) => command,
+            Mail::Passivate => return,
         };
-        if state.entity.is_none() {
-            match Box::pin(E::load(&state.id, &state.ctx)).await {
-                Ok(entity) => state.entity = Some(entity),
+        if entity.is_none() {
+            match Box::pin(E::load(id, &ctx)).await {
+                Ok(loaded) => entity = Some(Box::new(loaded)),
                 Err(e) => {
-                    warn!(kind = E::KIND, id = %state.id, reason = %e, "entity could not be loaded");
+                    warn!(kind = E::KIND, %id, reason = %e, "entity could not be loaded");
                     E::refuse(command);
-                    return Ok(());
+                    continue;
                 }
             }
         }
-        if let Some(entity) = state.entity.as_mut() {
-            // Boxed: an actor's task holds its handler's future inline, sized for the largest
-            // command (kilobytes of SQL state machines). Boxing allocates that only while a
-            // message is handled, so an idle entity stays small.
-            Box::pin(entity.handle(command, &state.ctx, &myself)).await;
-            if !entity.exists() {
-                let _ = state.region.send_message(RegionMsg::Evict(state.id.clone(), myself.get_id()));
-            }
+        let Some(state) = entity.as_mut() else { continue };
+        // Boxed: the task would otherwise hold the largest handler's future inline (kilobytes of
+        // SQL state machines), idle or not. A panic fails this message and this entity only: the
+        // region forgets it, and its next message loads it afresh from storage.
+        let handled = AssertUnwindSafe(Box::pin(state.handle(command, &ctx, &myself))).catch_unwind().await;
+        if let Err(payload) = handled {
+            error!(kind = E::KIND, %id, reason = panic_reason(&*payload), "entity failed; it restarts on its next message");
+            let _ = myself.region.send_message(RegionMsg::Failed(myself.id.clone(), generation));
+            return;
         }
-        Ok(())
+        if !state.exists() {
+            let _ = myself.region.send_message(RegionMsg::Evict(myself.id.clone(), generation));
+        }
     }
 }
 
 /// What a region receives.
-pub enum RegionMsg<M> {
-    /// Deliver a message to the entity with this id, activating it if needed.
-    Deliver(String, M),
-    /// Passivate the entities idle for longer than the limit.
+pub enum RegionMsg<E: Entity> {
+    /// Deliver a message to the entity with this id, waking or activating it if needed.
+    Deliver(String, E::Msg),
+    /// Hibernate the entities idle for `hibernate_after`, drop those idle for `passivate_after`.
     Sweep,
-    /// Passivate this entity now if it is still this actor (it does not exist in storage).
-    Evict(String, ActorId),
-    /// Passivate the entities this node no longer owns (the cluster view changed).
+    /// The entity of this generation was looked up but does not exist in storage: drop it.
+    Evict(String, u64),
+    /// The entity of this generation gave its state back (`None`: it never loaded).
+    Hibernated(String, u64, Option<Box<E>>),
+    /// The entity of this generation panicked.
+    Failed(String, u64),
+    /// Drop the entities this node no longer owns (the cluster view changed).
     Rebalance,
-    /// Reply with the number of live entities.
-    Live(RpcReplyPort<usize>),
+    /// Reply with the number of entities in memory, active and hibernated.
+    Live(RpcReplyPort<EntityCounts>),
 }
 
-impl<M: Send + 'static> ractor::Message for RegionMsg<M> {}
+impl<E: Entity> ractor::Message for RegionMsg<E> {}
+
+/// How many entities of a kind a region holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntityCounts {
+    /// With a task and a mailbox.
+    pub active: usize,
+    /// State only, woken by the next message without reading storage.
+    pub hibernated: usize,
+}
 
 /// The owner of one kind's entities on this node.
 pub struct Region<E>(PhantomData<fn() -> E>);
 
-struct Slot<E: Entity> {
-    actor: EntityRef<E>,
-    last_used: Instant,
+/// Where one entity stands in its region.
+enum Slot<E: Entity> {
+    /// Running: messages go to its mailbox.
+    Active { mail: mpsc::UnboundedSender<Mail<E::Msg>>, generation: u64, last_used: Instant },
+    /// Asked to hibernate; messages that arrive before its state comes back wait here.
+    Hibernating { generation: u64, pending: Vec<E::Msg>, last_used: Instant },
+    /// Its state, without a task.
+    Hibernated { entity: Box<E>, last_used: Instant },
 }
 
-/// A region's directory of live entities.
+/// A region's directory of the entities in memory.
 pub struct RegionState<E: Entity> {
     ctx: Ctx,
     entities: HashMap<String, Slot<E>>,
-    by_actor: HashMap<ActorId, String>,
+    /// How many of `entities` are [`Slot::Hibernated`], kept as slots come and go.
+    hibernated: usize,
+    next_generation: u64,
 }
 
 impl<E: Entity> RegionState<E> {
-    fn forget(&mut self, actor: ActorId) -> Option<String> {
-        let id = self.by_actor.remove(&actor)?;
-        if self.entities.get(&id).is_some_and(|slot| slot.actor.get_id() == actor) {
-            self.entities.remove(&id);
-        }
-        Some(id)
+    fn counts(&self) -> EntityCounts {
+        EntityCounts { active: self.entities.len() - self.hibernated, hibernated: self.hibernated }
     }
 
+    /// Takes the entity's slot out of the directory.
+    fn take(&mut self, id: &str) -> Option<Slot<E>> {
+        let slot = self.entities.remove(id)?;
+        if matches!(slot, Slot::Hibernated { .. }) {
+            self.hibernated -= 1;
+        }
+        Some(slot)
+    }
+
+    fn report(&self) {
+        let counts = self.counts();
+        metrics::gauge!("bazaar_entities_live", "kind" => E::KIND).set((counts.active + counts.hibernated) as f64);
+        metrics::gauge!("bazaar_entities_active", "kind" => E::KIND).set(counts.active as f64);
+    }
+
+    /// Whether `slot` is the activation `generation` (a message from an older one is stale).
+    fn is_generation(&self, id: &str, generation: u64) -> bool {
+        match self.entities.get(id) {
+            Some(Slot::Active { generation: g, .. } | Slot::Hibernating { generation: g, .. }) => *g == generation,
+            Some(Slot::Hibernated { .. }) | None => false,
+        }
+    }
+
+    /// Drops the entity from memory (its state is stored).
     fn passivate(&mut self, id: &str) {
-        if let Some(slot) = self.entities.remove(id) {
-            self.by_actor.remove(&slot.actor.get_id());
-            // A message, not `stop()`: it queues behind what the entity still has to do, and
-            // whatever arrives later goes to a fresh activation.
-            let _ = slot.actor.send_message(EntityMsg::Passivate);
+        if let Some(slot) = self.take(id) {
+            if let Slot::Active { mail, .. } = slot {
+                // A message, not an abort: it queues behind what the entity still has to do, and
+                // whatever arrives later goes to a fresh activation.
+                let _ = mail.send(Mail::Passivate);
+            }
             metrics::counter!("bazaar_entity_passivations_total", "kind" => E::KIND).increment(1);
         }
     }
 
-    fn report(&self) {
-        metrics::gauge!("bazaar_entities_live", "kind" => E::KIND).set(self.entities.len() as f64);
+    /// Starts a task for entity `id` (from `entity` when it was hibernated, else loading on its
+    /// first message) and hands it `messages`.
+    fn activate(&mut self, myself: &ActorRef<RegionMsg<E>>, id: &str, entity: Option<Box<E>>, messages: Vec<E::Msg>) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let (mail, inbox) = mpsc::unbounded_channel();
+        for message in messages {
+            let _ = mail.send(Mail::Command(Box::new(message)));
+        }
+        let kind = if entity.is_some() { "bazaar_entity_wakes_total" } else { "bazaar_entity_activations_total" };
+        metrics::counter!(kind, "kind" => E::KIND).increment(1);
+        let handle = EntityRef { id: id.to_owned(), region: myself.clone() };
+        tokio::spawn(run_entity(handle, entity, self.ctx.clone(), inbox, generation));
+        self.entities.insert(id.to_owned(), Slot::Active { mail, generation, last_used: Instant::now() });
     }
 
-    async fn activate(
-        &mut self,
-        myself: &ActorRef<RegionMsg<E::Msg>>,
-        id: &str,
-    ) -> Result<EntityRef<E>, ActorProcessingErr> {
-        let (actor, _) = Actor::spawn_linked(
-            None,
-            EntityActor::<E>(PhantomData),
-            (id.to_owned(), self.ctx.clone(), myself.clone()),
-            myself.get_cell(),
-        )
-        .await?;
-        metrics::counter!("bazaar_entity_activations_total", "kind" => E::KIND).increment(1);
-        self.by_actor.insert(actor.get_id(), id.to_owned());
-        self.entities.insert(id.to_owned(), Slot { actor: actor.clone(), last_used: Instant::now() });
-        self.report();
-        Ok(actor)
+    fn deliver(&mut self, myself: &ActorRef<RegionMsg<E>>, id: String, message: E::Msg) {
+        let now = Instant::now();
+        let message = match self.entities.get_mut(&id) {
+            Some(Slot::Active { mail, last_used, .. }) => {
+                *last_used = now;
+                match mail.send(Mail::Command(Box::new(message))) {
+                    Ok(()) => return,
+                    // The task ended (it failed, and its report is still on the way): start anew.
+                    Err(mpsc::error::SendError(Mail::Command(message))) => *message,
+                    Err(mpsc::error::SendError(Mail::Hibernate | Mail::Passivate)) => return,
+                }
+            }
+            Some(Slot::Hibernating { pending, last_used, .. }) => {
+                *last_used = now;
+                pending.push(message);
+                return;
+            }
+            Some(Slot::Hibernated { .. }) => {
+                let Some(Slot::Hibernated { entity, .. }) = self.take(&id) else { return };
+                self.activate(myself, &id, Some(entity), vec![message]);
+                return;
+            }
+            None => message,
+        };
+        self.entities.remove(&id);
+        self.activate(myself, &id, None, vec![message]);
+    }
+
+    /// The entity of `generation` gave its state back: keep it, or wake it at once for the
+    /// messages that arrived meanwhile.
+    fn hibernated(&mut self, myself: &ActorRef<RegionMsg<E>>, id: String, generation: u64, entity: Option<Box<E>>) {
+        if !self.is_generation(&id, generation) {
+            return;
+        }
+        let Some(Slot::Hibernating { pending, last_used, .. }) = self.entities.remove(&id) else { return };
+        if !pending.is_empty() {
+            self.activate(myself, &id, entity, pending);
+            return;
+        }
+        match entity {
+            Some(entity) if entity.exists() => {
+                metrics::counter!("bazaar_entity_hibernations_total", "kind" => E::KIND).increment(1);
+                self.entities.insert(id, Slot::Hibernated { entity, last_used });
+                self.hibernated += 1;
+            }
+            // Never loaded, or does not exist: nothing worth keeping.
+            Some(_) | None => {}
+        }
+    }
+
+    /// The entity of `generation` panicked: forget it, and give the messages that waited for it
+    /// to a fresh activation.
+    fn failed(&mut self, myself: &ActorRef<RegionMsg<E>>, id: String, generation: u64) {
+        if !self.is_generation(&id, generation) {
+            return;
+        }
+        metrics::counter!("bazaar_entity_failures_total", "kind" => E::KIND).increment(1);
+        if let Some(Slot::Hibernating { pending, .. }) = self.entities.remove(&id) {
+            if !pending.is_empty() {
+                self.activate(myself, &id, None, pending);
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let settings = &self.ctx.settings;
+        let (hibernate_after, passivate_after) = (settings.hibernate_after, settings.passivate_after);
+        let view = self.ctx.cluster.clone();
+        let mut gone = Vec::new();
+        let mut sleepy = Vec::new();
+        for (id, slot) in &self.entities {
+            // Entities owned elsewhere go (activated here for a read whose answer was too large
+            // to cross, or left over from a view change): another node may change them.
+            let elsewhere = view.as_ref().is_some_and(|v| !v.owns(E::KIND, id));
+            match slot {
+                Slot::Active { last_used, .. } => {
+                    let idle = last_used.elapsed();
+                    if elsewhere || idle >= passivate_after {
+                        gone.push(id.clone());
+                    } else if idle >= hibernate_after {
+                        sleepy.push(id.clone());
+                    }
+                }
+                Slot::Hibernated { last_used, .. } => {
+                    if elsewhere || last_used.elapsed() >= passivate_after {
+                        gone.push(id.clone());
+                    }
+                }
+                // Waiting for its state; the next sweep decides.
+                Slot::Hibernating { .. } => {}
+            }
+        }
+        for id in gone {
+            self.passivate(&id);
+        }
+        for id in sleepy {
+            if let Some(slot) = self.entities.get_mut(&id) {
+                if let Slot::Active { mail, generation, last_used } = slot {
+                    let (generation, last_used) = (*generation, *last_used);
+                    if mail.send(Mail::Hibernate).is_ok() {
+                        *slot = Slot::Hibernating { generation, pending: Vec::new(), last_used };
+                    }
+                }
+            }
+        }
     }
 }
 
 impl<E: Entity> Actor for Region<E> {
-    type Msg = RegionMsg<E::Msg>;
+    type Msg = RegionMsg<E>;
     type State = RegionState<E>;
     type Arguments = Ctx;
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, ctx: Ctx) -> Result<Self::State, ActorProcessingErr> {
-        let every = (ctx.settings.passivate_after / 2).max(Duration::from_millis(100));
+        let shortest = ctx.settings.hibernate_after.min(ctx.settings.passivate_after);
+        let every = (shortest / 2).max(Duration::from_millis(100));
         myself.send_interval(every, || RegionMsg::Sweep);
-        Ok(RegionState { ctx, entities: HashMap::new(), by_actor: HashMap::new() })
+        Ok(RegionState { ctx, entities: HashMap::new(), hibernated: 0, next_generation: 0 })
     }
 
     async fn handle(
@@ -316,90 +478,37 @@ impl<E: Entity> Actor for Region<E> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RegionMsg::Deliver(id, command) => {
-                let mut command = EntityMsg::Command(command);
-                if let Some(slot) = state.entities.get_mut(&id) {
-                    slot.last_used = Instant::now();
-                    match slot.actor.send_message(command) {
-                        Ok(()) => return Ok(()),
-                        // The actor stopped but its termination is not handled yet: start anew.
-                        Err(ractor::MessagingErr::SendErr(back)) => command = back,
-                        Err(_) => return Ok(()),
-                    }
-                    let stale = slot.actor.get_id();
-                    state.forget(stale);
-                }
-                let actor = state.activate(&myself, &id).await?;
-                if let Err(ractor::MessagingErr::SendErr(EntityMsg::Command(lost))) = actor.send_message(command) {
-                    E::refuse(lost);
-                }
-            }
-            RegionMsg::Sweep => {
-                let limit = state.ctx.settings.passivate_after;
-                let view = state.ctx.cluster.clone();
-                // Idle entities go, and so do those owned elsewhere (activated here for a read
-                // whose answer was too large to cross, or left over from a view change).
-                let idle: Vec<String> = state
-                    .entities
-                    .iter()
-                    .filter(|(id, slot)| {
-                        slot.last_used.elapsed() >= limit || view.as_ref().is_some_and(|v| !v.owns(E::KIND, id))
-                    })
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in idle {
-                    state.passivate(&id);
-                }
-                state.report();
-            }
+            RegionMsg::Deliver(id, command) => state.deliver(&myself, id, command),
+            RegionMsg::Sweep => state.sweep(),
             RegionMsg::Rebalance => {
                 if let Some(view) = state.ctx.cluster.clone() {
-                    let moved: Vec<String> =
-                        state.entities.keys().filter(|id| !view.owns(E::KIND, id)).cloned().collect();
+                    let moved: Vec<String> = state
+                        .entities
+                        .iter()
+                        .filter(|(id, slot)| !matches!(slot, Slot::Hibernating { .. }) && !view.owns(E::KIND, id))
+                        .map(|(id, _)| id.clone())
+                        .collect();
                     for id in &moved {
                         state.passivate(id);
                     }
                     if !moved.is_empty() {
                         tracing::info!(kind = E::KIND, moved = moved.len(), "passivated entities now owned elsewhere");
                     }
-                    state.report();
                 }
             }
-            RegionMsg::Evict(id, actor) => {
-                if state.entities.get(&id).is_some_and(|slot| slot.actor.get_id() == actor) {
+            RegionMsg::Evict(id, generation) => {
+                if state.is_generation(&id, generation) {
                     state.passivate(&id);
-                    state.report();
                 }
             }
+            RegionMsg::Hibernated(id, generation, entity) => state.hibernated(&myself, id, generation, entity),
+            RegionMsg::Failed(id, generation) => state.failed(&myself, id, generation),
             RegionMsg::Live(reply) => {
-                let _ = reply.send(state.entities.len());
+                let _ = reply.send(state.counts());
+                return Ok(());
             }
         }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        event: SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // Overridden because the default stops the supervisor when a child fails: one entity's
-        // panic must never take its region (and every other entity of the kind) down.
-        match event {
-            SupervisionEvent::ActorFailed(cell, reason) => {
-                if let Some(id) = state.forget(cell.get_id()) {
-                    error!(kind = E::KIND, %id, %reason, "entity failed; it restarts on its next message");
-                    metrics::counter!("bazaar_entity_failures_total", "kind" => E::KIND).increment(1);
-                }
-                state.report();
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.forget(cell.get_id());
-                state.report();
-            }
-            _ => {}
-        }
+        state.report();
         Ok(())
     }
 }
@@ -426,7 +535,7 @@ pub enum CallError {
 
 /// A handle to a kind's region: the way everything else talks to entities.
 pub struct RegionRef<E: Entity> {
-    actor: ActorRef<RegionMsg<E::Msg>>,
+    actor: ActorRef<RegionMsg<E>>,
     timeout: Duration,
     view: Option<Arc<ClusterView>>,
     max_remote_bytes: usize,
@@ -542,13 +651,19 @@ impl<E: Entity> RegionRef<E> {
         let _ = self.actor.send_message(RegionMsg::Rebalance);
     }
 
-    /// How many entities of this kind are live on this node.
+    /// How many entities of this kind are in memory on this node, active and hibernated.
     pub async fn live(&self) -> usize {
+        let counts = self.counts().await;
+        counts.active + counts.hibernated
+    }
+
+    /// How many entities of this kind are active and how many hibernated on this node.
+    pub async fn counts(&self) -> EntityCounts {
         let (tx, rx) = ractor::concurrency::oneshot();
         if self.actor.send_message(RegionMsg::Live(tx.into())).is_err() {
-            return 0;
+            return EntityCounts::default();
         }
-        rx.await.unwrap_or(0)
+        rx.await.unwrap_or_default()
     }
 
     /// Stops the region and its entities.
@@ -563,26 +678,39 @@ pub(crate) mod test_support {
     use super::{Ctx, EntitySettings};
     use crate::payment_gateway::SimulatedGateway;
     use crate::store::test_support::{fresh_store, TestDatabase};
+    use crate::store::Store;
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// A context over a fresh database with the simulated gateway, outside any cluster.
+    /// A context over a fresh database with the simulated gateway, outside any cluster; entities
+    /// leave memory after `passivate_after` idle, without hibernating first.
     pub async fn ctx(passivate_after: Duration) -> (Ctx, TestDatabase) {
+        ctx_idle(passivate_after, passivate_after).await
+    }
+
+    /// Like [`ctx`], with entities hibernating after `hibernate_after` idle.
+    pub async fn ctx_idle(hibernate_after: Duration, passivate_after: Duration) -> (Ctx, TestDatabase) {
         let (store, dir) = fresh_store().await;
+        (ctx_over(store, hibernate_after, passivate_after), dir)
+    }
+
+    /// A context over `store` (another node's view of the same database, when it is shared).
+    pub fn ctx_over(store: Store, hibernate_after: Duration, passivate_after: Duration) -> Ctx {
         let settings = Arc::new(EntitySettings {
             gateway_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(2),
+            hibernate_after,
             passivate_after,
             max_remote_bytes: 1 << 20,
             reservation_hold: Duration::from_secs(900),
         });
-        (Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }, dir)
+        Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::ctx;
+    use super::test_support::{ctx, ctx_idle};
     use super::*;
 
     /// A counter that panics on demand, to show failures stay inside one entity.
@@ -596,6 +724,7 @@ mod tests {
         Bump(RpcReplyPort<(u32, u32)>),
         Panic(RpcReplyPort<()>),
         Peek(RpcReplyPort<u32>),
+        Slow(u64, RpcReplyPort<()>),
     }
 
     #[derive(serde::Serialize, serde::Deserialize)]
@@ -604,9 +733,12 @@ mod tests {
     struct Panic;
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Peek;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Slow(u64);
     crate::request!(Bump, Counter, "bump", (u32, u32), |self, reply| CounterMsg::Bump(reply));
     crate::request!(Panic, Counter, "panic", (), |self, reply| CounterMsg::Panic(reply));
     crate::request!(Peek, Counter, "peek", u32, |self, reply| CounterMsg::Peek(reply));
+    crate::request!(Slow, Counter, "slow", (), |self, reply| CounterMsg::Slow(self.0, reply));
 
     static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -628,6 +760,10 @@ mod tests {
                 CounterMsg::Panic(_reply) => panic!("asked to"),
                 CounterMsg::Peek(reply) => {
                     let _ = reply.send(self.count);
+                }
+                CounterMsg::Slow(millis, reply) => {
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                    let _ = reply.send(());
                 }
             }
         }
@@ -688,5 +824,74 @@ mod tests {
         let (second_load, count) = region.ask("idle", Bump).await.unwrap();
         assert!(second_load > first_load);
         assert_eq!(count, 1);
+    }
+
+    async fn wait_for_counts(region: &RegionRef<Counter>, wanted: EntityCounts) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let counts = region.counts().await;
+            if counts == wanted {
+                return;
+            }
+            assert!(Instant::now() < deadline, "counts stayed {counts:?}, wanted {wanted:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_entity_hibernates_and_wakes_with_its_state_without_loading_again() {
+        let (ctx, _dir) = ctx_idle(Duration::from_millis(100), Duration::from_secs(60)).await;
+        let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
+        let (first_load, _) = region.ask("sleepy", Bump).await.unwrap();
+        region.ask("sleepy", Bump).await.unwrap();
+        wait_for_counts(&region, EntityCounts { active: 0, hibernated: 1 }).await;
+
+        let (load, count) = region.ask("sleepy", Bump).await.unwrap();
+        assert_eq!((load, count), (first_load, 3), "woken from memory, not loaded again");
+        assert_eq!(region.counts().await, EntityCounts { active: 1, hibernated: 0 });
+        wait_for_counts(&region, EntityCounts { active: 0, hibernated: 1 }).await;
+        assert_eq!(region.ask("sleepy", Peek).await, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn messages_that_arrive_while_an_entity_hibernates_wait_for_its_state_and_keep_their_order() {
+        // A slow command makes the entity look idle to the sweep while it still works: the order
+        // to hibernate queues behind the command, and the bumps sent meanwhile wait in the region
+        // until the state comes back, then wake the entity with it.
+        let (ctx, _dir) = ctx_idle(Duration::from_millis(100), Duration::from_secs(60)).await;
+        let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
+        let (first_load, _) = region.ask("racy", Bump).await.unwrap();
+        let slow = region.ask("racy", Slow(600));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let bumps: Vec<_> = (0..5).map(|_| region.ask("racy", Bump)).collect();
+        slow.await.unwrap();
+        for (n, bump) in bumps.into_iter().enumerate() {
+            assert_eq!(bump.await.unwrap(), (first_load, n as u32 + 2));
+        }
+        assert_eq!(region.ask("racy", Peek).await, Ok(6));
+    }
+
+    #[tokio::test]
+    async fn a_hibernated_entity_leaves_memory_after_the_passivation_time() {
+        let (ctx, _dir) = ctx_idle(Duration::from_millis(100), Duration::from_millis(600)).await;
+        let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
+        let (first_load, _) = region.ask("gone", Bump).await.unwrap();
+        wait_for_counts(&region, EntityCounts { active: 0, hibernated: 1 }).await;
+        wait_for_counts(&region, EntityCounts::default()).await;
+        let (load, count) = region.ask("gone", Bump).await.unwrap();
+        assert!(load > first_load);
+        assert_eq!(count, 1, "a counter's state is not stored: loaded anew it starts over");
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_only_the_entity_that_panicked_while_others_hibernate() {
+        let (ctx, _dir) = ctx_idle(Duration::from_millis(100), Duration::from_secs(60)).await;
+        let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
+        region.ask("calm", Bump).await.unwrap();
+        wait_for_counts(&region, EntityCounts { active: 0, hibernated: 1 }).await;
+        region.ask("wild", Bump).await.unwrap();
+        assert_eq!(region.ask("wild", Panic).await, Err(CallError::Dropped));
+        assert_eq!(region.ask("wild", Bump).await.unwrap().1, 1);
+        assert_eq!(region.ask("calm", Bump).await.unwrap().1, 2);
     }
 }

@@ -9,7 +9,7 @@
 //! gateway twice, which a gateway idempotent by payment id absorbs.
 
 use crate::attempt::Attempt;
-use crate::entity::{Ctx, Entity, EntityMsg, EntityRef};
+use crate::entity::{Ctx, Entity, EntityRef};
 use crate::payment_gateway::ChargeOutcome;
 use crate::store::{self, payments, payments::PaymentRecord, StoreError};
 use crate::with_retries;
@@ -233,7 +233,7 @@ impl PaymentState {
                 }
                 Err(_) => GatewayAnswer::TimedOut,
             };
-            let _ = myself.send_message(EntityMsg::Command(PaymentMsg::Answered(answer)));
+            myself.send(PaymentMsg::Answered(answer));
         });
     }
 }

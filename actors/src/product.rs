@@ -375,3 +375,75 @@ impl Entity for ProductState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::test_support::{ctx_idle, ctx_over};
+    use crate::entity::{EntityCounts, RegionRef};
+    use crate::store::{Durability, Store};
+    use std::time::{Duration, Instant};
+
+    async fn hibernated(region: &RegionRef<ProductState>) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while region.counts().await != (EntityCounts { active: 0, hibernated: 1 }) {
+            assert!(Instant::now() < deadline, "the product never hibernated");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn key(user: &str, key: &str) -> IdempotencyKey {
+        IdempotencyKey { user_id: user.into(), key: key.into(), request_hash: "h".into() }
+    }
+
+    #[tokio::test]
+    async fn a_hibernated_product_changed_by_another_owner_is_never_written_on_a_stale_version() {
+        // Two nodes over one database both believe they own the product (a view change in
+        // flight). Each hibernates with the product in memory; one changes it; the other, woken
+        // by an order, loses the version check, reloads and decides on the fresh stock.
+        let hibernate = Duration::from_millis(100);
+        let (ctx_a, db) = ctx_idle(hibernate, Duration::from_secs(60)).await;
+        let store_b = Store::open(db.url(), Durability::Normal).await.unwrap();
+        let ctx_b = ctx_over(store_b.clone(), hibernate, Duration::from_secs(60));
+        let (a, b) = (RegionRef::<ProductState>::spawn(ctx_a).await.unwrap(), RegionRef::spawn(ctx_b).await.unwrap());
+        let id = ProductId::generate();
+        let seller = UserId::from("seller");
+        let new = NewProduct {
+            seller_id: seller.clone(),
+            name: "lamp".into(),
+            description: String::new(),
+            price: 1_000,
+            currency: "KRW".into(),
+            stock: 5,
+        };
+        a.ask(id.as_str(), ListProduct(new)).await.unwrap().unwrap();
+        assert_eq!(b.ask(id.as_str(), GetProduct).await.unwrap().unwrap().stock, 5);
+        hibernated(&a).await;
+        hibernated(&b).await;
+
+        let changes = ProductChanges { stock: Some(2), ..ProductChanges::default() };
+        b.ask(id.as_str(), UpdateProduct { seller, changes }).await.unwrap().unwrap();
+
+        let order = PlaceOrder {
+            order_id: OrderId::generate(),
+            buyer_id: UserId::from("buyer"),
+            quantity: Quantity::try_from(1).unwrap(),
+            idempotency: key("buyer", "k1"),
+        };
+        let placed = a.ask(id.as_str(), order).await.unwrap().unwrap();
+        assert!(placed.created);
+        assert_eq!(a.ask(id.as_str(), GetProduct).await.unwrap().unwrap().stock, 1, "decided on the fresh stock");
+
+        // B's copy is stale now; its next write loses the version check too and reloads.
+        let order = PlaceOrder {
+            order_id: OrderId::generate(),
+            buyer_id: UserId::from("buyer"),
+            quantity: Quantity::try_from(2).unwrap(),
+            idempotency: key("buyer", "k2"),
+        };
+        assert!(matches!(b.ask(id.as_str(), order).await.unwrap(), Err(ProductError::OutOfStock)));
+        let (stored, version) = catalog::load(&store_b, id.as_str()).await.unwrap().unwrap();
+        // Created, updated, one order: three commits, one per version.
+        assert_eq!((stored.stock, version), (1, 3));
+    }
+}

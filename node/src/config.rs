@@ -105,6 +105,10 @@ pub struct Settings {
     pub gateway: String,
     pub gateway_timeout_ms: u64,
     pub call_timeout_ms: u64,
+    /// An entity idle this long hibernates: its task and mailbox go, its state stays in memory
+    /// and its next message wakes it without a database read.
+    pub hibernate_after_secs: u64,
+    /// An entity idle this long (active or hibernated) leaves memory; the next message loads it.
     pub passivate_after_secs: u64,
     pub idempotency_retention_hours: u64,
     pub relay_batch: u32,
@@ -211,7 +215,8 @@ impl Default for Settings {
             gateway: "simulated".into(),
             gateway_timeout_ms: 5000,
             call_timeout_ms: 5000,
-            passivate_after_secs: 120,
+            hibernate_after_secs: 10,
+            passivate_after_secs: 600,
             idempotency_retention_hours: 24,
             relay_batch: 500,
             cluster_cookie_file: String::new(),

@@ -85,6 +85,7 @@ impl Node {
             entities: EntitySettings {
                 gateway_timeout: Duration::from_millis(settings.gateway_timeout_ms),
                 call_timeout: settings.call_timeout(),
+                hibernate_after: Duration::from_secs(settings.hibernate_after_secs.max(1)),
                 passivate_after: Duration::from_secs(settings.passivate_after_secs.max(1)),
                 max_remote_bytes: settings.cluster_max_frame_bytes,
                 reservation_hold: Duration::from_secs(settings.reservation_hold_secs),
