@@ -16,7 +16,7 @@ use crate::regions::Regions;
 use crate::relay;
 use crate::reservations;
 use crate::saga;
-use crate::store::{self, Durability, Store};
+use crate::store::{self, Store, Tuning};
 use anyhow::Context;
 use bazaar_protocol::events::Envelope;
 use ractor::{Actor, ActorRef};
@@ -31,8 +31,8 @@ use tracing::{info, warn};
 pub struct SystemConfig {
     /// `sqlite://path` of the database.
     pub database_url: String,
-    /// How durable each commit is.
-    pub durability: Durability,
+    /// How durable each commit is, and the SQLite page cache per connection.
+    pub tuning: Tuning,
     /// Entity timing.
     pub entities: EntitySettings,
     /// Outbox rows the relay moves per transaction.
@@ -69,7 +69,7 @@ pub struct System {
 impl System {
     /// Opens storage and starts every actor and background task.
     pub async fn start(config: SystemConfig) -> anyhow::Result<Self> {
-        let store = Store::open(&config.database_url, config.durability).await.context("opening the database")?;
+        let store = Store::open(&config.database_url, config.tuning).await.context("opening the database")?;
         let payment_gateway: Arc<dyn PaymentGateway> = Arc::new(SimulatedGateway::new(store.clone()));
         let settings = Arc::new(config.entities.clone());
         let view = config.cluster.as_ref().map(|c| Arc::new(ClusterView::new(c.node_name.clone(), c.max_frame_bytes)));

@@ -55,6 +55,18 @@ impl Api {
         self.call(reqwest::Method::GET, path, token, None).await
     }
 
+    /// A GET whose answer is text (`/metrics`).
+    pub async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let response =
+            self.client.get(format!("{}{path}", self.base)).send().await.with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {text}");
+        }
+        Ok(text)
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, token, Some(body)).await
     }

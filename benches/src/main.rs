@@ -6,6 +6,7 @@ mod api;
 mod baseline;
 mod kafka;
 mod load;
+mod memory;
 mod report;
 mod scenarios;
 mod sys;
@@ -42,8 +43,12 @@ enum Scenario {
     /// Idle authenticated WebSocket connections one node holds, and its RSS per connection (target:
     /// 100k in 2 GiB).
     WsIdle(IdleArgs),
-    /// RSS per live idle entity actor (products), vs bare ractor actors (target ≤ 2 KiB).
+    /// RSS per active and per hibernated entity (products), vs bare ractor actors (targets ≤ 8 KiB
+    /// active, ≤ 2 KiB hibernated).
     Entities(EntitiesArgs),
+    /// RSS of a fresh idle node (target ≤ 64 MB), and 10 s after a burst of orders and sockets
+    /// (target within 20 % of before).
+    Footprint(FootprintArgs),
     /// Outbox-to-Kafka bridge events/s vs a raw rskafka producer to the same broker, at batch sizes
     /// 10, 100, 500 and 1000 (target ratio ≥ 0.7; no cliff at any batch size).
     Kafka(KafkaArgs),
@@ -137,12 +142,36 @@ pub struct IdleArgs {
 pub struct EntitiesArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Products to create and keep live.
+    /// Products to create and keep active.
     #[arg(long, default_value_t = 20_000)]
     pub count: usize,
+    /// Products to create and let hibernate, on a second node.
+    #[arg(long, default_value_t = 100_000)]
+    pub hibernated: usize,
     /// Requests in flight while creating and reading them.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FootprintArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Orders in the burst.
+    #[arg(long, default_value_t = 10_000)]
+    pub orders: usize,
+    /// Sockets opened, then closed, in the burst.
+    #[arg(long, default_value_t = 1_000)]
+    pub sockets: usize,
+    /// Orders in flight during the burst.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Buyers the orders are spread over.
+    #[arg(long, default_value_t = 16)]
+    pub buyers: usize,
+    /// The node's passivate_after_secs for the run.
+    #[arg(long, default_value_t = 3)]
+    pub passivate_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -177,7 +206,8 @@ async fn main() -> anyhow::Result<()> {
             Scenario::CrossNode(args) => scenarios::cross_node(&scenarios::Ctx::new(&args.common)?, args).await,
             Scenario::ChatFanout(args) => scenarios::chat_fanout(&scenarios::Ctx::new(&args.common)?, args).await,
             Scenario::WsIdle(args) => scenarios::ws_idle(&scenarios::Ctx::new(&args.common)?, args).await,
-            Scenario::Entities(args) => scenarios::entities(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::Entities(args) => memory::entities(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::Footprint(args) => memory::footprint(&scenarios::Ctx::new(&args.common)?, args).await,
             Scenario::Kafka(args) => kafka::kafka(&scenarios::Ctx::new(&args.common)?, args).await,
         }
     };

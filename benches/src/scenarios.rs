@@ -1,4 +1,4 @@
-//! The six scenarios. Each starts what it measures (bazaar nodes, baseline servers) as child
+//! The HTTP, cluster and WebSocket scenarios (the memory ones are in `memory`). Each starts what it measures (bazaar nodes, baseline servers) as child
 //! processes on loopback, runs the baseline and bazaar one after the other with the same client
 //! settings, prints its table and writes `results/SCENARIO.json` and `.svg`.
 
@@ -8,7 +8,7 @@ use crate::load::{self, Recorder, Sender, Stats, Window, Workload};
 use crate::report::{self, Row, Series, XAxis};
 use crate::sys::{self, Proc};
 use crate::ws;
-use crate::{ChatArgs, Common, CrossArgs, EntitiesArgs, HttpArgs, IdleArgs};
+use crate::{ChatArgs, Common, CrossArgs, HttpArgs, IdleArgs};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures_util::{stream, SinkExt, StreamExt};
@@ -112,7 +112,7 @@ fn latency_plot(title: &str, series: Vec<Series>) -> Plot {
 }
 
 /// The settings every measured node gets, on top of its defaults.
-fn node_env() -> Vec<(&'static str, String)> {
+pub(crate) fn node_env() -> Vec<(&'static str, String)> {
     vec![
         // One bench user drives all connections; the per-user in-flight cap (64) would turn the
         // excess into 429s and measure the limiter instead.
@@ -126,7 +126,7 @@ fn node_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
     } else {
@@ -135,7 +135,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Runs `f` over `items` with at most `concurrency` at once, with a progress bar.
-async fn each<T, F, Fut, R>(label: &str, items: Vec<T>, concurrency: usize, f: F) -> anyhow::Result<Vec<R>>
+pub(crate) async fn each<T, F, Fut, R>(label: &str, items: Vec<T>, concurrency: usize, f: F) -> anyhow::Result<Vec<R>>
 where
     F: Fn(T) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<R>>,
@@ -963,102 +963,4 @@ pub async fn ws_idle(ctx: &Ctx, args: &IdleArgs) -> anyhow::Result<()> {
         ],
     };
     ctx.finish("ws-idle", &rows, &notes, body, plot)
-}
-
-// ---------------------------------------------------------------------------------------------
-
-fn live_products(view: &Value) -> u64 {
-    view["shards"]["product"].as_object().map_or(0, |o| o.values().filter_map(Value::as_u64).sum())
-}
-
-pub async fn entities(ctx: &Ctx, args: &EntitiesArgs) -> anyhow::Result<()> {
-    let n = args.count.max(1);
-    let mut env = node_env();
-    env.push(("BAZAAR_PASSIVATE_AFTER_SECS", "86400".into()));
-    let (node, addr) = ctx.node("node1", &env).await?;
-    let api = Api::new(addr);
-    let seller = api.user("SELLER").await?;
-    // Warm the code paths and the SQLite cache with one product first.
-    let first = api.product(&seller, 1).await?;
-    api.get(&format!("/products/{first}"), None).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let live_before = live_products(&api.get("/cluster", None).await?);
-    let rss_before = node.rss()?;
-    let step = (n / 40).max(1);
-    let curve = Arc::new(std::sync::Mutex::new(vec![(0.0, rss_before as f64 / (1 << 20) as f64)]));
-    let created = Arc::new(AtomicU64::new(0));
-    let ids = each("creating products", (0..n).collect(), args.concurrency, |_| {
-        let (api, seller, created, curve) = (api.clone(), seller.clone(), created.clone(), curve.clone());
-        let pid = node.pid;
-        async move {
-            let id = api.product(&seller, 1).await?;
-            let k = created.fetch_add(1, Ordering::Relaxed) + 1;
-            if k as usize % step == 0 {
-                if let Ok(rss) = sys::rss_of(pid) {
-                    curve.lock().unwrap_or_else(|p| p.into_inner()).push((k as f64, rss as f64 / (1 << 20) as f64));
-                }
-            }
-            Ok(id)
-        }
-    })
-    .await?;
-    each("reading each product", ids, args.concurrency, |id| {
-        let api = api.clone();
-        async move { api.get(&format!("/products/{id}"), None).await }
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = node.rss()?;
-    let view = api.get("/cluster", None).await?;
-    let live_after = live_products(&view);
-    node.stop().await;
-    let live = live_after.saturating_sub(live_before);
-    let per_entity = (rss_after as f64 - rss_before as f64) / live.max(1) as f64;
-
-    let (peer, line) = ctx.baseline("ractor-idle", &["__ractor-idle".into(), "--count".into(), n.to_string()]).await?;
-    let word = |key: &str| -> f64 {
-        line.split_whitespace().find_map(|w| w.strip_prefix(key)).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
-    };
-    let base_per = (word("after=") - word("before=")) / n as f64;
-    peer.stop().await;
-
-    let rows = vec![
-        Row::new("live product entities added", live.to_string(), n.to_string()),
-        Row::new(
-            "RSS before -> after",
-            format!("{} -> {}", report::fmt_bytes(rss_before as f64), report::fmt_bytes(rss_after as f64)),
-            String::new(),
-        ),
-        Row::new("RSS per live entity", report::fmt_bytes(per_entity), report::fmt_bytes(base_per)).judged(
-            format!("{:.1}x", ratio(per_entity, base_per)),
-            "≤ 2 KiB",
-            per_entity <= 2048.0,
-        ),
-    ];
-    let notes = vec![
-        format!(
-            "{n} products created by one seller (POST /products, {} at a time) and each read once, \
-             passivation set to 1 day; live entities from GET /cluster shards.product",
-            args.concurrency
-        ),
-        "the RSS delta also holds what creating them left behind (allocator pages, SQLite cache, \
-         the idempotency and event rows the node keeps in memory, if any): an upper bound per entity"
-            .into(),
-        "baseline: the same number of bare ractor actors (no state) spawned in a separate process".into(),
-    ];
-    let curve = curve.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let body = json!({
-        "params": {"count": n, "concurrency": args.concurrency},
-        "bazaar": {"liveBefore": live_before, "liveAfter": live_after, "rssBefore": rss_before, "rssAfter": rss_after,
-                   "bytesPerEntity": per_entity, "cluster": view, "rssMiBByCreated": curve},
-        "baseline": {"actors": n, "bytesPerActor": base_per, "readyLine": line},
-        "target": {"bytesPerEntityAtMost": 2048},
-    });
-    let plot = Plot {
-        title: "entities: node RSS by products created".into(),
-        x: XAxis::Linear("products created".into()),
-        y: "RSS (MiB)".into(),
-        series: vec![Series { label: "bazaar node".into(), points: curve }],
-    };
-    ctx.finish("entities", &rows, &notes, body, plot)
 }

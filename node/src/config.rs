@@ -110,6 +110,11 @@ pub struct Settings {
     pub hibernate_after_secs: u64,
     /// An entity idle this long (active or hibernated) leaves memory; the next message loads it.
     pub passivate_after_secs: u64,
+    /// How often the allocator's free pages are given back to the kernel (0: never), so RSS
+    /// falls back after a burst.
+    pub memory_trim_interval_ms: u64,
+    /// The page cache of each SQLite connection (the writer and each reader), in KiB.
+    pub sqlite_cache_kib: u32,
     pub idempotency_retention_hours: u64,
     pub relay_batch: u32,
     /// A file holding the cluster cookie (BAZAAR_CLUSTER_COOKIE wins); empty: a cookie generated
@@ -217,6 +222,8 @@ impl Default for Settings {
             call_timeout_ms: 5000,
             hibernate_after_secs: 10,
             passivate_after_secs: 600,
+            memory_trim_interval_ms: 5_000,
+            sqlite_cache_kib: 512,
             idempotency_retention_hours: 24,
             relay_batch: 500,
             cluster_cookie_file: String::new(),

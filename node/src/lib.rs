@@ -5,6 +5,7 @@
 //! becomes a request to an entity's region in `bazaar_actors`; the reply (or its error, mapped in
 //! one place per error enum) goes back as JSON.
 
+pub mod allocator;
 pub mod app;
 pub mod cluster_up;
 pub mod config;
@@ -19,6 +20,7 @@ use bazaar_actors::cache::Cache;
 use bazaar_actors::cluster::membership::ClusterConfig;
 use bazaar_actors::entity::EntitySettings;
 use bazaar_actors::log::kafka::KafkaConfig;
+use bazaar_actors::store::Tuning;
 use bazaar_actors::system::{System, SystemConfig};
 use config::Settings;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -81,7 +83,7 @@ impl Node {
         };
         let system = System::start(SystemConfig {
             database_url: settings.database_url(),
-            durability: settings.durability()?,
+            tuning: Tuning { durability: settings.durability()?, sqlite_cache_kib: settings.sqlite_cache_kib },
             entities: EntitySettings {
                 gateway_timeout: Duration::from_millis(settings.gateway_timeout_ms),
                 call_timeout: settings.call_timeout(),
@@ -149,13 +151,15 @@ impl Node {
             app.store.clone(),
             Duration::from_millis(app.settings.revocation_sync_ms.max(1)),
             revocations_since,
-            following,
+            following.clone(),
         );
+        let trimmer = allocator::spawn_trimmer(Duration::from_millis(app.settings.memory_trim_interval_ms), following);
         let limits = http::server::ServerLimits::from_settings(&app.settings);
         http::server::serve(listener, app, limits, shutdown).await;
         info!("shutting down");
         let _ = stop_following.send(true);
         let _ = revocations.await;
+        let _ = trimmer.await;
         system.stop().await;
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::io::Write;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    bazaar_node::passwords::return_large_allocations();
+    bazaar_node::allocator::return_large_allocations();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BAZAAR_LOG")

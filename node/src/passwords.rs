@@ -78,18 +78,6 @@ pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
     Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && stored.is_some()
 }
 
-/// Makes large allocations (Argon2's 19 MiB blocks among them) always come straight from the
-/// kernel and go straight back when freed. glibc otherwise raises its mmap threshold after the
-/// first such block is freed, and from then on serves them from per-thread arenas that keep the
-/// memory: after a burst of logins the node stayed hundreds of MiB larger (docs/decisions.md).
-pub fn return_large_allocations() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called once at startup.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,27 @@ pub enum Durability {
     Normal,
 }
 
+/// How a store is opened: its durability, and how much page cache each SQLite connection keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// How durable a commit is before it is acknowledged.
+    pub durability: Durability,
+    /// The page cache of each SQLite connection (the writer and every reader), in KiB; SQLite's
+    /// own default is 2,000. Unused on PostgreSQL.
+    pub sqlite_cache_kib: u32,
+}
+
+impl Tuning {
+    /// The page cache per connection when none is configured.
+    pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 512;
+}
+
+impl From<Durability> for Tuning {
+    fn from(durability: Durability) -> Self {
+        Self { durability, sqlite_cache_kib: Self::DEFAULT_SQLITE_CACHE_KIB }
+    }
+}
+
 /// A record that a request with an idempotency key was carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
@@ -205,14 +226,15 @@ pub struct Store {
 impl Store {
     /// Opens the database at `url` (`sqlite:` creating the file if missing, or `postgres:`) and
     /// runs the embedded migrations of its backend.
-    pub async fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, tuning: impl Into<Tuning>) -> Result<Self, StoreError> {
+        let tuning = tuning.into();
         // The nodes of a local cluster start together on one file: one may find it locked while
         // another switches it to WAL or migrates it (the losers' migrations roll back, and a
         // second look finds them applied). Opening is retried for a few seconds.
         let backend = Backend::of_url(url)?;
         let mut attempt: u64 = 0;
         loop {
-            match Self::try_open(backend, url, durability).await {
+            match Self::try_open(backend, url, tuning).await {
                 Ok(store) => return Ok(store),
                 Err(e) if attempt < 20 => {
                     attempt += 1;
@@ -224,9 +246,9 @@ impl Store {
         }
     }
 
-    async fn try_open(backend: Backend, url: &str, durability: Durability) -> Result<Self, StoreError> {
-        let write = backend.open_writer(url, durability).await?;
-        let read = backend.open_reader(url).await?;
+    async fn try_open(backend: Backend, url: &str, tuning: Tuning) -> Result<Self, StoreError> {
+        let write = backend.open_writer(url, tuning).await?;
+        let read = backend.open_reader(url, tuning).await?;
         let conn = write.acquire().await?.detach();
         write.close().await;
         let writer = Arc::new(Mutex::new(Writer { conn, open: false, abandoned: false, waiting: Vec::new() }));

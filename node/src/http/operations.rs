@@ -38,6 +38,11 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         // Read off the gate at scrape time (this scrape counts itself): no bookkeeping per request.
         let in_flight = app.settings.max_in_flight_requests.saturating_sub(app.in_flight.available_permits());
         metrics::gauge!("bazaar_http_requests_in_flight").set(in_flight as f64);
+        if let Some(heap) = crate::allocator::usage() {
+            metrics::gauge!("bazaar_heap_bytes", "state" => "in_use").set(heap.in_use as f64);
+            metrics::gauge!("bazaar_heap_bytes", "state" => "free").set(heap.free as f64);
+            metrics::gauge!("bazaar_heap_bytes", "state" => "mapped").set(heap.mapped as f64);
+        }
         warp::reply::with_header(app.metrics.render(), "content-type", "text/plain; version=0.0.4").into_response()
     });
     let cluster = warp::path!("cluster")
