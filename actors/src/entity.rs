@@ -478,7 +478,14 @@ impl<E: Entity> Actor for Region<E> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RegionMsg::Deliver(id, command) => state.deliver(&myself, id, command),
+            RegionMsg::Deliver(id, command) => {
+                // Most deliveries reach an active entity and change no count: skip the gauges.
+                let before = state.counts();
+                state.deliver(&myself, id, command);
+                if state.counts() == before {
+                    return Ok(());
+                }
+            }
             RegionMsg::Sweep => state.sweep(),
             RegionMsg::Rebalance => {
                 if let Some(view) = state.ctx.cluster.clone() {
