@@ -4,7 +4,9 @@
 #   1. the embedded default: SQLite and the event log in it (tests needing Redis start their own);
 #   2. the real backends: PostgreSQL, a Kafka-protocol broker (tansu) and Redis, started here on
 #      loopback and stopped on exit.
-# Servers that are missing are installed first (apt for PostgreSQL and Redis, crates.io for tansu).
+# Servers that are missing are installed first (apt for PostgreSQL and Redis, crates.io for tansu),
+# and so is kubernetes-validate (PyPI, in a venv under ~/.cache/bazaar), which node/tests/k8s.rs
+# runs on every manifest of deploy/k8s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/servers/postgres.sh
@@ -18,6 +20,28 @@ need_package() { # command, Debian package
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get install -y -q "$2" >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$2" >/dev/null; }
     command -v "$1" >/dev/null 2>&1 || { echo "could not install $2" >&2; exit 1; }
+}
+
+# Debian's system Python refuses `pip install`, so the validator gets a venv of its own, kept
+# between runs; KUBERNETES_VALIDATE tells node/tests/k8s.rs where it is.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+kubernetes_validate_install() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/bazaar/kubernetes-validate"
+    if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+        echo "== installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $venv"
+        python3 -m venv --help >/dev/null 2>&1 || need_package_only python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    fi
+    export KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
+}
+
+need_package_only() { # Debian package without a command of its own
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q "$1" >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$1" >/dev/null; }
 }
 
 free_port() {
@@ -45,6 +69,7 @@ run_suite() {
 need_package redis-server redis-server
 need_package redis-cli redis-tools
 tansu_install
+kubernetes_validate_install
 
 echo "== format"
 cargo fmt --all --check

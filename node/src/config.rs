@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use bazaar_actors::cluster::membership::ClusterConfig;
+use bazaar_actors::cluster::peer_addr::PeerAddr;
 use bazaar_actors::store::Durability;
 use clap::{Parser, Subcommand};
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -179,6 +180,22 @@ pub struct Settings {
     pub chat_rooms_page_default: u32,
     /// The largest page of `GET /chat/rooms`; a larger `limit` is clamped to it.
     pub chat_rooms_page_max: u32,
+    // --- cluster by name: Kubernetes StatefulSets and peers that change IPs (issue 12) ---
+    /// Where this node accepts peer sessions, as `ip:port`. Empty: where its own `cluster_addr`
+    /// resolves when it starts. On Kubernetes `0.0.0.0:7000`: a pod's own name may not resolve
+    /// yet while it starts.
+    pub cluster_listen_addr: String,
+    /// The domain of a StatefulSet's headless Service (`bazaar-cluster.shop.svc.cluster.local`).
+    /// Set, this node is a pod named `<statefulset>-<ordinal>` (its node name), and its peers are
+    /// the StatefulSet's other pods, `<statefulset>-<i>.<domain>` on the listen port, for every
+    /// ordinal below `cluster_max_nodes`: a name that does not resolve is a pod that does not
+    /// exist (yet), so scaling needs no node list. Empty: the peers are the file's `[[nodes]]`.
+    pub cluster_peer_domain: String,
+    /// With `cluster_peer_domain`: the most pods the StatefulSet may scale to (the ordinals
+    /// dialled); every one not running costs one failed name lookup a second.
+    pub cluster_max_nodes: u32,
+    /// How long one dial of a peer (resolving its name, then connecting) may take.
+    pub cluster_dial_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -253,6 +270,12 @@ impl Default for Settings {
             ws_replay_send_timeout_ms: 10_000,
             chat_rooms_page_default: 20,
             chat_rooms_page_max: 100,
+            // Cluster by name: [[nodes]] by default; a StatefulSet of up to 16 pods when a
+            // peer domain is set.
+            cluster_listen_addr: String::new(),
+            cluster_peer_domain: String::new(),
+            cluster_max_nodes: 16,
+            cluster_dial_timeout_ms: 2_000,
         }
     }
 }
@@ -262,8 +285,9 @@ impl Default for Settings {
 pub struct NodeEntry {
     pub name: String,
     pub http_addr: SocketAddr,
-    /// Where the node accepts peer sessions; nodes without one run alone.
-    pub cluster_addr: Option<SocketAddr>,
+    /// Where peers reach the node (`host:port`, the host an IP address or a name, resolved at
+    /// every dial); nodes without one run alone.
+    pub cluster_addr: Option<PeerAddr>,
 }
 
 /// The `[[nodes]]` of a cluster.toml.
@@ -362,6 +386,13 @@ impl Settings {
         if self.reservation_hold_secs == 0 {
             bail!("reservation_hold_secs must be at least 1");
         }
+        self.cluster_listen_addr()?;
+        if self.cluster_max_nodes == 0 || self.cluster_max_nodes > 1024 || self.cluster_dial_timeout_ms == 0 {
+            bail!("cluster_max_nodes must be 1 to 1024 and cluster_dial_timeout_ms at least 1");
+        }
+        if !self.cluster_peer_domain.is_empty() {
+            self.statefulset_members()?;
+        }
         if matches!(&self.jwt_secret, Some(s) if s.len() < 32) {
             bail!("jwt_secret: must be at least 32 characters");
         }
@@ -387,13 +418,16 @@ impl Settings {
     }
 
     /// How this node joins its cluster: `None` unless `--config` lists this node with a
-    /// `cluster_addr` and at least one other node.
+    /// `cluster_addr` and at least one other node, or `cluster_peer_domain` makes it a pod of a
+    /// StatefulSet.
     pub fn cluster(&self, args: &ServeArgs) -> anyhow::Result<Option<ClusterConfig>> {
-        let Some(Members { listen, peers }) = self.cluster_members(args)? else { return Ok(None) };
+        let Some(Members { listen, addr, peers }) = self.cluster_members(args)? else { return Ok(None) };
         Ok(Some(ClusterConfig {
             node_name: self.node_name.clone(),
             listen,
+            addr,
             peers,
+            dial_timeout: Duration::from_millis(self.cluster_dial_timeout_ms),
             cookie: self.cluster_cookie()?,
             heartbeat: Duration::from_millis(self.cluster_heartbeat_ms),
             heartbeat_timeout: Duration::from_millis(
@@ -405,16 +439,45 @@ impl Settings {
 
     /// Where this node listens for peers and who they are; `None` when it runs alone.
     fn cluster_members(&self, args: &ServeArgs) -> anyhow::Result<Option<Members>> {
-        let Some(path) = &args.config else { return Ok(None) };
-        let nodes = ClusterFile::read(path)?.nodes;
+        let nodes = match &args.config {
+            Some(path) => ClusterFile::read(path)?.nodes,
+            None => Vec::new(),
+        };
+        if !self.cluster_peer_domain.is_empty() {
+            // Two sources of peers would disagree about who is in the cluster.
+            if let (Some(path), false) = (&args.config, nodes.is_empty()) {
+                bail!("cluster_peer_domain is set and {} lists [[nodes]]: use one or the other", path.display());
+            }
+            return self.statefulset_members().map(Some);
+        }
         let Some(me) = nodes.iter().find(|n| n.name == self.node_name) else { return Ok(None) };
-        let Some(listen) = me.cluster_addr else { return Ok(None) };
-        let peers: Vec<(String, SocketAddr)> = nodes
+        let Some(addr) = me.cluster_addr.clone() else { return Ok(None) };
+        let peers: Vec<(String, PeerAddr)> = nodes
             .iter()
             .filter(|n| n.name != self.node_name)
-            .filter_map(|n| n.cluster_addr.map(|addr| (n.name.clone(), addr)))
+            .filter_map(|n| n.cluster_addr.clone().map(|addr| (n.name.clone(), addr)))
             .collect();
-        Ok((!peers.is_empty()).then_some(Members { listen, peers }))
+        let listen = self.cluster_listen_addr()?.unwrap_or_else(|| addr.clone());
+        Ok((!peers.is_empty()).then_some(Members { listen, addr, peers }))
+    }
+
+    /// `cluster_listen_addr` as an address to bind; `None` when empty.
+    fn cluster_listen_addr(&self) -> anyhow::Result<Option<PeerAddr>> {
+        if self.cluster_listen_addr.is_empty() {
+            return Ok(None);
+        }
+        let addr: SocketAddr = self.cluster_listen_addr.parse().map_err(|_| {
+            anyhow::anyhow!("cluster_listen_addr: an ip:port such as 0.0.0.0:7000, got {:?}", self.cluster_listen_addr)
+        })?;
+        Ok(Some(PeerAddr::new(&addr.ip().to_string(), addr.port())?))
+    }
+
+    /// The members of this node's StatefulSet (see `cluster_peer_domain`).
+    fn statefulset_members(&self) -> anyhow::Result<Members> {
+        let listen = self.cluster_listen_addr()?.context(
+            "cluster_listen_addr: required with cluster_peer_domain (every pod listens on its port, 0.0.0.0:7000)",
+        )?;
+        statefulset_members(&self.node_name, &self.cluster_peer_domain, listen, self.cluster_max_nodes)
     }
 
     /// What `bazaar config` prints: every setting by its key, then the cluster this node would
@@ -432,8 +495,9 @@ impl Settings {
         }
         let cluster = match self.cluster_members(args)? {
             None => serde_json::Value::Null,
-            Some(Members { listen, peers }) => serde_json::json!({
+            Some(Members { listen, addr, peers }) => serde_json::json!({
                 "listen": listen,
+                "addr": addr,
                 "peers": peers.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                 "cookie": self.cluster_cookie_source()?,
             }),
@@ -486,10 +550,37 @@ impl Settings {
     }
 }
 
-/// Where a node of a cluster listens for peers, and the peers by name.
+/// Where a node of a cluster listens for peers, how they reach it, and the peers by name.
 struct Members {
-    listen: SocketAddr,
-    peers: Vec<(String, SocketAddr)>,
+    listen: PeerAddr,
+    addr: PeerAddr,
+    peers: Vec<(String, PeerAddr)>,
+}
+
+/// The members of a StatefulSet's cluster as pod `node_name` sees them: the pod names are
+/// `<statefulset>-<ordinal>`, each reachable as `<pod>.<domain>` on the listen port (the headless
+/// Service's DNS records), for ordinals `0..max_nodes`. Which of them exist is for DNS to say at
+/// each dial, so scaling the StatefulSet changes nothing here.
+fn statefulset_members(node_name: &str, domain: &str, listen: PeerAddr, max_nodes: u32) -> anyhow::Result<Members> {
+    let (statefulset, ordinal) = node_name
+        .rsplit_once('-')
+        .and_then(|(set, ordinal)| Some((set, ordinal.parse::<u32>().ok()?)))
+        .filter(|(set, _)| !set.is_empty())
+        .with_context(|| {
+            format!("node_name: a StatefulSet pod's name, <statefulset>-<ordinal>, with cluster_peer_domain; got {node_name:?}")
+        })?;
+    if ordinal >= max_nodes {
+        bail!("node_name: {node_name} is beyond cluster_max_nodes = {max_nodes}; raise it to scale further");
+    }
+    let pod_addr = |ordinal: u32| -> anyhow::Result<PeerAddr> {
+        let host = format!("{statefulset}-{ordinal}.{domain}");
+        PeerAddr::new(&host, listen.port()).with_context(|| format!("cluster_peer_domain: {host} is not a DNS name"))
+    };
+    let peers = (0..max_nodes)
+        .filter(|&i| i != ordinal)
+        .map(|i| Ok((format!("{statefulset}-{i}"), pod_addr(i)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Members { addr: pod_addr(ordinal)?, listen, peers })
 }
 
 /// `scheme://user:***@host...` for a URL that carries a password; any other string unchanged.
@@ -594,5 +685,99 @@ mod tests {
         assert_eq!(mask_url_password("redis://redis:6379"), "redis://redis:6379");
         assert_eq!(mask_url_password("postgres://bazaar@db/x?a=b@c"), "postgres://bazaar@db/x?a=b@c");
         assert_eq!(mask_url_password(""), "");
+    }
+
+    /// `Settings::load` with only these `BAZAAR_*` variables (and a cluster file, if given).
+    #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment's own error type.
+    fn load_with(env: &[(&str, &str)], args: ServeArgs) -> Result<(Settings, Option<ClusterConfig>), String> {
+        let mut out = Err(String::new());
+        figment::Jail::expect_with(|jail| {
+            for (key, value) in env {
+                jail.set_env(key, value);
+            }
+            out = Settings::load(&args).and_then(|s| Ok((s.clone(), s.cluster(&args)?))).map_err(|e| format!("{e:#}"));
+            Ok(())
+        });
+        out
+    }
+
+    const POD: [(&str, &str); 4] = [
+        ("BAZAAR_NODE_NAME", "bazaar-1"),
+        ("BAZAAR_CLUSTER_LISTEN_ADDR", "0.0.0.0:7000"),
+        ("BAZAAR_CLUSTER_PEER_DOMAIN", "bazaar-cluster.shop.svc.cluster.local"),
+        ("BAZAAR_CLUSTER_COOKIE", "cookie"),
+    ];
+
+    #[test]
+    fn a_statefulset_pod_dials_every_other_ordinal_by_name_on_the_listen_port() {
+        let env = [POD.as_slice(), &[("BAZAAR_CLUSTER_MAX_NODES", "5")]].concat();
+        let (_, cluster) = load_with(&env, ServeArgs::default()).unwrap();
+        let cluster = cluster.expect("a pod of a StatefulSet is in a cluster without a cluster file");
+        assert_eq!(cluster.node_name, "bazaar-1");
+        assert_eq!(cluster.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(cluster.addr.to_string(), "bazaar-1.bazaar-cluster.shop.svc.cluster.local:7000");
+        let peers: Vec<String> = cluster.peers.iter().map(|(name, addr)| format!("{name}={addr}")).collect();
+        assert_eq!(
+            peers,
+            [0, 2, 3, 4].map(|i| format!("bazaar-{i}=bazaar-{i}.bazaar-cluster.shop.svc.cluster.local:7000"))
+        );
+        // The default bound leaves room to scale to 16 without touching anything.
+        let (_, cluster) = load_with(&POD, ServeArgs::default()).unwrap();
+        assert_eq!(cluster.unwrap().peers.len(), 15);
+    }
+
+    #[test]
+    fn a_statefulset_cluster_refuses_what_it_cannot_derive_peers_from() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut env: Vec<(&str, &str)> = POD.to_vec();
+            for (key, value) in extra {
+                env.retain(|(k, _)| k != key);
+                env.push((key, value));
+            }
+            load_with(&env, ServeArgs::default()).map(|_| ()).unwrap_err()
+        };
+        assert!(with(&[("BAZAAR_NODE_NAME", "node1")]).contains("<statefulset>-<ordinal>"));
+        assert!(with(&[("BAZAAR_NODE_NAME", "bazaar-")]).contains("<statefulset>-<ordinal>"));
+        assert!(with(&[("BAZAAR_NODE_NAME", "bazaar-x")]).contains("<statefulset>-<ordinal>"));
+        assert!(with(&[("BAZAAR_NODE_NAME", "bazaar-16")]).contains("cluster_max_nodes"));
+        assert!(with(&[("BAZAAR_CLUSTER_LISTEN_ADDR", "")]).contains("required with cluster_peer_domain"));
+        assert!(with(&[("BAZAAR_CLUSTER_LISTEN_ADDR", "bazaar-1:7000")]).contains("cluster_listen_addr"));
+        assert!(with(&[("BAZAAR_CLUSTER_PEER_DOMAIN", "under_score.svc")]).contains("not a DNS name"));
+        assert!(with(&[("BAZAAR_CLUSTER_MAX_NODES", "0")]).contains("cluster_max_nodes"));
+        assert!(with(&[("BAZAAR_CLUSTER_DIAL_TIMEOUT_MS", "0")]).contains("cluster_dial_timeout_ms"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, "[[nodes]]\nname = \"bazaar-1\"\nhttp_addr = \"127.0.0.1:1\"\n").unwrap();
+        let error = load_with(&POD, ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(error.contains("use one or the other"), "{error}");
+    }
+
+    #[test]
+    fn cluster_addresses_may_be_names_and_the_listen_address_may_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(
+            &path,
+            "[[nodes]]\nname = \"a\"\nhttp_addr = \"127.0.0.1:1\"\ncluster_addr = \"node-a:7000\"\n\
+             [[nodes]]\nname = \"b\"\nhttp_addr = \"127.0.0.1:2\"\ncluster_addr = \"[::1]:7001\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path.clone()), node: Some("a".into()), ..Default::default() };
+        let (_, cluster) = load_with(&[("BAZAAR_CLUSTER_COOKIE", "c")], args.clone()).unwrap();
+        let cluster = cluster.unwrap();
+        assert_eq!(
+            (cluster.listen.to_string(), cluster.addr.to_string()),
+            ("node-a:7000".into(), "node-a:7000".into())
+        );
+        assert_eq!(cluster.peers, [("b".to_owned(), "[::1]:7001".parse().unwrap())]);
+        let env = [("BAZAAR_CLUSTER_COOKIE", "c"), ("BAZAAR_CLUSTER_LISTEN_ADDR", "0.0.0.0:7000")];
+        let (_, cluster) = load_with(&env, args).unwrap();
+        assert_eq!(cluster.unwrap().listen.to_string(), "0.0.0.0:7000");
+
+        std::fs::write(&path, "[[nodes]]\nname = \"a\"\nhttp_addr = \"127.0.0.1:1\"\ncluster_addr = \"node_a\"\n")
+            .unwrap();
+        let error = ClusterFile::read(&path).unwrap_err();
+        assert!(format!("{error:#}").contains("not host:port"), "{error:#}");
     }
 }

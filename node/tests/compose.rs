@@ -7,7 +7,6 @@
 use bazaar_node::config::ClusterFile;
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -254,12 +253,10 @@ fn dependencies_ports_and_volumes_refer_to_what_exists() {
 }
 
 #[test]
-fn each_node_runs_a_node_of_its_cluster_file_at_the_address_compose_gives_it() {
+fn each_node_runs_a_node_of_its_cluster_file_reached_by_its_service_name() {
     let compose = compose();
-    let subnet = text(&compose["networks"]["default"]["ipam"]["config"][0]["subnet"]);
-    let (network, prefix) = subnet.split_once('/').unwrap();
-    let (network, prefix): (Ipv4Addr, u32) = (network.parse().unwrap(), prefix.parse().unwrap());
-    let in_subnet = |ip: Ipv4Addr| u32::from(ip) >> (32 - prefix) == u32::from(network) >> (32 - prefix);
+    // Peers are dialled by name, so nothing pins addresses: no subnet to collide with the host's.
+    assert!(compose["networks"]["default"]["ipam"].is_null(), "compose.yaml pins a subnet again");
     let mut cluster_files = BTreeSet::new();
     let mut run = BTreeSet::new();
     for (name, node) in nodes(&compose) {
@@ -271,10 +268,10 @@ fn each_node_runs_a_node_of_its_cluster_file_at_the_address_compose_gives_it() {
         let entry = entry.unwrap_or_else(|| panic!("{name} runs {node_name}, which {} does not list", path.display()));
         assert!(entry.http_addr.ip().is_unspecified(), "{name} must listen on every interface of its container");
         assert!(ports(&node).iter().any(|&(_, container)| container == entry.http_addr.port()));
-        let cluster_addr = entry.cluster_addr.unwrap_or_else(|| panic!("{node_name} has no cluster_addr"));
-        let address: Ipv4Addr = text(&node["networks"]["default"]["ipv4_address"]).parse().unwrap();
-        assert_eq!(cluster_addr.ip(), address, "{name}: cluster_addr must be the service's fixed address");
-        assert!(in_subnet(address), "{address} is outside {subnet}");
+        let cluster_addr = entry.cluster_addr.clone().unwrap_or_else(|| panic!("{node_name} has no cluster_addr"));
+        // The service name is the container's name on the compose network, whatever its address.
+        assert_eq!(cluster_addr.host(), name, "{name}: cluster_addr must name the service");
+        assert!(node["networks"].is_null(), "{name} is given a network setup of its own: {:?}", node["networks"]);
         assert!(run.insert(node_name.to_owned()), "{node_name} is run twice");
         cluster_files.insert(path);
     }
@@ -384,10 +381,12 @@ fn every_nodes_environment_reaches_the_binary_as_its_settings() {
         // The cookie arrived (from the variable, not a generated file) and the node has peers.
         let cluster = &printed["cluster"];
         assert_eq!(cluster["cookie"], "BAZAAR_CLUSTER_COOKIE", "{name}: {cluster}");
-        assert_eq!(cluster["listen"], format!("{}:7000", text(&node["networks"]["default"]["ipv4_address"])));
-        let peers: BTreeSet<&str> = cluster["peers"].as_object().unwrap().keys().map(String::as_str).collect();
-        let others: BTreeSet<&str> = nodes.keys().map(String::as_str).filter(|n| *n != node_name).collect();
-        assert_eq!(peers, others);
+        assert_eq!(cluster["listen"], format!("{name}:7000"), "{name} binds where its own name resolves");
+        assert_eq!(cluster["addr"], format!("{name}:7000"));
+        let peers: BTreeMap<String, String> = serde_json::from_value(cluster["peers"].clone()).unwrap();
+        let others: BTreeMap<String, String> =
+            nodes.keys().filter(|n| *n != node_name).map(|n| (n.clone(), format!("{n}:7000"))).collect();
+        assert_eq!(peers, others, "{name} dials every other service by its name");
         // BAZAAR_LOG is not a setting but main's log filter; it has to parse as one.
         let log = &env["BAZAAR_LOG"];
         assert!(tracing_subscriber::EnvFilter::try_new(log).is_ok(), "{name}: BAZAAR_LOG={log} is not a filter");

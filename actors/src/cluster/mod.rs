@@ -1,5 +1,6 @@
 //! The cluster: which nodes are live ([`ClusterView`]), the one remotable actor per node that
-//! peers talk to ([`router`]), and the loop that keeps the view true ([`membership`]).
+//! peers talk to ([`router`]), the loop that keeps the view true ([`membership`]), and the
+//! addresses it dials, which may be DNS names resolved at every dial ([`peer_addr`]).
 //!
 //! ractor_cluster gives sessions and process groups, nothing more: no membership view, no remote
 //! spawn, no reconnect, no failure detector for a peer that hangs. So each node dials every peer of
@@ -9,6 +10,7 @@
 //! storage, never from the view.
 
 pub mod membership;
+pub mod peer_addr;
 pub mod router;
 
 use crate::placement;

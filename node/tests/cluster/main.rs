@@ -3,7 +3,7 @@
 //! it (see [`support`], built on [`common`], which the `api` tests share), and talks to them over
 //! HTTP and WebSocket only.
 //!
-//! One module per concern: `consistency` reads entities through nodes other than the one that
+//! One module per concern: `by_name` forms a cluster whose peers are all host names; `consistency` reads entities through nodes other than the one that
 //! wrote them; `chat` joins sockets on different nodes to one room; `membership` covers the cookie
 //! and a node joining under load; `cluster_up` starts and stops a whole cluster with one command;
 //! `silent_peer` stops a node without closing its connections; `failover` kills a node under load; `frame_limit` sends a routed
@@ -13,6 +13,7 @@
 mod common;
 mod support;
 
+mod by_name;
 mod chat;
 mod cluster_up;
 mod consistency;

@@ -237,7 +237,8 @@ impl Api {
 pub struct NodeSpec {
     pub name: String,
     pub http_addr: SocketAddr,
-    pub cluster_addr: SocketAddr,
+    /// `host:port` as written in the file: an IP address or a name its peers resolve.
+    pub cluster_addr: String,
 }
 
 /// A cluster config file with its listed nodes, and the processes started from it.
@@ -255,6 +256,12 @@ impl Cluster {
     /// Writes a config listing `listed` nodes (`n1`, `n2`, ...) on fresh ports; starts nothing.
     /// `env` (`BAZAAR_*` overrides) applies to every node started later.
     pub fn configure(listed: usize, env: &[(&str, &str)]) -> Cluster {
+        Cluster::configure_hosts(listed, env, |_| "127.0.0.1".to_owned())
+    }
+
+    /// Like [`Cluster::configure`], with node `i`'s `cluster_addr` on host `host_of(i)` (a name
+    /// or an IP address) instead of 127.0.0.1.
+    pub fn configure_hosts(listed: usize, env: &[(&str, &str)], host_of: impl Fn(usize) -> String) -> Cluster {
         let dir = tempfile::Builder::new().prefix("bazaar-cluster-").tempdir().expect("a temporary directory");
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).expect("the data directory");
@@ -263,7 +270,7 @@ impl Cluster {
             .map(|i| NodeSpec {
                 name: format!("n{}", i + 1),
                 http_addr: SocketAddr::from(([127, 0, 0, 1], ports[2 * i])),
-                cluster_addr: SocketAddr::from(([127, 0, 0, 1], ports[2 * i + 1])),
+                cluster_addr: format!("{}:{}", host_of(i), ports[2 * i + 1]),
             })
             .collect();
         let mut toml = format!(
