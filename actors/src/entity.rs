@@ -446,6 +446,11 @@ impl<E: Entity> RegionState<E> {
         for id in gone {
             self.passivate(&id);
         }
+        // The directory keeps the capacity a burst grew it to: give it back once most of its
+        // entities have left (the slack avoids shrinking at every sweep).
+        if self.entities.capacity() > 4 * self.entities.len() + 256 {
+            self.entities.shrink_to_fit();
+        }
         for id in sleepy {
             if let Some(slot) = self.entities.get_mut(&id) {
                 if let Slot::Active { mail, generation, last_used } = slot {

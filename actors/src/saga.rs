@@ -192,6 +192,11 @@ impl<T> Lanes<T> {
             Some((_, next)) => Some(next),
             None => {
                 self.queued.remove(key);
+                // A burst grows the map to thousands of lanes, and a map keeps its capacity: give
+                // it back once the burst is over (the slack avoids shrinking at every step).
+                if self.queued.capacity() > 4 * self.queued.len() + 256 {
+                    self.queued.shrink_to_fit();
+                }
                 None
             }
         }
