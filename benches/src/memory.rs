@@ -193,11 +193,12 @@ pub async fn entities(ctx: &Ctx, args: &EntitiesArgs) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 
-/// The allocator's figures from `/metrics`: (in use, free in its arenas, mapped), in bytes.
-async fn heap(api: &Api) -> anyhow::Result<(f64, f64, f64)> {
+/// The allocator's figures from `/metrics`: (in use, of which SQLite's, free in its arenas,
+/// mapped), in bytes.
+async fn heap(api: &Api) -> anyhow::Result<(f64, f64, f64, f64)> {
     let scrape = api.text("/metrics").await?;
     let of = |state: &str| metric(&scrape, "bazaar_heap_bytes", &[&format!("state=\"{state}\"")]);
-    Ok((of("in_use"), of("free"), of("mapped")))
+    Ok((of("in_use"), metric(&scrape, "bazaar_sqlite_memory_bytes", &[]), of("free"), of("mapped")))
 }
 
 /// Samples the node's RSS every `every` for `total`, as (seconds since `t0`, MiB) points.
@@ -298,10 +299,11 @@ pub async fn footprint(ctx: &Ctx, args: &FootprintArgs) -> anyhow::Result<()> {
             growth <= 1.2 && opened == args.sockets,
         ),
     ];
-    let heap_row = |(in_use, free, mapped): (f64, f64, f64)| {
+    let heap_row = |(in_use, sqlite, free, mapped): (f64, f64, f64, f64)| {
         format!(
-            "{} in use, {} free in arenas, {} mapped",
+            "{} in use ({} of it SQLite's), {} free in arenas, {} mapped",
             report::fmt_bytes(in_use),
+            report::fmt_bytes(sqlite),
             report::fmt_bytes(free),
             report::fmt_bytes(mapped)
         )

@@ -54,6 +54,14 @@ pub fn usage() -> Option<HeapUsage> {
     None
 }
 
+/// The bytes SQLite has allocated now (its page caches, statements and schema, for every
+/// connection), out of [`HeapUsage::in_use`].
+pub fn sqlite_in_use() -> u64 {
+    // SAFETY: sqlite3_memory_used only reads SQLite's own counter.
+    let used = unsafe { libsqlite3_sys::sqlite3_memory_used() };
+    used.max(0) as u64
+}
+
 /// Trims every `every` until `stop` says so; `every` of zero trims never. A trim walks the
 /// arenas' free lists (about a millisecond for a few hundred MiB here), so it runs on a blocking
 /// thread, not on the runtime's workers.

@@ -43,6 +43,7 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
             metrics::gauge!("bazaar_heap_bytes", "state" => "free").set(heap.free as f64);
             metrics::gauge!("bazaar_heap_bytes", "state" => "mapped").set(heap.mapped as f64);
         }
+        metrics::gauge!("bazaar_sqlite_memory_bytes").set(crate::allocator::sqlite_in_use() as f64);
         warp::reply::with_header(app.metrics.render(), "content-type", "text/plain; version=0.0.4").into_response()
     });
     let cluster = warp::path!("cluster")
