@@ -26,6 +26,7 @@ mod hardening_http;
 mod hardening_idle;
 mod hardening_saga;
 mod kafka;
+mod lean_sockets;
 mod operations;
 mod orders;
 mod payments;
