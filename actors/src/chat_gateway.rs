@@ -5,12 +5,12 @@
 
 use crate::cluster::router::{PresenceUpdate, RoomFrame, RouterMsg};
 use crate::cluster::ClusterView;
-use crate::session::{frame_text, SessionMsg};
+use crate::session::{frame_text, SessionId, SessionMsg, SessionRef};
 use bazaar_protocol::chat::ServerFrame;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::orders::Order;
 use bazaar_protocol::{RoomId, UserId};
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -20,18 +20,18 @@ use tracing::warn;
 #[derive(ractor_cluster::RactorMessage)]
 pub enum GatewayMsg {
     /// A session opened for `user`.
-    Connect { user: UserId, session: ActorRef<SessionMsg> },
+    Connect { user: UserId, session: SessionRef },
     /// A session closed.
-    Disconnect { session: ActorId },
+    Disconnect { session: SessionId },
     /// A session joined a room; replies once it receives the room's messages.
-    Join { room: RoomId, session: ActorId, reply: RpcReplyPort<()> },
+    Join { room: RoomId, session: SessionId, reply: RpcReplyPort<()> },
     /// Tells the room's sessions who is online; sent after a join's replay, so the joining
     /// session sees `joined` (and its replay) before the presence frame.
     Announce { room: RoomId },
     /// A session left a room.
-    Leave { room: RoomId, session: ActorId },
+    Leave { room: RoomId, session: SessionId },
     /// A frame (typing, read) for the room's other sessions.
-    Relay { room: RoomId, from: ActorId, frame: ServerFrame },
+    Relay { room: RoomId, from: SessionId, frame: ServerFrame },
     /// An event published on the log.
     Published(Arc<Envelope>),
     /// Who is online in a room on another node.
@@ -44,16 +44,16 @@ pub enum GatewayMsg {
 
 struct Connected {
     user: UserId,
-    session: ActorRef<SessionMsg>,
+    session: SessionRef,
     rooms: HashSet<RoomId>,
 }
 
 /// Who is connected and where.
 #[derive(Default)]
 pub struct GatewayState {
-    sessions: HashMap<ActorId, Connected>,
-    rooms: HashMap<RoomId, HashSet<ActorId>>,
-    users: HashMap<UserId, HashSet<ActorId>>,
+    sessions: HashMap<SessionId, Connected>,
+    rooms: HashMap<RoomId, HashSet<SessionId>>,
+    users: HashMap<UserId, HashSet<SessionId>>,
     /// Online users of rooms on other nodes, by room and node.
     remote_presence: HashMap<RoomId, HashMap<String, Vec<UserId>>>,
     view: Option<Arc<ClusterView>>,
@@ -92,7 +92,7 @@ impl GatewayState {
         }
     }
 
-    fn leave(&mut self, room: &RoomId, session: &ActorId) {
+    fn leave(&mut self, room: &RoomId, session: &SessionId) {
         if let Some(members) = self.rooms.get_mut(room) {
             members.remove(session);
             if members.is_empty() {

@@ -1,7 +1,12 @@
-//! A WebSocket session: one actor per connection, transport-agnostic. The front end feeds it
+//! A WebSocket session: the state of one connection, transport-agnostic. The front end feeds it
 //! parsed client frames; it writes server frames into a bounded queue that the front end drains
 //! into the socket. A client too slow to drain its queue is disconnected rather than buffered
 //! without limit.
+//!
+//! A session is not an actor of its own: the socket's task (node/src/http/ws.rs) runs it, one
+//! message of its [`SessionRef`] mailbox at a time, as an actor would. A ractor actor costs about
+//! 10.6 KiB at rest (its task and four channels), more than the rest of an idle socket together;
+//! see docs/decisions.md ("Small sockets").
 //!
 //! A join's replay (and a gap fill) is read from storage a page at a time and each message waits
 //! for room in the queue (up to a timeout), so a backlog of any length arrives complete, in order,
@@ -15,8 +20,9 @@ use crate::store::{chat, Store};
 use bazaar_protocol::chat::{ChatMessage, ClientFrame, ServerFrame};
 use bazaar_protocol::values::{parse_chat_text, refuse_nul};
 use bazaar_protocol::{RoomId, UserId};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::ActorRef;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -42,10 +48,10 @@ pub enum Outbound {
 }
 
 /// Messages a session accepts. Local-only.
-#[derive(ractor_cluster::RactorMessage)]
 pub enum SessionMsg {
-    /// A frame from the client.
-    Frame(ClientFrame),
+    /// A frame from the client. Boxed: the mailbox allocates room for 32 messages at once, sized
+    /// for the largest variant, in every idle session.
+    Frame(Box<ClientFrame>),
     /// A message of a room; `text` is its frame, serialised once for every recipient.
     ChatMessage { message: Arc<ChatMessage>, text: Arc<str> },
     /// A ready frame to forward as is.
@@ -54,12 +60,45 @@ pub enum SessionMsg {
     Expired,
 }
 
+/// Identifies a session on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(u64);
+
+/// The session's mailbox was closed: its socket ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session has ended")]
+pub struct SessionGone;
+
+/// How the gateway and the socket reach a session: its mailbox, which the socket's task reads.
+#[derive(Debug, Clone)]
+pub struct SessionRef {
+    id: SessionId,
+    mailbox: mpsc::UnboundedSender<SessionMsg>,
+}
+
+impl SessionRef {
+    /// A new session's address and the mailbox it reads.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<SessionMsg>) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let (mailbox, received) = mpsc::unbounded_channel();
+        (Self { id: SessionId(NEXT.fetch_add(1, Ordering::Relaxed)), mailbox }, received)
+    }
+
+    /// The session's id.
+    pub fn get_id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Puts a message in the session's mailbox; `Err` once the session has ended.
+    pub fn send_message(&self, msg: SessionMsg) -> Result<(), SessionGone> {
+        self.mailbox.send(msg).map_err(|_| SessionGone)
+    }
+}
+
 /// What a session starts with.
 pub struct SessionArgs {
     pub user: UserId,
     pub out: mpsc::Sender<Outbound>,
-    /// Time left on the access token.
-    pub expires_in: Duration,
     pub gateway: ActorRef<GatewayMsg>,
     pub rooms: RegionRef<RoomState>,
     pub store: Store,
@@ -77,14 +116,12 @@ pub struct ReplaySettings {
     pub send_timeout: Duration,
 }
 
-/// The session's state: who it is, and how far each joined room was delivered.
-pub struct SessionState {
+/// A session: who it is, its address, and how far each joined room was delivered.
+pub struct Session {
     args: SessionArgs,
+    me: SessionRef,
     delivered: HashMap<RoomId, i64>,
 }
-
-/// The session actor.
-pub struct Session;
 
 /// An `error` frame, serialised.
 pub fn error_frame(code: &str, message: impl Into<String>) -> Arc<str> {
@@ -96,7 +133,48 @@ pub fn frame_text(frame: &ServerFrame) -> Arc<str> {
     Arc::from(serde_json::to_string(frame).expect("server frames always serialise"))
 }
 
-impl SessionState {
+impl Session {
+    /// Registers a session with the gateway under `me`; the caller then feeds it what arrives in
+    /// `me`'s mailbox with [`Session::handle`]. `Err` when the gateway is gone.
+    pub fn start(args: SessionArgs, me: SessionRef) -> Result<Self, SessionGone> {
+        args.gateway
+            .send_message(GatewayMsg::Connect { user: args.user.clone(), session: me.clone() })
+            .map_err(|_| SessionGone)?;
+        Ok(Self { args, me, delivered: HashMap::new() })
+    }
+
+    /// Handles one message; false when the session is over (the client is gone, too slow, or
+    /// must be closed: the close frame is queued already).
+    pub async fn handle(&mut self, msg: SessionMsg) -> bool {
+        let user = self.args.user.clone();
+        let alive = match msg {
+            SessionMsg::Frame(frame) => match *frame {
+                ClientFrame::Join { room, since } => self.join(room, since).await,
+                ClientFrame::Send { room, text, client_msg_id } => self.post(room, text, client_msg_id).await,
+                ClientFrame::Leave { room } => {
+                    if self.delivered.remove(&room).is_some() {
+                        let _ = self.args.gateway.send_message(GatewayMsg::Leave { room, session: self.me.get_id() });
+                    }
+                    true
+                }
+                ClientFrame::Typing { room } => self.relay(room.clone(), ServerFrame::Typing { room, from: user }),
+                ClientFrame::Read { room, seq } => {
+                    self.relay(room.clone(), ServerFrame::Read { room, from: user, seq })
+                }
+            },
+            SessionMsg::ChatMessage { message, text } => self.deliver(&message, text).await,
+            SessionMsg::Push(text) => self.send(text),
+            SessionMsg::Expired => {
+                self.close(close::EXPIRED, "token expired");
+                false
+            }
+        };
+        if !alive {
+            debug!(user = %self.args.user, "session ends");
+        }
+        alive
+    }
+
     /// Queues a frame; false when the client is gone or too slow (the session then stops).
     fn send(&self, text: Arc<str>) -> bool {
         self.args.out.try_send(Outbound::Text(text)).is_ok()
@@ -129,13 +207,13 @@ impl SessionState {
         let _ = self.args.out.try_send(Outbound::Close(code, reason));
     }
 
-    async fn join(&mut self, myself: &ActorRef<SessionMsg>, room: RoomId, since: Option<i64>) -> bool {
+    async fn join(&mut self, room: RoomId, since: Option<i64>) -> bool {
         let user = self.args.user.clone();
         // Subscribe first, then read where the room stands: a message committed after the read
         // arrives live, one committed before is in the replay, none falls between.
         let _ = ractor::call!(self.args.gateway, |reply| GatewayMsg::Join {
             room: room.clone(),
-            session: myself.get_id(),
+            session: self.me.get_id(),
             reply
         });
         let view = match self.args.rooms.ask(room.as_str(), GetRoom { viewer: user }).await {
@@ -146,7 +224,7 @@ impl SessionState {
                 return false;
             }
             _ => {
-                let _ = self.args.gateway.send_message(GatewayMsg::Leave { room, session: myself.get_id() });
+                let _ = self.args.gateway.send_message(GatewayMsg::Leave { room, session: self.me.get_id() });
                 return self.send(error_frame("unavailable", "chat is unavailable, try again"));
             }
         };
@@ -200,76 +278,19 @@ impl SessionState {
         self.send(text)
     }
 
-    fn relay(&self, myself: &ActorRef<SessionMsg>, room: RoomId, frame: ServerFrame) -> bool {
+    fn relay(&self, room: RoomId, frame: ServerFrame) -> bool {
         if !self.delivered.contains_key(&room) {
             return self.send(error_frame("forbidden", "join the room first"));
         }
-        let _ = self.args.gateway.send_message(GatewayMsg::Relay { room, from: myself.get_id(), frame });
+        let _ = self.args.gateway.send_message(GatewayMsg::Relay { room, from: self.me.get_id(), frame });
         true
     }
 }
 
-impl Actor for Session {
-    type Msg = SessionMsg;
-    type State = SessionState;
-    type Arguments = SessionArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        args: SessionArgs,
-    ) -> Result<SessionState, ActorProcessingErr> {
-        args.gateway.send_message(GatewayMsg::Connect { user: args.user.clone(), session: myself.clone() })?;
-        myself.send_after(args.expires_in, || SessionMsg::Expired);
-        Ok(SessionState { args, delivered: HashMap::new() })
-    }
-
-    async fn post_stop(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        state: &mut SessionState,
-    ) -> Result<(), ActorProcessingErr> {
-        let _ = state.args.gateway.send_message(GatewayMsg::Disconnect { session: myself.get_id() });
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        msg: SessionMsg,
-        state: &mut SessionState,
-    ) -> Result<(), ActorProcessingErr> {
-        let user = state.args.user.clone();
-        // The awaiting arms are boxed: the session's task would otherwise hold their futures
-        // inline, sized for the largest, for as long as the socket is open (most of it idle).
-        let alive = match msg {
-            SessionMsg::Frame(ClientFrame::Join { room, since }) => Box::pin(state.join(&myself, room, since)).await,
-            SessionMsg::Frame(ClientFrame::Send { room, text, client_msg_id }) => {
-                Box::pin(state.post(room, text, client_msg_id)).await
-            }
-            SessionMsg::Frame(ClientFrame::Leave { room }) => {
-                if state.delivered.remove(&room).is_some() {
-                    let _ = state.args.gateway.send_message(GatewayMsg::Leave { room, session: myself.get_id() });
-                }
-                true
-            }
-            SessionMsg::Frame(ClientFrame::Typing { room }) => {
-                state.relay(&myself, room.clone(), ServerFrame::Typing { room, from: user })
-            }
-            SessionMsg::Frame(ClientFrame::Read { room, seq }) => {
-                state.relay(&myself, room.clone(), ServerFrame::Read { room, from: user, seq })
-            }
-            SessionMsg::ChatMessage { message, text } => Box::pin(state.deliver(&message, text)).await,
-            SessionMsg::Push(text) => state.send(text),
-            SessionMsg::Expired => {
-                state.close(close::EXPIRED, "token expired");
-                false
-            }
-        };
-        if !alive {
-            debug!(user = %state.args.user, "session ends");
-            myself.stop(None);
-        }
-        Ok(())
+impl Drop for Session {
+    // However the socket ends (closed, dropped mid-message, its task aborted), the gateway
+    // forgets the session.
+    fn drop(&mut self) {
+        let _ = self.args.gateway.send_message(GatewayMsg::Disconnect { session: self.me.get_id() });
     }
 }

@@ -24,6 +24,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 pub const READY: &str = "bench-baseline ready";
@@ -56,8 +57,10 @@ type Peers = Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>;
 
 /// `__ws-broadcast`: every text frame received goes to every connected socket. Each socket has a
 /// bounded queue of `queue` frames (bazaar's `ws_send_queue` is 256); a socket whose queue is full
-/// misses the frame (bazaar would disconnect it).
-pub async fn ws_broadcast(queue: usize) -> anyhow::Result<()> {
+/// misses the frame (bazaar would disconnect it). `read_buffer` and `write_buffer` size
+/// tungstenite's buffers, so that ws-idle compares with a node configured alike.
+pub async fn ws_broadcast(queue: usize, read_buffer: usize, write_buffer: usize) -> anyhow::Result<()> {
+    let config = WebSocketConfig::default().read_buffer_size(read_buffer).write_buffer_size(write_buffer);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     ready(listener.local_addr()?)?;
     let peers: Peers = Arc::default();
@@ -68,7 +71,7 @@ pub async fn ws_broadcast(queue: usize) -> anyhow::Result<()> {
         next_id += 1;
         let (id, peers) = (next_id, peers.clone());
         tokio::spawn(async move {
-            let Ok(socket) = tokio_tungstenite::accept_async(stream).await else { return };
+            let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else { return };
             let (mut sink, mut stream) = socket.split();
             let (tx, mut rx) = mpsc::channel::<Message>(queue);
             peers.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);

@@ -40,8 +40,9 @@ enum Scenario {
     /// A room fanning out to many sockets: deliveries/s and delivery p99 vs a bare tokio-tungstenite
     /// broadcast server (target ratio ≥ 0.5, p99 ≤ 50 ms).
     ChatFanout(ChatArgs),
-    /// Idle authenticated WebSocket connections one node holds, and its RSS per connection (target:
-    /// 100k in 2 GiB).
+    /// Idle authenticated WebSocket connections one node holds, and its RSS per connection vs a bare
+    /// tokio-tungstenite server with the same buffer sizes (target ≤ 20 KiB and ≤ 1.5× the
+    /// baseline); a sample of the sockets then carries a message each way.
     WsIdle(IdleArgs),
     /// RSS per active and per hibernated entity (products), vs bare ractor actors (targets ≤ 8 KiB
     /// active, ≤ 2 KiB hibernated).
@@ -58,6 +59,12 @@ enum Scenario {
     WsBroadcast {
         #[arg(long, default_value_t = 256)]
         queue: usize,
+        /// tungstenite's read buffer per socket (its default: 128 KiB).
+        #[arg(long, default_value_t = 128 * 1024)]
+        read_buffer: usize,
+        /// tungstenite's write buffer per socket (its default: 128 KiB; 0: each frame written out).
+        #[arg(long, default_value_t = 128 * 1024)]
+        write_buffer: usize,
     },
     #[command(name = "__ractor-peer", hide = true)]
     RactorPeer {
@@ -136,6 +143,14 @@ pub struct IdleArgs {
     /// Idle WebSocket connections to open.
     #[arg(long, default_value_t = 20_000)]
     pub connections: usize,
+    /// The read buffer per socket, for the node (ws_read_buffer_bytes) and the baseline alike;
+    /// both write each frame out as it is sent (no write buffer).
+    #[arg(long, default_value_t = 4096)]
+    pub read_buffer_bytes: usize,
+    /// One socket in this many joins a room and gets a message at the end (the baseline: gets a
+    /// broadcast), to show the sockets still work, beyond answering a ping.
+    #[arg(long, default_value_t = 50)]
+    pub probe_every: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -198,7 +213,9 @@ async fn main() -> anyhow::Result<()> {
     let run = async {
         match &cli.scenario {
             Scenario::HelloServer => baseline::hello_server().await,
-            Scenario::WsBroadcast { queue } => baseline::ws_broadcast(*queue).await,
+            Scenario::WsBroadcast { queue, read_buffer, write_buffer } => {
+                baseline::ws_broadcast(*queue, *read_buffer, *write_buffer).await
+            }
             Scenario::RactorPeer { port, cookie } => baseline::ractor_peer(*port, cookie.clone()).await,
             Scenario::RactorIdle { count } => baseline::ractor_idle(*count).await,
             Scenario::HttpRead(args) => scenarios::http_read(&scenarios::Ctx::new(&args.common)?, args).await,

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
 
 /// What every scenario needs: where the binaries are, a temp dir, where results go.
 pub struct Ctx {
@@ -789,6 +790,8 @@ struct IdleRun {
     rss_before: u64,
     rss_after: u64,
     curve: Vec<(f64, f64)>,
+    /// The open sockets, for the probe that follows.
+    sockets: Vec<ws::Ws>,
 }
 
 /// Opens `n` idle sockets to `addr` (source addresses rotated), sampling the server's RSS, then
@@ -847,10 +850,10 @@ async fn hold_idle(
             let bar = &bar;
             async move {
                 let alive = async {
-                    socket.send(tokio_tungstenite::tungstenite::Message::Ping(Bytes::from_static(b"p"))).await.ok()?;
+                    socket.send(Message::Ping(Bytes::from_static(b"p"))).await.ok()?;
                     loop {
                         match socket.next().await {
-                            Some(Ok(tokio_tungstenite::tungstenite::Message::Pong(_))) => return Some(()),
+                            Some(Ok(Message::Pong(_))) => return Some(()),
                             Some(Ok(_)) => continue,
                             _ => return None,
                         }
@@ -865,9 +868,95 @@ async fn hold_idle(
         .fold(0, |acc, ok| async move { acc + ok })
         .await;
     bar.finish_and_clear();
-    drop(sockets);
-    Ok(IdleRun { opened, held, rss_before, rss_after, curve })
+    Ok(IdleRun { opened, held, rss_before, rss_after, curve, sockets })
 }
+
+/// Reads `socket` until a text frame for which `wanted` holds; false after `PROBE_TIMEOUT` or if the
+/// socket ends first.
+async fn read_until(socket: &mut ws::Ws, wanted: impl Fn(&str) -> bool) -> bool {
+    let found = async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) if wanted(text.as_str()) => return true,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return false,
+            }
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, found).await.unwrap_or(false)
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The bazaar probe: every `every`th socket joins `room` (its session answers `joined`), then the
+/// seller sends one message in the room on a socket of its own, and each of them must get it.
+/// Returns how many of the sampled sockets did both, and how many were sampled.
+async fn probe_room(
+    sockets: &mut [ws::Ws],
+    every: usize,
+    addr: SocketAddr,
+    room: &str,
+    seller: &User,
+) -> anyhow::Result<(usize, usize)> {
+    let join = json!({"type": "join", "room": room}).to_string();
+    let sampled: Vec<&mut ws::Ws> = sockets.iter_mut().step_by(every.max(1)).collect();
+    let count = sampled.len();
+    let joined: Vec<(&mut ws::Ws, bool)> = stream::iter(sampled)
+        .map(|socket| {
+            let join = join.clone();
+            async move {
+                let sent = socket.send(Message::text(join)).await.is_ok();
+                let ok = sent && read_until(socket, |text| text.contains("\"type\":\"joined\"")).await;
+                (socket, ok)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut talker = ws::open(addr, "/ws", Some(&seller.token), None).await?;
+    talker.send(Message::text(join)).await?;
+    if !read_until(&mut talker, |text| text.contains("\"type\":\"joined\"")).await {
+        bail!("the probing seller's socket got no joined frame");
+    }
+    let text = format!("probe {}", uuid::Uuid::new_v4());
+    let send = json!({"type": "send", "room": room, "text": text, "clientMsgId": "probe-1"}).to_string();
+    talker.send(Message::text(send)).await?;
+    let answered = stream::iter(joined)
+        .map(|(socket, joined)| {
+            let text = text.clone();
+            async move { joined && read_until(socket, |frame| frame.contains(&text)).await }
+        })
+        .buffer_unordered(64)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    Ok((answered, count))
+}
+
+/// The baseline probe: one socket sends a text, which the server broadcasts; every `every`th
+/// socket must get it.
+async fn probe_broadcast(sockets: &mut [ws::Ws], every: usize) -> anyhow::Result<(usize, usize)> {
+    let text = format!("probe {}", uuid::Uuid::new_v4());
+    let Some(first) = sockets.first_mut() else { return Ok((0, 0)) };
+    first.send(Message::text(text.clone())).await?;
+    let sampled: Vec<&mut ws::Ws> = sockets.iter_mut().step_by(every.max(1)).collect();
+    let count = sampled.len();
+    let answered = stream::iter(sampled)
+        .map(|socket| {
+            let text = text.clone();
+            async move { read_until(socket, |frame| frame == text).await }
+        })
+        .buffer_unordered(64)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    Ok((answered, count))
+}
+
+/// The most RSS one idle socket may cost: 100,000 in 2 GiB would allow 21 KiB; the issue asks 20.
+const IDLE_SOCKET_BUDGET: f64 = 20.0 * 1024.0;
+/// How much more than the bare tokio-tungstenite server, with the same buffers, a socket may cost.
+const IDLE_SOCKET_RATIO: f64 = 1.5;
 
 pub async fn ws_idle(ctx: &Ctx, args: &IdleArgs) -> anyhow::Result<()> {
     let wanted = args.connections.max(1);
@@ -883,38 +972,65 @@ pub async fn ws_idle(ctx: &Ctx, args: &IdleArgs) -> anyhow::Result<()> {
              opening {n} sockets instead of {wanted}"
         );
     }
+    let read_buffer = args.read_buffer_bytes;
     let mut env = node_env();
     env.push(("BAZAAR_WS_MAX_CONNECTIONS_PER_USER", "100000000".into()));
+    env.push(("BAZAAR_WS_READ_BUFFER_BYTES", read_buffer.to_string()));
     let (node, addr) = ctx.node("node1", &env).await?;
     let api = Api::new(addr);
     let buyer: User = api.user("BUYER").await?;
+    let seller: User = api.user("SELLER").await?;
+    let room = api.room(&buyer, &seller).await?;
     // One socket first, so the code paths and buffers of the first connection are not counted.
     drop(ws::open(addr, "/ws", Some(&buyer.token), None).await?);
-    let bazaar = hold_idle("bazaar", &node, addr, Some(&buyer.token), n, 0).await?;
+    let mut bazaar = hold_idle("bazaar", &node, addr, Some(&buyer.token), n, 0).await?;
+    let (probed, sampled) = probe_room(&mut bazaar.sockets, args.probe_every, addr, &room, &seller).await?;
+    drop(std::mem::take(&mut bazaar.sockets));
     node.stop().await;
 
-    let (server, line) =
-        ctx.baseline("ws-broadcast", &["__ws-broadcast".into(), "--queue".into(), "256".into()]).await?;
+    let (server, line) = ctx
+        .baseline(
+            "ws-broadcast",
+            &[
+                "__ws-broadcast".into(),
+                "--queue".into(),
+                "256".into(),
+                "--read-buffer".into(),
+                read_buffer.to_string(),
+                "--write-buffer".into(),
+                "0".into(),
+            ],
+        )
+        .await?;
     let baddr = sys::addr_in(&line, "addr")?;
     drop(ws::open(baddr, "/ws", None, None).await?);
     // Fresh source addresses: the ports just used are in TIME_WAIT on the first ones.
-    let base = hold_idle("baseline", &server, baddr, None, n, 256).await?;
+    let mut base = hold_idle("baseline", &server, baddr, None, n, 256).await?;
+    let (base_probed, base_sampled) = probe_broadcast(&mut base.sockets, args.probe_every).await?;
+    drop(std::mem::take(&mut base.sockets));
     server.stop().await;
 
     let per = |r: &IdleRun| (r.rss_after as f64 - r.rss_before as f64) / r.opened.max(1) as f64;
     let (per_conn, base_per_conn) = (per(&bazaar), per(&base));
+    let per_ratio = ratio(per_conn, base_per_conn);
     let budget = 2.0 * (1u64 << 30) as f64;
     let projected = budget / per_conn.max(1.0);
     let rows = vec![
         Row::new(
-            "sockets opened / still answering",
+            "sockets opened / answering a ping",
             format!("{} / {}", bazaar.opened, bazaar.held),
             format!("{} / {}", base.opened, base.held),
         ),
+        Row::new(
+            &format!("sampled sockets (1 in {}) carrying a message", args.probe_every),
+            format!("{probed} / {sampled}"),
+            format!("{base_probed} / {base_sampled}"),
+        )
+        .judged(String::new(), "all", probed == sampled && sampled > 0),
         Row::new("RSS per connection", report::fmt_bytes(per_conn), report::fmt_bytes(base_per_conn)).judged(
-            format!("{:.1}x", ratio(per_conn, base_per_conn)),
-            "≤ 21 KiB (100k in 2 GiB)",
-            per_conn <= budget / 100_000.0,
+            format!("{per_ratio:.2}x"),
+            &format!("≤ 20 KiB and ≤ {IDLE_SOCKET_RATIO}x"),
+            per_conn <= IDLE_SOCKET_BUDGET && per_ratio <= IDLE_SOCKET_RATIO,
         ),
         Row::new(
             "RSS before -> after",
@@ -942,16 +1058,27 @@ pub async fn ws_idle(ctx: &Ctx, args: &IdleArgs) -> anyhow::Result<()> {
         "RSS is VmRSS of the server process, 2 s after the last socket opened; per connection = delta / opened; \
          the 2 GiB figure is projected from that, not opened"
             .into(),
+        format!(
+            "both servers: {read_buffer} B read buffer per socket (the node's ws_read_buffer_bytes), no write buffer"
+        ),
+        format!(
+            "probe, after the RSS was read: 1 socket in {} joins a room (bazaar: its session answers joined) and \
+             gets a message the seller sends on another socket; baseline: gets a text broadcast by the first socket",
+            args.probe_every
+        ),
         "baseline: the bare tokio-tungstenite broadcast server holding the same number of sockets".into(),
     ];
     let body = json!({
-        "params": {"connections": n, "requested": wanted, "openFileLimit": limit},
+        "params": {"connections": n, "requested": wanted, "openFileLimit": limit, "readBufferBytes": read_buffer,
+                   "probeEvery": args.probe_every},
         "bazaar": {"opened": bazaar.opened, "held": bazaar.held, "rssBefore": bazaar.rss_before,
                    "rssAfter": bazaar.rss_after, "bytesPerConnection": per_conn, "projectedIn2GiB": projected,
-                   "rssMiBByConnections": bazaar.curve},
+                   "probed": probed, "sampled": sampled, "rssMiBByConnections": bazaar.curve},
         "baseline": {"opened": base.opened, "held": base.held, "rssBefore": base.rss_before, "rssAfter": base.rss_after,
-                     "bytesPerConnection": base_per_conn, "rssMiBByConnections": base.curve},
-        "target": {"connections": 100000, "inBytes": 2u64 << 30},
+                     "bytesPerConnection": base_per_conn, "probed": base_probed, "sampled": base_sampled,
+                     "rssMiBByConnections": base.curve},
+        "target": {"bytesPerConnectionAtMost": IDLE_SOCKET_BUDGET, "ratioAtMost": IDLE_SOCKET_RATIO,
+                   "connections": 100000, "inBytes": 2u64 << 30},
     });
     let plot = Plot {
         title: "ws-idle: server RSS by open idle sockets".into(),

@@ -196,6 +196,12 @@ pub struct Settings {
     pub cluster_max_nodes: u32,
     /// How long one dial of a peer (resolving its name, then connecting) may take.
     pub cluster_dial_timeout_ms: u64,
+    // --- WebSocket buffers (issue 11: small idle sockets) ---
+    /// Bytes of each socket's read buffer, and the most read from its connection at once. A
+    /// larger frame grows the buffer while it arrives; the socket gives the grown buffer back
+    /// once that frame has been handled. Frames are written out as they are sent: no write
+    /// buffer waits while a socket is idle.
+    pub ws_read_buffer_bytes: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -276,6 +282,9 @@ impl Default for Settings {
             cluster_peer_domain: String::new(),
             cluster_max_nodes: 16,
             cluster_dial_timeout_ms: 2_000,
+            // WebSocket buffers: a chat frame is a few hundred bytes, and tungstenite suggests
+            // 4 KiB for many connections (its default, 128 KiB, is for a few busy ones).
+            ws_read_buffer_bytes: 4096,
         }
     }
 }
@@ -361,6 +370,9 @@ impl Settings {
             || self.chat_rooms_page_max < self.chat_rooms_page_default
         {
             bail!("saga_max_in_flight, chat_replay_page and chat_rooms_page_default must be at least 1, and chat_rooms_page_max at least chat_rooms_page_default");
+        }
+        if self.ws_read_buffer_bytes < 256 {
+            bail!("ws_read_buffer_bytes must be at least 256");
         }
         if self.idempotency_retention_hours < 24 {
             bail!("idempotency_retention_hours: the API promises at least 24");

@@ -1,16 +1,19 @@
 //! The HTTP front end: one module per resource, each returning a warp filter; this module holds
 //! what they share — the API error type, JSON bodies with a size limit, the bearer-token filter,
 //! idempotency keys — and the one `recover` that turns every rejection into the API's JSON error.
-//! [`server`] is the accept loop that serves them, with the connection limits and timeouts.
+//! [`server`] is the accept loop that serves them, with the connection limits and timeouts;
+//! [`upgrade`] answers the WebSocket handshake that [`ws`] serves.
 
 pub mod auth;
 pub mod catalog;
 pub mod chat;
 pub mod client_addr;
+mod lean_socket;
 pub mod operations;
 pub mod orders;
 pub mod payments;
 pub mod server;
+pub mod upgrade;
 pub mod ws;
 
 use crate::app::App;

@@ -7,6 +7,7 @@
 //! `shutdown_grace_ms`, then drops every connection that is left.
 
 use super::client_addr::ClientAddr;
+use super::upgrade::PendingUpgrade;
 use crate::app::App;
 use crate::config::Settings;
 use hyper::body::Incoming;
@@ -145,6 +146,10 @@ pub async fn serve(
                     let body_read_timeout = limits.body_read_timeout;
                     let per_request = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                         let extensions = request.extensions_mut();
+                        // Only a request that asks to upgrade carries one; `/ws` takes it.
+                        if let Some(on_upgrade) = extensions.remove::<hyper::upgrade::OnUpgrade>() {
+                            extensions.insert(PendingUpgrade::new(on_upgrade));
+                        }
                         extensions.insert(ClientAddr(peer));
                         extensions.insert(for_requests.clone());
                         extensions

@@ -27,6 +27,7 @@ mod hardening_idle;
 mod hardening_saga;
 mod kafka;
 mod lean_entities;
+mod lean_sockets;
 mod operations;
 mod orders;
 mod payments;
