@@ -10,7 +10,7 @@
 
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityRef};
-use crate::payment_gateway::ChargeOutcome;
+use crate::payment_gateway::{ChargeRequest, GatewayError, RefundRequest};
 use crate::store::{self, payments, payments::PaymentRecord, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
@@ -40,11 +40,14 @@ type Reply<T> = RpcReplyPort<Result<T, PaymentError>>;
 /// What came back from asking the gateway.
 #[derive(Debug, Clone)]
 pub enum GatewayAnswer {
-    /// It decided.
-    Decided(ChargeOutcome),
+    /// The money moved.
+    Approved,
+    /// The card was refused, with the reason to show.
+    Declined(String),
     /// It did not answer in time: the payment is declined with `gateway_timeout`.
     TimedOut,
-    /// It could not be asked; try again later.
+    /// It could not be asked, or could not yet tell what happened: the payment stays REQUESTED
+    /// and the saga asks again (with the same idempotency key).
     Failed,
 }
 
@@ -119,8 +122,8 @@ impl PaymentState {
             return None;
         }
         let (status, reason) = match answer {
-            GatewayAnswer::Decided(ChargeOutcome::Approved) => (PaymentStatus::Approved, None),
-            GatewayAnswer::Decided(ChargeOutcome::Declined(reason)) => (PaymentStatus::Declined, Some(reason.clone())),
+            GatewayAnswer::Approved => (PaymentStatus::Approved, None),
+            GatewayAnswer::Declined(reason) => (PaymentStatus::Declined, Some(reason.clone())),
             GatewayAnswer::TimedOut => (PaymentStatus::Declined, Some("gateway_timeout".to_owned())),
             GatewayAnswer::Failed => return None,
         };
@@ -205,7 +208,17 @@ impl PaymentState {
         if store::is_processed(&ctx.store, GATEWAY_REFUNDS, cause.as_str()).await.map_err(storage)? {
             return Ok(());
         }
-        if let Err(e) = ctx.gateway.refund(self.id.as_str()).await {
+        let Some(record) = &self.record else { return Err(PaymentError::Unavailable) };
+        // One key per refund event: a redelivered event repeats the request, never the refund.
+        let idempotency_key = format!("refund-{cause}");
+        let request = RefundRequest {
+            payment_id: self.id.as_str(),
+            order_id: record.payment.order_id.as_str(),
+            amount: None,
+            reason: "refunded by the seller",
+            idempotency_key: &idempotency_key,
+        };
+        if let Err(e) = ctx.gateway.refund(request).await {
             warn!(payment_id = %self.id, reason = %e, "gateway refund failed");
             return Err(PaymentError::Unavailable);
         }
@@ -220,15 +233,32 @@ impl PaymentState {
         let Some(record) = &self.record else { return };
         let gateway = ctx.gateway.clone();
         let timeout = ctx.settings.gateway_timeout;
-        let (id, token, amount) = (record.payment.id.clone(), record.token.clone(), record.payment.amount);
+        let record = record.clone();
         let myself = myself.clone();
         // The gateway may take seconds (or never answer): ask it off the actor, so the payment
         // keeps answering reads, and come back with a message.
         tokio::spawn(async move {
-            let answer = match tokio::time::timeout(timeout, gateway.charge(id.as_str(), &token, amount)).await {
-                Ok(Ok(outcome)) => GatewayAnswer::Decided(outcome),
-                Ok(Err(e)) => {
-                    warn!(payment_id = %id, reason = %e, "gateway charge failed");
+            let id = &record.payment.id;
+            // The same key for every attempt of this payment's charge, on any node, after any
+            // restart: the gateway charges it once.
+            let idempotency_key = format!("charge-{id}");
+            let request = ChargeRequest {
+                payment_id: id.as_str(),
+                order_id: record.payment.order_id.as_str(),
+                customer: record.buyer_id.as_str(),
+                token: &record.token,
+                amount: record.payment.amount,
+                currency: &record.currency,
+                idempotency_key: &idempotency_key,
+            };
+            let answer = match tokio::time::timeout(timeout, gateway.charge(request)).await {
+                Ok(Ok(charged)) => {
+                    info!(payment_id = %id, reference = %charged.reference, "gateway approved the charge");
+                    GatewayAnswer::Approved
+                }
+                Ok(Err(GatewayError::Declined(reason))) => GatewayAnswer::Declined(reason),
+                Ok(Err(e @ (GatewayError::Unavailable(_) | GatewayError::UnknownOutcome(_)))) => {
+                    warn!(payment_id = %id, reason = %e, "gateway charge undecided; the saga asks again");
                     GatewayAnswer::Failed
                 }
                 Err(_) => GatewayAnswer::TimedOut,
@@ -345,7 +375,7 @@ mod tests {
     #[test]
     fn a_decided_payment_is_never_decided_again() {
         for status in [PaymentStatus::Approved, PaymentStatus::Declined, PaymentStatus::Refunded] {
-            let answer = GatewayAnswer::Decided(ChargeOutcome::Approved);
+            let answer = GatewayAnswer::Approved;
             assert!(state(status).decide(&answer).is_none());
         }
         assert!(state(PaymentStatus::Requested).decide(&GatewayAnswer::Failed).is_none());

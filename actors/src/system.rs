@@ -11,7 +11,7 @@ use crate::entity::{Ctx, EntitySettings, RegionRef};
 use crate::log::embedded::EmbeddedLog;
 use crate::log::kafka::{KafkaConfig, KafkaLog};
 use crate::log::EventLog;
-use crate::payment_gateway::{PaymentGateway, SimulatedGateway};
+use crate::payment_gateway::{self, GatewaySettings};
 use crate::regions::Regions;
 use crate::relay;
 use crate::reservations;
@@ -35,6 +35,8 @@ pub struct SystemConfig {
     pub tuning: Tuning,
     /// Entity timing.
     pub entities: EntitySettings,
+    /// Which payment gateway charges, and its settings.
+    pub gateway: GatewaySettings,
     /// Outbox rows the relay moves per transaction.
     pub relay_batch: u32,
     /// How long idempotency keys are remembered.
@@ -70,7 +72,8 @@ impl System {
     /// Opens storage and starts every actor and background task.
     pub async fn start(config: SystemConfig) -> anyhow::Result<Self> {
         let store = Store::open(&config.database_url, config.tuning).await.context("opening the database")?;
-        let payment_gateway: Arc<dyn PaymentGateway> = Arc::new(SimulatedGateway::new(store.clone()));
+        let payment_gateway =
+            payment_gateway::build(&config.gateway, store.clone()).context("building the payment gateway")?;
         let settings = Arc::new(config.entities.clone());
         let view = config.cluster.as_ref().map(|c| Arc::new(ClusterView::new(c.node_name.clone(), c.max_frame_bytes)));
         let ctx =

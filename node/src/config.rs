@@ -103,6 +103,7 @@ pub struct Settings {
     pub ws_burst: u32,
     pub ws_max_connections_per_user: usize,
     pub ws_send_queue: usize,
+    /// The payment gateway: `simulated` or `toss` (then BAZAAR_TOSS_SECRET_KEY holds its key).
     pub gateway: String,
     pub gateway_timeout_ms: u64,
     pub call_timeout_ms: u64,
@@ -202,6 +203,13 @@ pub struct Settings {
     /// once that frame has been handled. Frames are written out as they are sent: no write
     /// buffer waits while a socket is idle.
     pub ws_read_buffer_bytes: usize,
+    // --- payment gateways: Toss Payments (issue 12); its secret key is read from
+    // BAZAAR_TOSS_SECRET_KEY only, never from a file ---
+    /// Toss Payments' API address (an emulator's in tests).
+    pub toss_api_url: String,
+    /// How long one request to Toss may take; a charge whose answer timed out is looked up by
+    /// order id, so twice this must fit in `gateway_timeout_ms`.
+    pub toss_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -285,6 +293,9 @@ impl Default for Settings {
             // WebSocket buffers: a chat frame is a few hundred bytes, and tungstenite suggests
             // 4 KiB for many connections (its default, 128 KiB, is for a few busy ones).
             ws_read_buffer_bytes: 4096,
+            // Payment gateways: Toss Payments.
+            toss_api_url: bazaar_actors::payment_gateway::DEFAULT_TOSS_API_URL.into(),
+            toss_timeout_ms: 2_000,
         }
     }
 }
@@ -315,6 +326,14 @@ impl ClusterFile {
     }
 }
 
+/// The environment variable (after `BAZAAR_`) holding Toss's secret key.
+const TOSS_SECRET_KEY_VAR: &str = "TOSS_SECRET_KEY";
+
+/// Toss's secret key from the environment, when set and not empty.
+fn toss_secret_key() -> Option<String> {
+    std::env::var(format!("BAZAAR_{TOSS_SECRET_KEY_VAR}")).ok().filter(|k| !k.is_empty())
+}
+
 impl Settings {
     /// Reads the settings for `args`: defaults < file < environment < flags.
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
@@ -332,8 +351,9 @@ impl Settings {
             figment = figment.merge(Serialized::default("node_name", &entry.name));
             figment = figment.merge(Serialized::default("http_addr", entry.http_addr));
         }
-        // BAZAAR_LOG (the log filter) and BAZAAR_CLUSTER_COOKIE (a secret) are read elsewhere.
-        figment = figment.merge(Env::prefixed("BAZAAR_").ignore(&["CLUSTER_COOKIE", "LOG"]));
+        // BAZAAR_LOG (the log filter), BAZAAR_CLUSTER_COOKIE and BAZAAR_TOSS_SECRET_KEY (secrets)
+        // are read elsewhere.
+        figment = figment.merge(Env::prefixed("BAZAAR_").ignore(&["CLUSTER_COOKIE", "LOG", TOSS_SECRET_KEY_VAR]));
         if let Some(node) = &args.node {
             figment = figment.merge(Serialized::default("node_name", node));
         }
@@ -349,8 +369,19 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.gateway != "simulated" {
-            bail!("gateway: only \"simulated\" is built in, got {:?}", self.gateway);
+        if !bazaar_actors::payment_gateway::KINDS.contains(&self.gateway.as_str()) {
+            bail!("gateway: one of {:?}, got {:?}", bazaar_actors::payment_gateway::KINDS, self.gateway);
+        }
+        if self.gateway == "toss" {
+            if toss_secret_key().is_none() {
+                bail!("gateway \"toss\" needs its secret key in BAZAAR_{TOSS_SECRET_KEY_VAR}");
+            }
+            if self.toss_timeout_ms == 0 || self.toss_timeout_ms.saturating_mul(2) >= self.gateway_timeout_ms {
+                bail!("toss_timeout_ms must be at least 1 and under half of gateway_timeout_ms (a charge and its lookup fit in the payment's wait)");
+            }
+            if !(self.toss_api_url.starts_with("https://") || self.toss_api_url.starts_with("http://")) {
+                bail!("toss_api_url must start with https:// (or http:// for a local emulator)");
+            }
         }
         self.durability()?;
         bazaar_protocol::values::parse_currency(&self.default_currency)
@@ -409,6 +440,18 @@ impl Settings {
             bail!("jwt_secret: must be at least 32 characters");
         }
         Ok(())
+    }
+
+    /// The payment gateway these settings name, with Toss's secret key from the environment.
+    pub fn gateway_settings(&self) -> bazaar_actors::payment_gateway::GatewaySettings {
+        bazaar_actors::payment_gateway::GatewaySettings {
+            kind: self.gateway.clone(),
+            toss: bazaar_actors::payment_gateway::TossSettings {
+                api_url: self.toss_api_url.clone(),
+                secret_key: toss_secret_key(),
+                timeout: Duration::from_millis(self.toss_timeout_ms),
+            },
+        }
     }
 
     /// The SQLite durability setting.
@@ -663,6 +706,29 @@ mod tests {
             jail.set_env("BAZAAR_WS_BURST", "9");
             let settings = Settings::load(&ServeArgs::default()).map_err(|e| e.to_string())?;
             assert_eq!(settings.ws_burst, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment's own error type.
+    fn the_toss_secret_key_comes_from_the_environment_only() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BAZAAR_GATEWAY", "toss");
+            assert!(Settings::load(&ServeArgs::default()).is_err(), "toss without its key must not start");
+            jail.set_env("BAZAAR_TOSS_SECRET_KEY", "test_sk_from_the_environment");
+            let settings = Settings::load(&ServeArgs::default()).map_err(|e| e.to_string())?;
+            let gateway = settings.gateway_settings();
+            assert_eq!(gateway.toss.secret_key.as_deref(), Some("test_sk_from_the_environment"));
+            assert!(!format!("{gateway:?}").contains("test_sk_from"));
+            assert!(!settings.describe(&ServeArgs::default()).unwrap().to_string().contains("test_sk_from"));
+            // A key in the file is not a setting: the file is refused.
+            jail.create_file("bazaar.toml", "[settings]\ntoss_secret_key = \"test_sk_in_a_file\"\n")?;
+            let args = ServeArgs { config: Some("bazaar.toml".into()), ..Default::default() };
+            assert!(Settings::load(&args).is_err());
+            // The lookup after a timeout must fit in the payment's own wait.
+            jail.set_env("BAZAAR_TOSS_TIMEOUT_MS", "2500");
+            assert!(Settings::load(&ServeArgs::default()).is_err());
             Ok(())
         });
     }

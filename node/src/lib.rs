@@ -92,6 +92,7 @@ impl Node {
                 max_remote_bytes: settings.cluster_max_frame_bytes,
                 reservation_hold: Duration::from_secs(settings.reservation_hold_secs),
             },
+            gateway: settings.gateway_settings(),
             relay_batch: settings.relay_batch.max(1),
             idempotency_retention: Duration::from_secs(settings.idempotency_retention_hours * 3600),
             cluster,

@@ -32,4 +32,6 @@ mod operations;
 mod orders;
 mod payments;
 mod redis;
+mod toss;
+mod toss_emulator;
 mod websocket;

@@ -1,0 +1,122 @@
+//! Where payments are charged: the [`PaymentGateway`] trait, the gateways that implement it, and
+//! [`build`], the one place that maps the `gateway` setting to one of them.
+//!
+//! A charge carries what a real payment provider needs ([`ChargeRequest`]: amount and currency,
+//! order id, customer, card token and an idempotency key) and fails with a [`GatewayError`] that
+//! says what the caller may do next: a decline is final, an unavailable gateway did not take the
+//! charge, an unknown outcome may have moved money and must be asked again with the same key.
+//!
+//! - [`simulated`]: answers by card token from a ledger in the database (development, tests).
+//! - [`toss`]: Toss Payments' billing-key API over HTTPS.
+//!
+//! Adding a gateway: a file here implementing the trait, and an arm in [`build`] for its name.
+
+mod simulated;
+mod toss;
+
+pub use simulated::SimulatedGateway;
+pub use toss::{TossGateway, TossSettings, DEFAULT_API_URL as DEFAULT_TOSS_API_URL};
+
+use crate::store::Store;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A boxed future, so the gateway can live behind `dyn`.
+pub type GatewayFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One charge, as a payment provider needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChargeRequest<'a> {
+    /// bazaar's payment id (the simulated ledger's key).
+    pub payment_id: &'a str,
+    /// bazaar's order id: the provider's order number, by which a charge is looked up after a
+    /// lost answer (one payment per order: a declined payment cancels its order).
+    pub order_id: &'a str,
+    /// Who pays: the buyer's id (Toss's `customerKey`).
+    pub customer: &'a str,
+    /// The card to charge: the token the buyer gave (Toss's billing key).
+    pub token: &'a str,
+    /// The amount, in the currency's smallest unit.
+    pub amount: i64,
+    /// Three upper-case letters, like `KRW`.
+    pub currency: &'a str,
+    /// Sent with every attempt of this charge, so a repeated request never charges twice.
+    pub idempotency_key: &'a str,
+}
+
+/// Giving money back for a charged payment.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundRequest<'a> {
+    /// bazaar's payment id.
+    pub payment_id: &'a str,
+    /// bazaar's order id, by which the provider finds the charge.
+    pub order_id: &'a str,
+    /// How much to give back; `None`: all that is left.
+    pub amount: Option<i64>,
+    /// Why, as the provider records it.
+    pub reason: &'a str,
+    /// Sent with every attempt of this refund.
+    pub idempotency_key: &'a str,
+}
+
+/// The provider's reference of an approved charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charged {
+    /// The provider's id of the payment (Toss's `paymentKey`), for the logs.
+    pub reference: String,
+}
+
+/// Why a gateway call did not succeed; each variant tells the caller what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The provider refused, for good: the reason is shown to the buyer (`card_declined`).
+    #[error("declined: {0}")]
+    Declined(String),
+    /// The provider could not be asked, or said it took nothing: nothing moved; ask later.
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The request may have moved money and the provider could not yet tell: ask again later
+    /// with the same idempotency key, never with a new one.
+    #[error("outcome unknown: {0}")]
+    UnknownOutcome(String),
+}
+
+/// A payment provider. Both calls must be idempotent by their idempotency key.
+pub trait PaymentGateway: Send + Sync + 'static {
+    /// Charges the request's card. May never answer (the caller bounds it with a timeout).
+    fn charge<'a>(&'a self, request: ChargeRequest<'a>) -> GatewayFuture<'a, Result<Charged, GatewayError>>;
+
+    /// Gives back (part of) what a payment charged.
+    fn refund<'a>(&'a self, request: RefundRequest<'a>) -> GatewayFuture<'a, Result<(), GatewayError>>;
+}
+
+/// The `gateway` setting and what each gateway needs to start.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// The gateway's name: one of [`KINDS`].
+    pub kind: String,
+    /// Toss Payments' address, key and timeouts (read when `kind` is `toss`).
+    pub toss: TossSettings,
+}
+
+/// The names the `gateway` setting accepts.
+pub const KINDS: &[&str] = &["simulated", "toss"];
+
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewaySetupError {
+    #[error("gateway: one of {KINDS:?}, got {0:?}")]
+    UnknownKind(String),
+    #[error("gateway {0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// Builds the gateway the settings name; `ledger` is the simulated gateway's database.
+pub fn build(settings: &GatewaySettings, ledger: Store) -> Result<Arc<dyn PaymentGateway>, GatewaySetupError> {
+    match settings.kind.as_str() {
+        "simulated" => Ok(Arc::new(SimulatedGateway::new(ledger))),
+        "toss" => Ok(Arc::new(TossGateway::new(&settings.toss)?)),
+        other => Err(GatewaySetupError::UnknownKind(other.to_owned())),
+    }
+}
