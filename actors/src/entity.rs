@@ -208,15 +208,19 @@ async fn run_entity<E: Entity>(
     mut mail: mpsc::UnboundedReceiver<Mail<E::Msg>>,
     generation: u64,
 ) {
+    // Whatever ends the task other than its orders (a panic in a handler, in loading, anywhere)
+    // drops the watch, which reports the failure: the region must never wait for a dead task.
+    let mut watch = Watch { myself: &myself, generation, armed: true };
     let id = myself.id.as_str();
     while let Some(next) = mail.recv().await {
         let command = match next {
             Mail::Command(command) => *command,
             Mail::Hibernate => {
+                watch.armed = false;
                 let _ = myself.region.send_message(RegionMsg::Hibernated(myself.id.clone(), generation, entity));
                 return;
             }
-            Mail::Passivate => return,
+            Mail::Passivate => break,
         };
         if entity.is_none() {
             match Box::pin(E::load(id, &ctx)).await {
@@ -235,11 +239,26 @@ async fn run_entity<E: Entity>(
         let handled = AssertUnwindSafe(Box::pin(state.handle(command, &ctx, &myself))).catch_unwind().await;
         if let Err(payload) = handled {
             error!(kind = E::KIND, %id, reason = panic_reason(&*payload), "entity failed; it restarts on its next message");
-            let _ = myself.region.send_message(RegionMsg::Failed(myself.id.clone(), generation));
             return;
         }
         if !state.exists() {
             let _ = myself.region.send_message(RegionMsg::Evict(myself.id.clone(), generation));
+        }
+    }
+    watch.armed = false;
+}
+
+/// Reports an entity task's end to its region as a failure unless disarmed.
+struct Watch<'a, E: Entity> {
+    myself: &'a EntityRef<E>,
+    generation: u64,
+    armed: bool,
+}
+
+impl<E: Entity> Drop for Watch<'_, E> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.myself.region.send_message(RegionMsg::Failed(self.myself.id.clone(), self.generation));
         }
     }
 }
@@ -386,6 +405,10 @@ impl<E: Entity> RegionState<E> {
             return;
         }
         let Some(Slot::Hibernating { pending, last_used, .. }) = self.entities.remove(&id) else { return };
+        // Moved elsewhere while it gave its state back (and maybe back again since): another
+        // node may have changed it, so the state is not kept.
+        let owned = self.ctx.cluster.as_ref().is_none_or(|view| view.owns(E::KIND, &id));
+        let entity = entity.filter(|_| owned);
         if !pending.is_empty() {
             self.activate(myself, &id, entity, pending);
             return;
@@ -413,6 +436,24 @@ impl<E: Entity> RegionState<E> {
                 self.activate(myself, &id, None, pending);
             }
         }
+    }
+
+    /// The entity of `generation` does not exist in storage: drop it. One already giving its
+    /// state back has messages waiting for it: they go to a fresh activation (which loads, and
+    /// finds the entity if a waiting message created it meanwhile).
+    fn evict(&mut self, myself: &ActorRef<RegionMsg<E>>, id: String, generation: u64) {
+        if !self.is_generation(&id, generation) {
+            return;
+        }
+        if matches!(self.entities.get(&id), Some(Slot::Hibernating { .. })) {
+            if let Some(Slot::Hibernating { pending, .. }) = self.entities.remove(&id) {
+                if !pending.is_empty() {
+                    self.activate(myself, &id, None, pending);
+                }
+            }
+            return;
+        }
+        self.passivate(&id);
     }
 
     fn sweep(&mut self) {
@@ -508,11 +549,7 @@ impl<E: Entity> Actor for Region<E> {
                     }
                 }
             }
-            RegionMsg::Evict(id, generation) => {
-                if state.is_generation(&id, generation) {
-                    state.passivate(&id);
-                }
-            }
+            RegionMsg::Evict(id, generation) => state.evict(&myself, id, generation),
             RegionMsg::Hibernated(id, generation, entity) => state.hibernated(&myself, id, generation, entity),
             RegionMsg::Failed(id, generation) => state.failed(&myself, id, generation),
             RegionMsg::Live(reply) => {
@@ -729,6 +766,8 @@ mod tests {
     struct Counter {
         loads: u32,
         count: u32,
+        /// Makes `exists` panic: a failure outside any handler.
+        poisoned: bool,
     }
 
     #[derive(ractor_cluster::RactorMessage)]
@@ -737,6 +776,7 @@ mod tests {
         Panic(RpcReplyPort<()>),
         Peek(RpcReplyPort<u32>),
         Slow(u64, RpcReplyPort<()>),
+        Poison(u64, RpcReplyPort<()>),
     }
 
     #[derive(serde::Serialize, serde::Deserialize)]
@@ -747,10 +787,13 @@ mod tests {
     struct Peek;
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Slow(u64);
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Poison(u64);
     crate::request!(Bump, Counter, "bump", (u32, u32), |self, reply| CounterMsg::Bump(reply));
     crate::request!(Panic, Counter, "panic", (), |self, reply| CounterMsg::Panic(reply));
     crate::request!(Peek, Counter, "peek", u32, |self, reply| CounterMsg::Peek(reply));
     crate::request!(Slow, Counter, "slow", (), |self, reply| CounterMsg::Slow(self.0, reply));
+    crate::request!(Poison, Counter, "poison", (), |self, reply| CounterMsg::Poison(self.0, reply));
 
     static LOADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -760,7 +803,7 @@ mod tests {
 
         async fn load(_id: &str, _ctx: &Ctx) -> Result<Self, StoreError> {
             let loads = LOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            Ok(Counter { loads, count: 0 })
+            Ok(Counter { loads, count: 0, poisoned: false })
         }
 
         async fn handle(&mut self, msg: CounterMsg, _ctx: &Ctx, _myself: &EntityRef<Self>) {
@@ -777,6 +820,11 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(millis)).await;
                     let _ = reply.send(());
                 }
+                CounterMsg::Poison(millis, reply) => {
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                    self.poisoned = true;
+                    let _ = reply.send(());
+                }
             }
         }
 
@@ -784,6 +832,7 @@ mod tests {
 
         // A counter "exists" once bumped, like an entity once stored.
         fn exists(&self) -> bool {
+            assert!(!self.poisoned, "poisoned");
             self.count > 0
         }
     }
@@ -905,5 +954,22 @@ mod tests {
         assert_eq!(region.ask("wild", Panic).await, Err(CallError::Dropped));
         assert_eq!(region.ask("wild", Bump).await.unwrap().1, 1);
         assert_eq!(region.ask("calm", Bump).await.unwrap().1, 2);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_dies_outside_a_handler_while_hibernating_still_hands_on_the_waiting_messages() {
+        // The entity panics after its slow command (in `exists`, outside the handler's guard)
+        // while the order to hibernate waits behind that command: the region must hear of the
+        // failure, or the bump waiting for the state would never be answered.
+        let (ctx, _dir) = ctx_idle(Duration::from_millis(100), Duration::from_secs(60)).await;
+        let region = RegionRef::<Counter>::spawn(ctx).await.unwrap();
+        let (first_load, _) = region.ask("doomed", Bump).await.unwrap();
+        let poison = region.ask("doomed", Poison(600));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let bump = region.ask("doomed", Bump);
+        poison.await.unwrap();
+        let (load, count) = bump.await.expect("the waiting bump is answered");
+        assert!(load > first_load, "answered by a fresh activation");
+        assert_eq!(count, 1);
     }
 }

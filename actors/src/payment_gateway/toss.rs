@@ -165,16 +165,17 @@ impl TossGateway {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        // reqwest's errors name the URL, never the Authorization header.
+        // reqwest's errors name the URL, and a charge's URL holds the buyer's billing key: strip
+        // it, since these reasons are logged. (They never hold the Authorization header.)
         let response = request.send().await.map_err(|e| {
             if e.is_connect() {
-                CallFailure::NotSent(e.to_string())
+                CallFailure::NotSent(e.without_url().to_string())
             } else {
-                CallFailure::Lost(e.to_string())
+                CallFailure::Lost(e.without_url().to_string())
             }
         })?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| CallFailure::Lost(e.to_string()))?;
+        let body = response.bytes().await.map_err(|e| CallFailure::Lost(e.without_url().to_string()))?;
         if (200..300).contains(&status) {
             let value = serde_json::from_slice(&body)
                 .map_err(|e| CallFailure::Lost(format!("unreadable answer with status {status}: {e}")))?;

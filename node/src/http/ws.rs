@@ -132,6 +132,9 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
     let mut closing = false;
     let mut bucket = Bucket::new(settings.ws_burst, f64::from(settings.ws_messages_per_second));
     let max_frame = settings.ws_max_frame_bytes;
+    // Client frames handed to the session and not yet taken from its mailbox.
+    let mut waiting_frames: u32 = 0;
+    let max_waiting = settings.ws_burst;
     loop {
         let (is_busy, is_writing) = (busy.is_some(), socket.is_writing());
         tokio::select! {
@@ -148,10 +151,21 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
                         let _ = out.try_send(Outbound::Close(close::FLOODING, "too many frames"));
                         break;
                     }
+                    let handed_over = matches!(message, Message::Text(_));
                     if let Some(reply) = answer(&message, max_frame, &me) {
                         if out.try_send(reply).is_err() {
                             break;
                         }
+                    } else if handed_over {
+                        waiting_frames += 1;
+                    }
+                    // Frames wait in the mailbox while the session is busy (a long replay to a
+                    // slow reader): a client may have a burst's worth waiting, not an unbounded
+                    // heap of them.
+                    if waiting_frames > max_waiting {
+                        metrics::counter!("bazaar_rate_limited_total", "limit" => "ws_waiting_frames").increment(1);
+                        let _ = out.try_send(Outbound::Close(close::FLOODING, "too many frames waiting"));
+                        break;
                     }
                     drop(message);
                     Box::pin(socket.shrink_if_grown()).await;
@@ -171,6 +185,9 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
                 closing |= last;
             }
             Some(msg) = mailbox.recv(), if !is_busy => {
+                if matches!(msg, SessionMsg::Frame(_)) {
+                    waiting_frames = waiting_frames.saturating_sub(1);
+                }
                 let mut session = idle.take().expect("a session waits whenever none is busy");
                 busy = Some(Box::pin(async move {
                     let alive = session.handle(msg).await;
