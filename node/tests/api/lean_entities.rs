@@ -6,17 +6,6 @@ use crate::support::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// The sum of a metric's series carrying every label in `labels`.
-fn metric(scrape: &str, name: &str, labels: &[&str]) -> f64 {
-    scrape
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter(|line| labels.iter().all(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits until every product and order in memory hibernated (none active, at least one kept).
 async fn until_hibernated(node: &TestNode) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -24,9 +13,9 @@ async fn until_hibernated(node: &TestNode) {
         let scrape = node.get("/metrics").await.text;
         let active: f64 = ["product", "order"]
             .iter()
-            .map(|kind| metric(&scrape, "bazaar_entities_active", &[&format!("kind=\"{kind}\"")]))
+            .map(|kind| series_value(&scrape, "bazaar_entities_active", &[&format!("kind=\"{kind}\"")]))
             .sum();
-        let live = metric(&scrape, "bazaar_entities_live", &["kind=\"product\""]);
+        let live = series_value(&scrape, "bazaar_entities_live", &["kind=\"product\""]);
         if active == 0.0 && live >= 1.0 {
             return;
         }
@@ -51,12 +40,12 @@ async fn a_hibernated_product_and_order_answer_as_active_ones_do_and_keep_workin
 
     until_hibernated(&node).await;
     let scrape = node.get("/metrics").await.text;
-    assert!(metric(&scrape, "bazaar_entity_hibernations_total", &["kind=\"product\""]) >= 1.0);
+    assert!(series_value(&scrape, "bazaar_entity_hibernations_total", &["kind=\"product\""]) >= 1.0);
     assert_eq!(node.get(&format!("/products/{product_id}")).await.expect(200), awake_product);
     until_hibernated(&node).await;
     assert_eq!(buyer.get(&format!("/orders/{order_id}")).await.expect(200), awake_order);
     let woken = node.get("/metrics").await.text;
-    assert!(metric(&woken, "bazaar_entity_wakes_total", &["kind=\"order\""]) >= 1.0, "{woken}");
+    assert!(series_value(&woken, "bazaar_entity_wakes_total", &["kind=\"order\""]) >= 1.0, "{woken}");
 
     // Woken entities take commands as before: pay, change the price, order again.
     until_hibernated(&node).await;

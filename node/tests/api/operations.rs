@@ -89,17 +89,6 @@ async fn error_bodies_are_json_with_code_and_message() {
     assert_eq!(keys, ["error"], "{}", reply.text);
 }
 
-/// The value of one Prometheus series (`name{labels}`) in a scrape, summed over matching lines.
-fn series_value(scrape: &str, name: &str, label_filter: &[&str]) -> f64 {
-    scrape
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter(|line| label_filter.iter().all(|label| line.contains(label)))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn metrics_move_with_traffic() {
     let node = TestNode::spawn().await;

@@ -498,6 +498,18 @@ impl TestUser {
 }
 
 /// Decodes unpadded base64url (JWT segments).
+/// The sum of the values of a Prometheus metric's series in `scrape` whose labels include every
+/// one of `label_filter` (`kind="order"`).
+pub fn series_value(scrape: &str, name: &str, label_filter: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter(|line| label_filter.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut buffer = 0u32;
