@@ -100,10 +100,10 @@ pub struct Settings {
     pub default_currency: String,
     pub ws_max_frame_bytes: usize,
     pub ws_messages_per_second: u32,
-    /// Frames a socket may send above `ws_messages_per_second` at once; also the most client
-    /// frames that may wait for a busy session before the socket is closed (4429).
     pub ws_burst: u32,
     pub ws_max_connections_per_user: usize,
+    /// Frames queued for a socket's client; also the most client frames that may wait for a
+    /// busy session (a long replay to a slow reader) before the socket is closed with 4429.
     pub ws_send_queue: usize,
     /// The payment gateway: `simulated` or `toss` (then BAZAAR_TOSS_SECRET_KEY holds its key).
     pub gateway: String,

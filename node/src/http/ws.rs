@@ -133,8 +133,8 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
     let mut bucket = Bucket::new(settings.ws_burst, f64::from(settings.ws_messages_per_second));
     let max_frame = settings.ws_max_frame_bytes;
     // Client frames handed to the session and not yet taken from its mailbox.
-    let mut waiting_frames: u32 = 0;
-    let max_waiting = settings.ws_burst;
+    let mut waiting_frames: usize = 0;
+    let max_waiting = settings.ws_send_queue;
     loop {
         let (is_busy, is_writing) = (busy.is_some(), socket.is_writing());
         tokio::select! {
@@ -160,8 +160,8 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
                         waiting_frames += 1;
                     }
                     // Frames wait in the mailbox while the session is busy (a long replay to a
-                    // slow reader): a client may have a burst's worth waiting, not an unbounded
-                    // heap of them.
+                    // slow reader): as many as its send queue holds (pipelined sends stay far
+                    // below that), not an unbounded heap of them.
                     if waiting_frames > max_waiting {
                         metrics::counter!("bazaar_rate_limited_total", "limit" => "ws_waiting_frames").increment(1);
                         let _ = out.try_send(Outbound::Close(close::FLOODING, "too many frames waiting"));
