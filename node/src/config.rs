@@ -102,8 +102,9 @@ pub struct Settings {
     pub ws_messages_per_second: u32,
     pub ws_burst: u32,
     pub ws_max_connections_per_user: usize,
-    /// Frames queued for a socket's client; also the most client frames that may wait for a
-    /// busy session (a long replay to a slow reader) before the socket is closed with 4429.
+    /// Frames queued for a socket's client; also, or `ws_burst` if larger, the most client
+    /// frames that may wait for a busy session (a long replay to a slow reader) before the
+    /// socket is closed with 4429.
     pub ws_send_queue: usize,
     /// The payment gateway: `simulated` or `toss` (then BAZAAR_TOSS_SECRET_KEY holds its key).
     pub gateway: String,

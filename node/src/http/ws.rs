@@ -134,7 +134,7 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
     let max_frame = settings.ws_max_frame_bytes;
     // Client frames handed to the session and not yet taken from its mailbox.
     let mut waiting_frames: usize = 0;
-    let max_waiting = settings.ws_send_queue;
+    let max_waiting = settings.ws_send_queue.max(settings.ws_burst as usize);
     loop {
         let (is_busy, is_writing) = (busy.is_some(), socket.is_writing());
         tokio::select! {
@@ -160,8 +160,9 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
                         waiting_frames += 1;
                     }
                     // Frames wait in the mailbox while the session is busy (a long replay to a
-                    // slow reader): as many as its send queue holds (pipelined sends stay far
-                    // below that), not an unbounded heap of them.
+                    // slow reader): as many as its send queue holds or a burst may bring
+                    // (pipelined sends within the rate limit stay below that), not an unbounded
+                    // heap of them.
                     if waiting_frames > max_waiting {
                         metrics::counter!("bazaar_rate_limited_total", "limit" => "ws_waiting_frames").increment(1);
                         let _ = out.try_send(Outbound::Close(close::FLOODING, "too many frames waiting"));
