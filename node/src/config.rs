@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use bazaar_actors::cluster::membership::ClusterConfig;
 use bazaar_actors::cluster::peer_addr::PeerAddr;
-use bazaar_actors::store::Durability;
+use bazaar_actors::store::{Durability, Tuning};
 use clap::{Parser, Subcommand};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -257,7 +257,7 @@ impl Default for Settings {
             hibernate_after_secs: 10,
             passivate_after_secs: 600,
             memory_trim_interval_ms: 5_000,
-            sqlite_cache_kib: 512,
+            sqlite_cache_kib: Tuning::DEFAULT_SQLITE_CACHE_KIB,
             idempotency_retention_hours: 24,
             relay_batch: 500,
             cluster_cookie_file: String::new(),
