@@ -40,6 +40,12 @@ impl Cache {
         Self::default()
     }
 
+    /// Checks that `url` is a Redis URL [`Cache::connect`] accepts, without connecting.
+    pub fn check_url(url: &str) -> anyhow::Result<()> {
+        Config::from_url(url)?;
+        Ok(())
+    }
+
     /// Connects to Redis at `url` in the background: startup never waits for Redis, and the
     /// client keeps reconnecting while it is away.
     pub fn connect(url: &str, timeout: Duration) -> anyhow::Result<Self> {

@@ -2,16 +2,24 @@
 //! belong to which user, and pushes published events to them — each chat message is serialised
 //! once and handed to every joined session; order changes go to the buyer's and seller's sockets;
 //! presence is recomputed whenever someone joins or leaves.
+//!
+//! Events reach the gateway by up to two paths: the relay's direct broadcast (on this node, or
+//! from a peer through the router) and, on a Kafka cluster, this node's own feed from the log
+//! ([`crate::socket_feed`]), which keeps delivering while the cluster's sessions are down. Each
+//! event is pushed once: a chat message only when its seq is above the last one pushed to the
+//! room here, an order change only the first time its event id is seen. A seq that skips ahead
+//! is pushed at once; each session fills the gap from storage (see [`crate::session`]), and the
+//! late copy of the missing message is then dropped here.
 
 use crate::cluster::router::{PresenceUpdate, RoomFrame, RouterMsg};
 use crate::cluster::ClusterView;
 use crate::session::{frame_text, SessionId, SessionMsg, SessionRef};
 use bazaar_protocol::chat::ServerFrame;
-use bazaar_protocol::events::{Envelope, Event};
+use bazaar_protocol::events::{topics, Envelope, Event};
 use bazaar_protocol::orders::Order;
-use bazaar_protocol::{RoomId, UserId};
+use bazaar_protocol::{EventId, RoomId, UserId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use tracing::warn;
@@ -32,8 +40,11 @@ pub enum GatewayMsg {
     Leave { room: RoomId, session: SessionId },
     /// A frame (typing, read) for the room's other sessions.
     Relay { room: RoomId, from: SessionId, frame: ServerFrame },
-    /// An event published on the log.
+    /// An event published on the log, from the relay here or a peer's (the fast path).
     Published(Arc<Envelope>),
+    /// Events this node's feed read from the log; replies once they are handed to the sessions,
+    /// so the feed reads no faster than the gateway pushes.
+    Feed { events: Vec<Arc<Envelope>>, reply: RpcReplyPort<()> },
     /// Who is online in a room on another node.
     RemotePresence(PresenceUpdate),
     /// A typing or read frame from a socket on another node.
@@ -48,11 +59,56 @@ struct Connected {
     rooms: HashSet<RoomId>,
 }
 
+/// The topics whose events the gateway pushes to sockets (chat messages; order changes, which
+/// `PaymentRequested` on the payments topic is one of).
+pub const PUSHED_TOPICS: [&str; 3] = [topics::CHAT, topics::ORDERS, topics::PAYMENTS];
+
+/// The event ids of the last `capacity` order pushes, to drop the second copy of one.
+struct RecentEvents {
+    capacity: usize,
+    order: VecDeque<EventId>,
+    seen: HashSet<EventId>,
+}
+
+impl RecentEvents {
+    fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), order: VecDeque::new(), seen: HashSet::new() }
+    }
+
+    /// True the first time `id` is offered (within the window); the oldest id leaves when full.
+    fn first_time(&mut self, id: &EventId) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        self.order.push_back(id.clone());
+        self.seen.insert(id.clone());
+        true
+    }
+}
+
+/// What the gateway starts with.
+pub struct GatewayArgs {
+    /// The cluster as this node sees it, when in one.
+    pub view: Option<Arc<ClusterView>>,
+    /// Order pushes remembered by event id to drop a second copy; a copy arriving after this
+    /// many later pushes would be pushed again.
+    pub dedup_window: usize,
+}
+
 /// Who is connected and where.
-#[derive(Default)]
 pub struct GatewayState {
     sessions: HashMap<SessionId, Connected>,
     rooms: HashMap<RoomId, HashSet<SessionId>>,
+    /// The highest seq pushed to each room that has sessions here (forgotten when the last one
+    /// leaves: a session that joins later starts from what the room reports to it).
+    pushed_seq: HashMap<RoomId, i64>,
+    /// Order pushes already made, by event id.
+    pushed_orders: RecentEvents,
     users: HashMap<UserId, HashSet<SessionId>>,
     /// Online users of rooms on other nodes, by room and node.
     remote_presence: HashMap<RoomId, HashMap<String, Vec<UserId>>>,
@@ -60,6 +116,45 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
+    fn new(args: GatewayArgs) -> Self {
+        Self {
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            pushed_seq: HashMap::new(),
+            pushed_orders: RecentEvents::new(args.dedup_window),
+            users: HashMap::new(),
+            remote_presence: HashMap::new(),
+            view: args.view,
+        }
+    }
+
+    /// Whether message `seq` of `room` is to be pushed: the room has sessions here and no message
+    /// at or above `seq` was pushed to them yet. A seq past the next one is pushed all the same
+    /// (the sessions fill the gap from storage), and then a late lower one is not.
+    fn admit_message(&mut self, room: &RoomId, seq: i64) -> bool {
+        if !self.rooms.contains_key(room) {
+            return false;
+        }
+        match self.pushed_seq.get_mut(room) {
+            Some(last) if seq <= *last => false,
+            Some(last) => {
+                *last = seq;
+                true
+            }
+            None => {
+                self.pushed_seq.insert(room.clone(), seq);
+                true
+            }
+        }
+    }
+
+    /// Whether the order change of event `id` is to be pushed: its buyer or seller has a socket
+    /// here and the event was not pushed yet.
+    fn admit_order(&mut self, id: &EventId, order: &Order) -> bool {
+        let watched = self.users.contains_key(&order.buyer_id) || self.users.contains_key(&order.seller_id);
+        watched && self.pushed_orders.first_time(id)
+    }
+
     fn local_online(&self, room: &RoomId) -> BTreeSet<UserId> {
         let members = self.rooms.get(room).into_iter().flatten();
         members.filter_map(|s| self.sessions.get(s)).map(|c| c.user.clone()).collect()
@@ -97,6 +192,7 @@ impl GatewayState {
             members.remove(session);
             if members.is_empty() {
                 self.rooms.remove(room);
+                self.pushed_seq.remove(room);
             }
         }
     }
@@ -112,9 +208,16 @@ impl GatewayState {
         }
     }
 
-    fn published(&self, envelope: &Envelope) {
+    fn published(&mut self, envelope: &Envelope) {
         match &envelope.event {
             Event::ChatMessagePosted { message } => {
+                if !self.rooms.contains_key(&message.room) {
+                    return;
+                }
+                if !self.admit_message(&message.room, message.seq) {
+                    metrics::counter!("bazaar_chat_duplicates_dropped_total").increment(1);
+                    return;
+                }
                 let Some(members) = self.rooms.get(&message.room) else { return };
                 let message = Arc::new(message.clone());
                 let text = frame_text(&ServerFrame::Message((*message).clone()));
@@ -131,8 +234,19 @@ impl GatewayState {
             | Event::OrderCancelled { order, .. }
             | Event::PaymentRequested { order, .. }
             | Event::OrderPaid { order }
-            | Event::OrderRefunded { order } => self.push_order(order),
-            _ => {}
+            | Event::OrderRefunded { order } => {
+                if self.admit_order(&envelope.id, order) {
+                    self.push_order(order);
+                }
+            }
+            // Not shown on sockets.
+            Event::UserRegistered { .. }
+            | Event::ProductListed { .. }
+            | Event::StockChanged(_)
+            | Event::PaymentApproved { .. }
+            | Event::PaymentDeclined { .. }
+            | Event::PaymentRefunded { .. }
+            | Event::ChatRoomOpened { .. } => {}
         }
     }
 }
@@ -143,14 +257,14 @@ pub struct ChatGateway;
 impl Actor for ChatGateway {
     type Msg = GatewayMsg;
     type State = GatewayState;
-    type Arguments = Option<Arc<ClusterView>>;
+    type Arguments = GatewayArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<GatewayMsg>,
-        view: Option<Arc<ClusterView>>,
+        args: GatewayArgs,
     ) -> Result<GatewayState, ActorProcessingErr> {
-        Ok(GatewayState { view, ..GatewayState::default() })
+        Ok(GatewayState::new(args))
     }
 
     async fn handle(
@@ -215,6 +329,12 @@ impl Actor for ChatGateway {
                 }
             }
             GatewayMsg::Published(envelope) => state.published(&envelope),
+            GatewayMsg::Feed { events, reply } => {
+                for envelope in &events {
+                    state.published(envelope);
+                }
+                let _ = reply.send(());
+            }
             GatewayMsg::RemotePresence(update) => {
                 let nodes = state.remote_presence.entry(update.room.clone()).or_default();
                 if update.online.is_empty() {
@@ -273,4 +393,72 @@ pub fn forward(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_room(room: &RoomId, dedup_window: usize) -> GatewayState {
+        let mut state = GatewayState::new(GatewayArgs { view: None, dedup_window });
+        let (session, _mailbox) = SessionRef::new();
+        state.rooms.entry(room.clone()).or_default().insert(session.get_id());
+        state
+    }
+
+    #[test]
+    fn each_seq_of_a_room_is_pushed_once_whichever_path_brings_it_first() {
+        let room = RoomId::from("room-1");
+        let mut state = state_with_room(&room, 16);
+        // The fast path brings 1 and 2, the feed the same two a moment later.
+        let arrivals = [(1, true), (2, true), (1, false), (2, false), (3, true), (3, false)];
+        for (seq, pushed) in arrivals {
+            assert_eq!(state.admit_message(&room, seq), pushed, "seq {seq}");
+        }
+        // A room without sessions here pushes nothing, and remembers nothing.
+        let elsewhere = RoomId::from("room-2");
+        assert!(!state.admit_message(&elsewhere, 1));
+        assert!(!state.pushed_seq.contains_key(&elsewhere));
+    }
+
+    #[test]
+    fn a_seq_that_skips_ahead_is_pushed_at_once_and_the_late_one_is_dropped() {
+        let room = RoomId::from("room-1");
+        let mut state = state_with_room(&room, 16);
+        assert!(state.admit_message(&room, 4));
+        // 5 went missing on one path: 6 is pushed (each session reads 5 from storage first).
+        assert!(state.admit_message(&room, 6), "a gap never holds back the messages after it");
+        assert!(!state.admit_message(&room, 5), "the late copy of 5 would reach the sessions twice");
+        assert!(state.admit_message(&room, 7));
+    }
+
+    #[test]
+    fn a_room_whose_last_session_left_starts_afresh() {
+        let room = RoomId::from("room-1");
+        let mut state = state_with_room(&room, 16);
+        assert!(state.admit_message(&room, 9));
+        let members: Vec<SessionId> = state.rooms[&room].iter().copied().collect();
+        for session in members {
+            state.leave(&room, &session);
+        }
+        assert!(state.pushed_seq.is_empty(), "nothing is kept for a room without sessions");
+        let (session, _mailbox) = SessionRef::new();
+        state.rooms.entry(room.clone()).or_default().insert(session.get_id());
+        // A session joining now skips by itself what it already got from its replay.
+        assert!(state.admit_message(&room, 3));
+    }
+
+    #[test]
+    fn an_order_event_is_pushed_once_within_the_window_and_the_window_is_bounded() {
+        let mut recent = RecentEvents::new(3);
+        let ids: Vec<EventId> = (0..5).map(|_| EventId::generate()).collect();
+        assert!(recent.first_time(&ids[0]));
+        assert!(!recent.first_time(&ids[0]), "the second copy of an event is dropped");
+        for id in &ids[1..4] {
+            assert!(recent.first_time(id));
+        }
+        assert_eq!((recent.order.len(), recent.seen.len()), (3, 3), "at most the window is kept");
+        assert!(recent.first_time(&ids[0]), "an id older than the window is forgotten");
+        assert!(!recent.first_time(&ids[3]));
+    }
 }

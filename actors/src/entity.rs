@@ -37,7 +37,8 @@ pub struct Ctx {
 /// Timing settings for entities and regions.
 #[derive(Debug, Clone)]
 pub struct EntitySettings {
-    /// How long a payment waits for the gateway before it is declined with `gateway_timeout`.
+    /// How long a payment waits for the gateway's charge (and then for its lookup) before it asks
+    /// what the gateway recorded (nothing charged: declined with `gateway_timeout`).
     pub gateway_timeout: Duration,
     /// How long a caller waits for an entity's reply.
     pub call_timeout: Duration,
@@ -64,8 +65,25 @@ pub trait Entity: Sized + Send + Sync + 'static {
     /// Loads the entity's state (possibly "does not exist yet").
     fn load(id: &str, ctx: &Ctx) -> impl Future<Output = Result<Self, StoreError>> + Send;
 
+    /// Reads the stored state again in place, keeping what lives only in memory (callers waiting
+    /// on the entity): what an active entity does before a request when its node cannot be sure
+    /// that no other node changed it ([`crate::cluster::ClusterView::trusted_epoch`]).
+    fn refresh(&mut self, id: &str, ctx: &Ctx) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            *self = Self::load(id, ctx).await?;
+            Ok(())
+        }
+    }
+
     /// Handles one message; replies through the ports inside it.
     fn handle(&mut self, msg: Self::Msg, ctx: &Ctx, myself: &EntityRef<Self>) -> impl Future<Output = ()> + Send;
+
+    /// Whether `msg` must be handled even when the stored state could not be read again before
+    /// it (storage unreachable), on the copy in memory: an answer from outside, such as the
+    /// gateway's, that nobody would send again if it were refused.
+    fn handle_unread(_msg: &Self::Msg) -> bool {
+        false
+    }
 
     /// Answers a message with "unavailable" when the entity could not be loaded.
     fn refuse(msg: Self::Msg);
@@ -187,6 +205,24 @@ impl<E: Entity> EntityRef<E> {
     }
 }
 
+/// An entity's state in memory, and the epoch of the cluster view it was read from storage in
+/// (`None`: read while the view was not whole, so it is read again before the next request).
+pub struct Held<E> {
+    state: Box<E>,
+    read_in: Option<u64>,
+}
+
+/// The view epoch entity `id` may trust its memory in; `Some(0)` on a node alone.
+fn trusted_epoch<E: Entity>(ctx: &Ctx, id: &str) -> Option<u64> {
+    match &ctx.cluster {
+        None => Some(0),
+        // A copy held here while another node owns the entity (a read too large to cross) is
+        // never trusted: the owner changes it.
+        Some(view) if !view.owns(E::KIND, id) => None,
+        Some(view) => view.trusted_epoch(),
+    }
+}
+
 /// The text of a panic's payload, for the log.
 fn panic_reason(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
@@ -203,7 +239,7 @@ fn panic_reason(payload: &(dyn std::any::Any + Send)) -> &str {
 /// an active entity must fit in 8 KiB (docs/decisions.md 26). Its region is a ractor actor.
 async fn run_entity<E: Entity>(
     myself: EntityRef<E>,
-    mut entity: Option<Box<E>>,
+    mut entity: Option<Held<E>>,
     ctx: Ctx,
     mut mail: mpsc::UnboundedReceiver<Mail<E::Msg>>,
     generation: u64,
@@ -222,17 +258,36 @@ async fn run_entity<E: Entity>(
             }
             Mail::Passivate => break,
         };
-        if entity.is_none() {
-            match Box::pin(E::load(id, &ctx)).await {
-                Ok(loaded) => entity = Some(Box::new(loaded)),
+        // Memory is trusted only in the epoch it was read in, and only while the view is whole: a
+        // node this one cannot see (cut off, paused, or back after either) may have changed it.
+        let trusted = trusted_epoch::<E>(&ctx, id);
+        match entity.as_mut() {
+            None => match Box::pin(E::load(id, &ctx)).await {
+                Ok(loaded) => entity = Some(Held { state: Box::new(loaded), read_in: trusted }),
                 Err(e) => {
                     warn!(kind = E::KIND, %id, reason = %e, "entity could not be loaded");
                     E::refuse(command);
                     continue;
                 }
+            },
+            Some(held) if trusted.is_none() || held.read_in != trusted => {
+                metrics::counter!("bazaar_entity_refreshes_total", "kind" => E::KIND).increment(1);
+                match Box::pin(held.state.refresh(id, &ctx)).await {
+                    Ok(()) => held.read_in = trusted,
+                    // Decided on the copy in memory: its writes still pass the version check.
+                    Err(e) if E::handle_unread(&command) => {
+                        warn!(kind = E::KIND, %id, reason = %e, "entity could not be read again; deciding on memory");
+                    }
+                    Err(e) => {
+                        warn!(kind = E::KIND, %id, reason = %e, "entity could not be read again");
+                        E::refuse(command);
+                        continue;
+                    }
+                }
             }
+            Some(_) => {}
         }
-        let Some(state) = entity.as_mut() else { continue };
+        let Some(Held { state, .. }) = entity.as_mut() else { continue };
         // Boxed: the task would otherwise hold the largest handler's future inline (kilobytes of
         // SQL state machines), idle or not. A panic fails this message and this entity only: the
         // region forgets it, and its next message loads it afresh from storage.
@@ -272,7 +327,7 @@ pub enum RegionMsg<E: Entity> {
     /// The entity of this generation was looked up but does not exist in storage: drop it.
     Evict(String, u64),
     /// The entity of this generation gave its state back (`None`: it never loaded).
-    Hibernated(String, u64, Option<Box<E>>),
+    Hibernated(String, u64, Option<Held<E>>),
     /// The entity of this generation panicked.
     Failed(String, u64),
     /// Drop the entities this node no longer owns (the cluster view changed).
@@ -302,7 +357,7 @@ enum Slot<E: Entity> {
     /// Asked to hibernate; messages that arrive before its state comes back wait here.
     Hibernating { generation: u64, pending: Vec<E::Msg>, last_used: Instant },
     /// Its state, without a task.
-    Hibernated { entity: Box<E>, last_used: Instant },
+    Hibernated { entity: Held<E>, last_used: Instant },
 }
 
 /// A region's directory of the entities in memory.
@@ -356,7 +411,7 @@ impl<E: Entity> RegionState<E> {
 
     /// Starts a task for entity `id` (from `entity` when it was hibernated, else loading on its
     /// first message) and hands it `messages`.
-    fn activate(&mut self, myself: &ActorRef<RegionMsg<E>>, id: &str, entity: Option<Box<E>>, messages: Vec<E::Msg>) {
+    fn activate(&mut self, myself: &ActorRef<RegionMsg<E>>, id: &str, entity: Option<Held<E>>, messages: Vec<E::Msg>) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let (mail, inbox) = mpsc::unbounded_channel();
@@ -400,7 +455,7 @@ impl<E: Entity> RegionState<E> {
 
     /// The entity of `generation` gave its state back: keep it, or wake it at once for the
     /// messages that arrived meanwhile.
-    fn hibernated(&mut self, myself: &ActorRef<RegionMsg<E>>, id: String, generation: u64, entity: Option<Box<E>>) {
+    fn hibernated(&mut self, myself: &ActorRef<RegionMsg<E>>, id: String, generation: u64, entity: Option<Held<E>>) {
         if !self.is_generation(&id, generation) {
             return;
         }
@@ -414,7 +469,7 @@ impl<E: Entity> RegionState<E> {
             return;
         }
         match entity {
-            Some(entity) if entity.exists() => {
+            Some(entity) if entity.state.exists() => {
                 metrics::counter!("bazaar_entity_hibernations_total", "kind" => E::KIND).increment(1);
                 self.entities.insert(id, Slot::Hibernated { entity, last_used });
                 self.hibernated += 1;

@@ -11,7 +11,8 @@
 //! and on to every node; the [`saga`] consumer reads the log and drives the next steps (charge,
 //! mark paid, release stock); [`reservations`] cancels orders left unpaid past their hold; the
 //! [`chat_gateway`] pushes chat messages and order updates to the WebSocket [`session`]s of this
-//! node. [`payment_gateway`] is where money moves, [`cache`]
+//! node, fed by the relay and, on a Kafka cluster, by its own reader of the log
+//! ([`socket_feed`]). [`payment_gateway`] is where money moves, [`cache`]
 //! is Redis in front of SQL, and [`system`] starts all of it.
 
 pub mod attempt;
@@ -31,6 +32,7 @@ pub mod relay;
 pub mod reservations;
 pub mod saga;
 pub mod session;
+pub mod socket_feed;
 pub mod store;
 pub mod system;
 pub mod user;

@@ -47,6 +47,9 @@ pub struct RequestPayment {
 pub enum OrderMsg {
     /// Reads the order for its buyer or seller.
     Get { viewer: UserId, reply: Reply<Order> },
+    /// Tells which payment pays the order, if any (for a provider's notification, which names
+    /// only the order).
+    PaymentOf { reply: Reply<Option<PaymentId>> },
     /// Cancels an ORDERED order for its buyer or seller.
     Cancel { by: UserId, reply: Reply<Order> },
     /// Starts paying the order; replies with the payment.
@@ -66,6 +69,11 @@ pub struct GetOrder {
     pub viewer: UserId,
 }
 crate::request!(read GetOrder, OrderState, "order.get", Result<Order, OrderError>, |self, reply| OrderMsg::Get { viewer: self.viewer, reply });
+
+/// Tells which payment pays the order, if any; unknown orders are `NotFound`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentOfOrder;
+crate::request!(read PaymentOfOrder, OrderState, "order.payment_of", Result<Option<PaymentId>, OrderError>, |self, reply| OrderMsg::PaymentOf { reply });
 
 /// Cancels an ORDERED order for its buyer or seller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,7 +106,7 @@ crate::request!(SettleRefund, OrderState, "order.settle_refund", Result<(), Orde
 pub struct ExpireOrder;
 crate::request!(ExpireOrder, OrderState, "order.expire", Result<bool, OrderError>, |self, reply| OrderMsg::Expire { reply });
 
-crate::remote_requests!(OrderState: GetOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund, ExpireOrder);
+crate::remote_requests!(OrderState: GetOrder, PaymentOfOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund, ExpireOrder);
 
 /// The `OrderCancelled` reason of an order whose reservation hold ended unpaid.
 pub const RESERVATION_EXPIRED: &str = "reservation_expired";
@@ -165,6 +173,7 @@ impl OrderState {
                 amount: order.amount,
                 status: PaymentStatus::Requested,
                 reason: None,
+                refunded_amount: 0,
             },
             buyer_id: order.buyer_id.clone(),
             seller_id: order.seller_id.clone(),
@@ -343,6 +352,9 @@ impl Entity for OrderState {
             OrderMsg::Get { viewer, reply } => {
                 let _ = reply.send(self.visible_to(&viewer).cloned());
             }
+            OrderMsg::PaymentOf { reply } => {
+                let _ = reply.send(self.order.as_ref().map(|o| o.payment_id.clone()).ok_or(OrderError::NotFound));
+            }
             OrderMsg::Cancel { by, reply } => {
                 let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_cancel(&by, ctx)));
             }
@@ -393,6 +405,9 @@ impl Entity for OrderState {
             OrderMsg::Expire { reply } => {
                 let _ = reply.send(Err(OrderError::Unavailable));
             }
+            OrderMsg::PaymentOf { reply } => {
+                let _ = reply.send(Err(OrderError::Unavailable));
+            }
         }
     }
 }
@@ -424,7 +439,7 @@ mod tests {
     }
 
     fn payment(status: PaymentStatus) -> Payment {
-        Payment { id: "pay1".into(), order_id: "o1".into(), amount: 200, status, reason: None }
+        Payment { id: "pay1".into(), order_id: "o1".into(), amount: 200, status, reason: None, refunded_amount: 0 }
     }
 
     fn request(buyer: &str) -> RequestPayment {

@@ -1,17 +1,29 @@
 //! The payment entity: asks the gateway (without blocking its mailbox, so reads stay fast while a
-//! slow gateway thinks), records the outcome, and refunds.
+//! slow gateway thinks), records the outcome, refunds (in part or in full), and reconciles with
+//! what the gateway recorded when a provider's notification says something changed.
 //!
-//! A refund is decided and committed first (REFUNDED, event `PaymentRefunded`), with retries on
-//! version conflicts that never touch the gateway; the saga then follows the event and asks the
-//! gateway to give the money back ([`RefundAtGateway`]), once per event (processed-events table),
-//! as charges follow `PaymentRequested`. A crash between the two steps redelivers the event, so
-//! the money still goes back; only a crash between the gateway's answer and the mark asks the
-//! gateway twice, which a gateway idempotent by payment id absorbs.
+//! A charge the payment stopped waiting for (`gateway_timeout`) is not declined blindly: the
+//! gateway is asked what it recorded ([`PaymentGateway::settle_abandoned`]), and when it cannot
+//! tell the payment stays REQUESTED and the saga asks again with the same idempotency key.
+//!
+//! A refund is decided and committed first (`refundedAmount` grows; REFUNDED once it reaches the
+//! amount; event `PaymentRefunded` with this refund's amount), with retries on version conflicts
+//! that never touch the gateway; the saga then follows the event and asks the gateway to give
+//! that amount back ([`RefundAtGateway`]), once per event (processed-events table), as charges
+//! follow `PaymentRequested`. A crash between the two steps redelivers the event, so the money
+//! still goes back; only a crash between the gateway's answer and the mark asks the gateway
+//! twice, under the same idempotency key (one per event), which the gateway answers without
+//! refunding again. A refund found at the gateway by reconciliation is committed with its event
+//! already marked done, so the saga never asks the gateway to give it back a second time.
+//!
+//! [`PaymentGateway::settle_abandoned`]: crate::payment_gateway::PaymentGateway::settle_abandoned
 
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityRef};
-use crate::payment_gateway::{ChargeRequest, GatewayError, RefundRequest};
-use crate::store::{self, payments, payments::PaymentRecord, StoreError};
+use crate::payment_gateway::{
+    judge, ChargeRecord, ChargeRequest, ChargeState, Charged, GatewayError, LookupRequest, RefundRequest,
+};
+use crate::store::{self, payments, payments::PaymentRecord, IdempotencyKey, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::payments::{Payment, PaymentStatus};
@@ -19,7 +31,7 @@ use bazaar_protocol::{EventId, PaymentId, UserId};
 use chrono::Utc;
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Why a payment command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -31,6 +43,11 @@ pub enum PaymentError {
     Forbidden,
     #[error("payment {0} is {1}")]
     NotRefundable(PaymentId, String),
+    /// A refund asked for more than the payment has left to give back.
+    #[error("payment {payment} has {left} left to refund")]
+    RefundExceedsPayment { payment: PaymentId, left: i64 },
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyMismatch,
     #[error("payment service unavailable")]
     Unavailable,
 }
@@ -42,13 +59,44 @@ type Reply<T> = RpcReplyPort<Result<T, PaymentError>>;
 pub enum GatewayAnswer {
     /// The money moved.
     Approved,
-    /// The card was refused, with the reason to show.
+    /// The card was refused (or the charge can never be approved), with the reason to show.
     Declined(String),
-    /// It did not answer in time: the payment is declined with `gateway_timeout`.
-    TimedOut,
     /// It could not be asked, or could not yet tell what happened: the payment stays REQUESTED
     /// and the saga asks again (with the same idempotency key).
     Failed,
+}
+
+/// Counts a payment whose money and bazaar's record disagree in a way no retry mends, for an
+/// alert (`bazaar_payments_needing_operator_total`): the log line says which payment.
+fn needs_operator(reason: &'static str) {
+    metrics::counter!("bazaar_payments_needing_operator_total", "reason" => reason).increment(1);
+}
+
+/// The reason a payment is declined with when the gateway recorded a charge for its order that
+/// is not this charge (another amount): final, so the saga stops asking.
+pub const AMOUNT_MISMATCH: &str = "gateway_amount_mismatch";
+
+impl GatewayAnswer {
+    /// Reads a gateway's outcome for payment `id`.
+    fn from_outcome(id: &PaymentId, outcome: Result<Charged, GatewayError>) -> Self {
+        match outcome {
+            Ok(charged) => {
+                info!(payment_id = %id, reference = %charged.reference, "gateway approved the charge");
+                GatewayAnswer::Approved
+            }
+            Err(GatewayError::Declined(reason)) => GatewayAnswer::Declined(reason),
+            Err(GatewayError::Mismatch(why)) => {
+                // Money may have moved under this order at another amount: an operator must look.
+                error!(payment_id = %id, %why, "gateway charge does not match the payment; declined");
+                needs_operator("amount_mismatch");
+                GatewayAnswer::Declined(AMOUNT_MISMATCH.to_owned())
+            }
+            Err(e @ (GatewayError::Unavailable(_) | GatewayError::UnknownOutcome(_))) => {
+                warn!(payment_id = %id, reason = %e, "gateway charge undecided; the saga asks again");
+                GatewayAnswer::Failed
+            }
+        }
+    }
 }
 
 /// Messages a payment entity accepts. Local-only: entities never cross nodes.
@@ -59,10 +107,12 @@ pub enum PaymentMsg {
     Charge { cause: EventId, reply: Reply<()> },
     /// The gateway's answer to the charge in flight.
     Answered(GatewayAnswer),
-    /// Refunds an APPROVED payment for the order's seller (commits the decision only).
-    Refund { by: UserId, reply: Reply<Payment> },
-    /// Gives a REFUNDED payment's money back at the gateway (delivered by event `cause`).
-    GatewayRefund { cause: EventId, reply: Reply<()> },
+    /// Refunds (part of) an APPROVED payment for the order's seller (commits the decision only).
+    Refund(RefundPayment, Reply<Payment>),
+    /// Gives a refund's money back at the gateway (delivered by event `cause`).
+    GatewayRefund { cause: EventId, amount: Option<i64>, reply: Reply<()> },
+    /// Asks the gateway what it recorded and brings the payment in line with it.
+    Reconcile { reference: Option<String>, reply: Reply<Payment> },
 }
 
 /// Reads the payment for the order's buyer or seller.
@@ -79,21 +129,36 @@ pub struct ChargePayment {
 }
 crate::request!(ChargePayment, PaymentState, "payment.charge", Result<(), PaymentError>, |self, reply| PaymentMsg::Charge { cause: self.cause, reply });
 
-/// Refunds an APPROVED payment for the order's seller.
+/// Refunds (part of) an APPROVED payment for the order's seller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefundPayment {
     pub by: UserId,
+    /// How much to give back; `None`: all that is left.
+    pub amount: Option<i64>,
+    /// The caller's `Idempotency-Key`: a retry with it answers the payment as it is and gives
+    /// nothing back again.
+    pub idempotency: Option<IdempotencyKey>,
 }
-crate::request!(RefundPayment, PaymentState, "payment.refund", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Refund { by: self.by, reply });
+crate::request!(RefundPayment, PaymentState, "payment.refund", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Refund(self, reply));
 
-/// Gives a REFUNDED payment's money back at the gateway, once per event `cause`.
+/// Gives a refund's money back at the gateway, once per event `cause`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefundAtGateway {
     pub cause: EventId,
+    /// The event's refund amount; `None` (events from before partial refunds): all of it.
+    pub amount: Option<i64>,
 }
-crate::request!(RefundAtGateway, PaymentState, "payment.refund_at_gateway", Result<(), PaymentError>, |self, reply| PaymentMsg::GatewayRefund { cause: self.cause, reply });
+crate::request!(RefundAtGateway, PaymentState, "payment.refund_at_gateway", Result<(), PaymentError>, |self, reply| PaymentMsg::GatewayRefund { cause: self.cause, amount: self.amount, reply });
 
-crate::remote_requests!(PaymentState: GetPayment, ChargePayment, RefundPayment, RefundAtGateway);
+/// Asks the gateway what it recorded for the payment and brings the payment in line with it: a
+/// provider's notification said something changed (`reference`: the charge it named).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconcilePayment {
+    pub reference: Option<String>,
+}
+crate::request!(ReconcilePayment, PaymentState, "payment.reconcile", Result<Payment, PaymentError>, |self, reply| PaymentMsg::Reconcile { reference: self.reference, reply });
+
+crate::remote_requests!(PaymentState: GetPayment, ChargePayment, RefundPayment, RefundAtGateway, ReconcilePayment);
 
 /// The consumer name under which gateway refunds are marked done, per event.
 const GATEWAY_REFUNDS: &str = "payment.refund_at_gateway";
@@ -124,7 +189,6 @@ impl PaymentState {
         let (status, reason) = match answer {
             GatewayAnswer::Approved => (PaymentStatus::Approved, None),
             GatewayAnswer::Declined(reason) => (PaymentStatus::Declined, Some(reason.clone())),
-            GatewayAnswer::TimedOut => (PaymentStatus::Declined, Some("gateway_timeout".to_owned())),
             GatewayAnswer::Failed => return None,
         };
         let next = Payment { status, reason, ..current.clone() };
@@ -135,8 +199,9 @@ impl PaymentState {
         Some((next, event))
     }
 
-    /// Decides a refund by `by`.
-    pub fn refund(&self, by: &UserId) -> Result<Payment, PaymentError> {
+    /// Decides a refund of `amount` (`None`: all that is left) by `by`: the payment after it,
+    /// and what this refund gives back. The payment stays APPROVED until nothing is left.
+    pub fn refund(&self, by: &UserId, amount: Option<i64>) -> Result<(Payment, i64), PaymentError> {
         let record = self.record.as_ref().ok_or(PaymentError::NotFound)?;
         if by == &record.buyer_id {
             return Err(PaymentError::Forbidden);
@@ -145,10 +210,52 @@ impl PaymentState {
             return Err(PaymentError::NotFound);
         }
         let current = &record.payment;
-        if !current.status.may_become(PaymentStatus::Refunded) {
+        let left = current.refundable();
+        if !current.status.may_become(PaymentStatus::Refunded) || left <= 0 {
             return Err(PaymentError::NotRefundable(current.id.clone(), current.status.as_str().to_owned()));
         }
-        Ok(Payment { status: PaymentStatus::Refunded, ..current.clone() })
+        // The edge refuses amounts under 1; anything else over what is left is the conflict.
+        let given = amount.unwrap_or(left);
+        if given > left || given < 1 {
+            return Err(PaymentError::RefundExceedsPayment { payment: current.id.clone(), left });
+        }
+        Ok((refunded_by(current, given), given))
+    }
+
+    /// Decides what the gateway's record changes: a REQUESTED payment is approved or declined as
+    /// the record says; an APPROVED one takes the refunds made at the provider that bazaar has not
+    /// recorded (the event of which needs nothing more from the gateway). A record for another
+    /// order is never taken.
+    pub fn reconcile(&self, found: &ChargeRecord) -> Option<(Payment, Event)> {
+        let current = &self.record.as_ref()?.payment;
+        if found.order_id != current.order_id.as_str() {
+            warn!(payment_id = %self.id, reference = %found.reference, "gateway record is for another order; ignored");
+            return None;
+        }
+        match current.status {
+            PaymentStatus::Requested => {
+                let answer =
+                    GatewayAnswer::from_outcome(&current.id, judge(found, current.order_id.as_str(), current.amount));
+                self.decide(&answer)
+            }
+            PaymentStatus::Approved => {
+                let charged = found.state == ChargeState::Charged && found.amount == current.amount;
+                let given = found.refunded.min(current.amount) - current.refunded_amount;
+                if !charged || given < 1 {
+                    return None;
+                }
+                let next = refunded_by(current, given);
+                Some((next.clone(), Event::PaymentRefunded { payment: next, amount: Some(given) }))
+            }
+            PaymentStatus::Declined => {
+                if found.state == ChargeState::Charged && found.refunded < found.amount {
+                    error!(payment_id = %self.id, reference = %found.reference, "gateway holds a charge for a declined payment; an operator must give it back");
+                    needs_operator("charged_after_decline");
+                }
+                None
+            }
+            PaymentStatus::Refunded => None,
+        }
     }
 
     async fn reload(&mut self, ctx: &Ctx) -> Result<(), StoreError> {
@@ -177,50 +284,137 @@ impl PaymentState {
         }
     }
 
-    /// Commits the refund decision. The gateway is not asked here: this runs again after a
-    /// version conflict, and the saga's step that follows `PaymentRefunded` asks it, once.
-    async fn try_refund(&mut self, by: &UserId, ctx: &Ctx) -> Result<Payment, Attempt<PaymentError>> {
-        let next = self.refund(by).map_err(Attempt::Refused)?;
-        self.commit_change(next.clone(), Event::PaymentRefunded { payment: next.clone() }, ctx).await?;
+    /// Commits the refund decision (with the caller's idempotency key, in one transaction). The
+    /// gateway is not asked here: this runs again after a version conflict, and the saga's step
+    /// that follows `PaymentRefunded` asks it, once.
+    async fn try_refund(&mut self, cmd: &RefundPayment, ctx: &Ctx) -> Result<Payment, Attempt<PaymentError>> {
+        let record = self.record.as_ref().ok_or(Attempt::Refused(PaymentError::NotFound))?;
+        let now = Utc::now();
+        let mut tx = ctx.store.begin().await?;
+        if let Some(key) = &cmd.idempotency {
+            if let Some(earlier) = store::find_idempotency(&mut tx, &key.user_id, &key.key).await? {
+                if earlier.request_hash != key.request_hash {
+                    return Err(Attempt::Refused(PaymentError::IdempotencyMismatch));
+                }
+                // The retry of a refund already made: the payment as it is, nothing given again.
+                return self.visible_to(&cmd.by).cloned().map_err(Attempt::Refused);
+            }
+        }
+        let (next, given) = self.refund(&cmd.by, cmd.amount).map_err(Attempt::Refused)?;
+        payments::update(&mut tx, &next, record.version, now).await?;
+        let event = Event::PaymentRefunded { payment: next.clone(), amount: Some(given) };
+        store::append_events(&mut tx, &[Envelope::new(next.id.as_str(), record.version + 1, now, event)]).await?;
+        if let Some(key) = &cmd.idempotency {
+            store::save_idempotency(&mut tx, key, next.id.as_str(), now).await?;
+        }
+        ctx.store.commit(tx).await?;
+        if let Some(record) = self.record.as_mut() {
+            record.payment = next.clone();
+            record.version += 1;
+        }
         Ok(next)
     }
 
     /// Refunds for the seller, deciding again after lost races.
-    async fn refund_command(&mut self, by: &UserId, ctx: &Ctx) -> Result<Payment, PaymentError> {
-        with_retries!(self, ctx, PaymentError::Unavailable, self.try_refund(by, ctx))
+    async fn refund_command(&mut self, cmd: &RefundPayment, ctx: &Ctx) -> Result<Payment, PaymentError> {
+        with_retries!(self, ctx, PaymentError::Unavailable, self.try_refund(cmd, ctx))
     }
 
-    /// Asks the gateway to give the money back for the refund event `cause`, unless that event
-    /// was already followed; marks it followed once the gateway answered.
-    async fn refund_at_gateway(&self, cause: &EventId, ctx: &Ctx) -> Result<(), PaymentError> {
+    /// Commits one change the gateway's record calls for; a refund found there is marked given
+    /// back at the gateway in the same transaction, so the saga never asks for it again.
+    async fn try_reconcile(&mut self, found: &ChargeRecord, ctx: &Ctx) -> Result<bool, Attempt<PaymentError>> {
+        let Some((next, event)) = self.reconcile(found) else { return Ok(false) };
+        let record = self.record.as_ref().ok_or(Attempt::Refused(PaymentError::NotFound))?;
+        let now = Utc::now();
+        let already_given = matches!(event, Event::PaymentRefunded { .. });
+        let envelope = Envelope::new(next.id.as_str(), record.version + 1, now, event);
+        let mut tx = ctx.store.begin().await?;
+        payments::update(&mut tx, &next, record.version, now).await?;
+        if already_given {
+            store::mark_processed(&mut tx, GATEWAY_REFUNDS, envelope.id.as_str()).await?;
+        }
+        store::append_events(&mut tx, &[envelope]).await?;
+        ctx.store.commit(tx).await?;
+        info!(payment_id = %self.id, status = next.status.as_str(), refunded = next.refunded_amount, "payment reconciled with the gateway");
+        if let Some(record) = self.record.as_mut() {
+            record.payment = next;
+            record.version += 1;
+        }
+        Ok(true)
+    }
+
+    /// Asks the gateway what it recorded (by the notified `reference`, or by order) and applies
+    /// it: a decision first, then any refunds; replies with the payment as it then is.
+    async fn reconcile_command(&mut self, reference: Option<&str>, ctx: &Ctx) -> Result<Payment, PaymentError> {
+        if self.record.is_none() && self.reload(ctx).await.is_err() {
+            return Err(PaymentError::Unavailable);
+        }
+        let Some(record) = &self.record else { return Err(PaymentError::NotFound) };
+        let request =
+            LookupRequest { payment_id: self.id.as_str(), order_id: record.payment.order_id.as_str(), reference };
+        let found = match tokio::time::timeout(ctx.settings.gateway_timeout, ctx.gateway.lookup(request)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                warn!(payment_id = %self.id, reason = %e, "gateway lookup failed");
+                return Err(PaymentError::Unavailable);
+            }
+            Err(_) => {
+                warn!(payment_id = %self.id, "gateway lookup timed out");
+                return Err(PaymentError::Unavailable);
+            }
+        };
+        if let Some(found) = found {
+            // A decision, then the refunds the record holds: two changes at most.
+            for _ in 0..2 {
+                if !with_retries!(self, ctx, PaymentError::Unavailable, self.try_reconcile(&found, ctx))? {
+                    break;
+                }
+            }
+        }
+        self.record.as_ref().map(|r| r.payment.clone()).ok_or(PaymentError::NotFound)
+    }
+
+    /// Asks the gateway to give back the refund of event `cause` (`amount`; `None`: all of it),
+    /// unless that event was already followed; marks it followed once the gateway answered.
+    async fn refund_at_gateway(&self, cause: &EventId, amount: Option<i64>, ctx: &Ctx) -> Result<(), PaymentError> {
         let storage = |e: StoreError| {
             warn!(payment_id = %self.id, reason = %e, "storage failed");
             PaymentError::Unavailable
         };
-        match self.record.as_ref().map(|r| r.payment.status) {
-            Some(PaymentStatus::Refunded) => {}
-            None | Some(PaymentStatus::Requested | PaymentStatus::Approved | PaymentStatus::Declined) => {
-                // The event is only ever appended with the REFUNDED row, so this is a stale
-                // read; try again after a reload rather than refund an unrefunded payment.
+        let Some(record) = &self.record else { return Err(PaymentError::Unavailable) };
+        match record.payment.status {
+            PaymentStatus::Refunded | PaymentStatus::Approved if record.payment.refunded_amount > 0 => {}
+            PaymentStatus::Requested | PaymentStatus::Approved | PaymentStatus::Declined | PaymentStatus::Refunded => {
+                // The event is only ever appended with a row that records the refund, so this is
+                // a stale read; try again after a reload rather than refund an unrefunded payment.
                 return Err(PaymentError::Unavailable);
             }
         }
         if store::is_processed(&ctx.store, GATEWAY_REFUNDS, cause.as_str()).await.map_err(storage)? {
             return Ok(());
         }
-        let Some(record) = &self.record else { return Err(PaymentError::Unavailable) };
         // One key per refund event: a redelivered event repeats the request, never the refund.
         let idempotency_key = format!("refund-{cause}");
         let request = RefundRequest {
             payment_id: self.id.as_str(),
             order_id: record.payment.order_id.as_str(),
-            amount: None,
+            // The whole payment in one refund is sent as "all of it", as it always was.
+            amount: amount.filter(|given| *given < record.payment.amount),
             reason: "refunded by the seller",
             idempotency_key: &idempotency_key,
         };
-        if let Err(e) = ctx.gateway.refund(request).await {
-            warn!(payment_id = %self.id, reason = %e, "gateway refund failed");
-            return Err(PaymentError::Unavailable);
+        match ctx.gateway.refund(request).await {
+            Ok(()) => {}
+            Err(GatewayError::Declined(reason)) => {
+                // The gateway will never take it (asking again gives the same answer): the money
+                // stays where it is and an operator must look; the saga moves on.
+                error!(payment_id = %self.id, %reason, "gateway refused the refund for good");
+                needs_operator("refund_refused");
+            }
+            Err(e @ (GatewayError::Unavailable(_) | GatewayError::UnknownOutcome(_) | GatewayError::Mismatch(_))) => {
+                warn!(payment_id = %self.id, reason = %e, "gateway refund failed");
+                return Err(PaymentError::Unavailable);
+            }
         }
         let mut tx = ctx.store.begin().await.map_err(storage)?;
         store::mark_processed(&mut tx, GATEWAY_REFUNDS, cause.as_str()).await.map_err(storage)?;
@@ -251,21 +445,28 @@ impl PaymentState {
                 currency: &record.currency,
                 idempotency_key: &idempotency_key,
             };
-            let answer = match tokio::time::timeout(timeout, gateway.charge(request)).await {
-                Ok(Ok(charged)) => {
-                    info!(payment_id = %id, reference = %charged.reference, "gateway approved the charge");
-                    GatewayAnswer::Approved
+            let outcome = match tokio::time::timeout(timeout, gateway.charge(request)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    // The gateway may have charged: ask what it recorded, never decline blindly.
+                    warn!(payment_id = %id, "gateway did not answer the charge in time; asking what it recorded");
+                    tokio::time::timeout(timeout, gateway.settle_abandoned(request)).await.unwrap_or_else(|_| {
+                        Err(GatewayError::UnknownOutcome(
+                            "the gateway answered neither the charge nor the lookup".into(),
+                        ))
+                    })
                 }
-                Ok(Err(GatewayError::Declined(reason))) => GatewayAnswer::Declined(reason),
-                Ok(Err(e @ (GatewayError::Unavailable(_) | GatewayError::UnknownOutcome(_)))) => {
-                    warn!(payment_id = %id, reason = %e, "gateway charge undecided; the saga asks again");
-                    GatewayAnswer::Failed
-                }
-                Err(_) => GatewayAnswer::TimedOut,
             };
-            myself.send(PaymentMsg::Answered(answer));
+            myself.send(PaymentMsg::Answered(GatewayAnswer::from_outcome(id, outcome)));
         });
     }
+}
+
+/// The payment after `given` more is given back: REFUNDED once nothing is left.
+fn refunded_by(current: &Payment, given: i64) -> Payment {
+    let refunded_amount = current.refunded_amount + given;
+    let status = if refunded_amount >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Approved };
+    Payment { status, refunded_amount, ..current.clone() }
 }
 
 impl Entity for PaymentState {
@@ -274,6 +475,12 @@ impl Entity for PaymentState {
 
     async fn load(id: &str, ctx: &Ctx) -> Result<Self, StoreError> {
         Ok(Self { id: id.into(), record: payments::load(&ctx.store, id).await?, waiting: Vec::new() })
+    }
+
+    // The saga deliveries waiting for a charge in flight stay: the charge still answers them.
+    async fn refresh(&mut self, id: &str, ctx: &Ctx) -> Result<(), StoreError> {
+        self.record = payments::load(&ctx.store, id).await?;
+        Ok(())
     }
 
     async fn handle(&mut self, msg: PaymentMsg, ctx: &Ctx, myself: &EntityRef<Self>) {
@@ -304,23 +511,35 @@ impl Entity for PaymentState {
                 };
                 if let Some(record) = &self.record {
                     info!(payment_id = %self.id, status = record.payment.status.as_str(), "payment decided");
+                    // Why a buyer's payment failed is the first thing support asks: the line names
+                    // the order, the payment and the gateway's code (never the card token).
+                    if let (GatewayAnswer::Declined(code), PaymentStatus::Declined) = (&answer, record.payment.status) {
+                        info!(
+                            order_id = %record.payment.order_id,
+                            payment_id = %self.id,
+                            decline_code = %code,
+                            "payment declined"
+                        );
+                    }
                 }
                 for reply in self.waiting.drain(..) {
                     let _ = reply.send(outcome.clone());
                 }
             }
-            PaymentMsg::Refund { by, reply } => {
-                let _ = reply.send(self.refund_command(&by, ctx).await);
+            PaymentMsg::Refund(cmd, reply) => {
+                let _ = reply.send(self.refund_command(&cmd, ctx).await);
             }
-            PaymentMsg::GatewayRefund { cause, reply } => {
-                let refunded = self.record.as_ref().is_some_and(|r| r.payment.status == PaymentStatus::Refunded);
+            PaymentMsg::GatewayRefund { cause, amount, reply } => {
                 // The refund may have been committed by this entity's twin on another node during
-                // a view change: read the row again before deciding it is not refunded.
-                let outcome = match refunded {
-                    false if self.reload(ctx).await.is_err() => Err(PaymentError::Unavailable),
-                    _ => self.refund_at_gateway(&cause, ctx).await,
+                // a view change: read the row again first, so the refund is seen.
+                let outcome = match self.reload(ctx).await {
+                    Err(_) => Err(PaymentError::Unavailable),
+                    Ok(()) => self.refund_at_gateway(&cause, amount, ctx).await,
                 };
                 let _ = reply.send(outcome);
+            }
+            PaymentMsg::Reconcile { reference, reply } => {
+                let _ = reply.send(self.reconcile_command(reference.as_deref(), ctx).await);
             }
         }
     }
@@ -329,9 +548,15 @@ impl Entity for PaymentState {
         self.record.is_some()
     }
 
+    // The gateway answers a charge once; refusing its answer would leave the payment REQUESTED
+    // and its waiting deliveries unanswered.
+    fn handle_unread(msg: &PaymentMsg) -> bool {
+        matches!(msg, PaymentMsg::Answered(_))
+    }
+
     fn refuse(msg: PaymentMsg) {
         match msg {
-            PaymentMsg::Get { reply, .. } | PaymentMsg::Refund { reply, .. } => {
+            PaymentMsg::Get { reply, .. } | PaymentMsg::Refund(_, reply) | PaymentMsg::Reconcile { reply, .. } => {
                 let _ = reply.send(Err(PaymentError::Unavailable));
             }
             PaymentMsg::Charge { reply, .. } | PaymentMsg::GatewayRefund { reply, .. } => {
@@ -354,7 +579,14 @@ mod tests {
             id: "pay1".into(),
             waiting: Vec::new(),
             record: Some(PaymentRecord {
-                payment: Payment { id: "pay1".into(), order_id: "o1".into(), amount: 10, status, reason: None },
+                payment: Payment {
+                    id: "pay1".into(),
+                    order_id: "o1".into(),
+                    amount: 10,
+                    status,
+                    reason: None,
+                    refunded_amount: 0,
+                },
                 buyer_id: "buyer".into(),
                 seller_id: "seller".into(),
                 currency: "KRW".into(),
@@ -365,11 +597,55 @@ mod tests {
     }
 
     #[test]
-    fn a_timeout_declines_with_gateway_timeout() {
-        let (next, event) = state(PaymentStatus::Requested).decide(&GatewayAnswer::TimedOut).unwrap();
-        assert_eq!(next.status, PaymentStatus::Declined);
-        assert_eq!(next.reason.as_deref(), Some("gateway_timeout"));
+    fn a_charge_that_matches_no_amount_is_declined_for_good_not_asked_again() {
+        let mismatch = GatewayAnswer::from_outcome(&"pay1".into(), Err(GatewayError::Mismatch("4 units".into())));
+        let (next, event) = state(PaymentStatus::Requested).decide(&mismatch).unwrap();
+        assert_eq!((next.status, next.reason.as_deref()), (PaymentStatus::Declined, Some(AMOUNT_MISMATCH)));
         assert!(matches!(event, Event::PaymentDeclined { .. }));
+        let unknown = GatewayAnswer::from_outcome(&"pay1".into(), Err(GatewayError::UnknownOutcome("later".into())));
+        assert!(state(PaymentStatus::Requested).decide(&unknown).is_none());
+    }
+
+    fn record(state: ChargeState, refunded: i64) -> ChargeRecord {
+        ChargeRecord { reference: "pk".into(), order_id: "o1".into(), amount: 10, refunded, state }
+    }
+
+    #[test]
+    fn reconciling_approves_a_charged_payment_then_takes_refunds_made_at_the_provider() {
+        let (approved, event) = state(PaymentStatus::Requested).reconcile(&record(ChargeState::Charged, 4)).unwrap();
+        assert_eq!(approved.status, PaymentStatus::Approved);
+        assert!(matches!(event, Event::PaymentApproved { .. }));
+        let (partly, event) = state(PaymentStatus::Approved).reconcile(&record(ChargeState::Charged, 4)).unwrap();
+        assert_eq!((partly.status, partly.refunded_amount), (PaymentStatus::Approved, 4));
+        assert!(matches!(event, Event::PaymentRefunded { amount: Some(4), .. }));
+        let (all, _) = state(PaymentStatus::Approved).reconcile(&record(ChargeState::Charged, 10)).unwrap();
+        assert_eq!((all.status, all.refunded_amount), (PaymentStatus::Refunded, 10));
+        // Nothing new, another order, or a record that is not a charge: nothing changes.
+        assert!(state(PaymentStatus::Approved).reconcile(&record(ChargeState::Charged, 0)).is_none());
+        let other = ChargeRecord { order_id: "o2".into(), ..record(ChargeState::Charged, 10) };
+        assert!(state(PaymentStatus::Approved).reconcile(&other).is_none());
+        assert!(state(PaymentStatus::Requested).reconcile(&other).is_none());
+        assert!(state(PaymentStatus::Requested).reconcile(&record(ChargeState::Pending("x".into()), 0)).is_none());
+        assert!(state(PaymentStatus::Declined).reconcile(&record(ChargeState::Charged, 0)).is_none());
+        let (declined, _) =
+            state(PaymentStatus::Requested).reconcile(&record(ChargeState::Declined("expired".into()), 0)).unwrap();
+        assert_eq!((declined.status, declined.reason.as_deref()), (PaymentStatus::Declined, Some("expired")));
+    }
+
+    #[test]
+    fn partial_refunds_add_up_to_the_amount_and_never_past_it() {
+        let mut entity = state(PaymentStatus::Approved);
+        let (first, given) = entity.refund(&"seller".into(), Some(3)).unwrap();
+        assert_eq!((first.status, first.refunded_amount, given), (PaymentStatus::Approved, 3, 3));
+        entity.record.as_mut().unwrap().payment = first;
+        assert_eq!(
+            entity.refund(&"seller".into(), Some(8)),
+            Err(PaymentError::RefundExceedsPayment { payment: "pay1".into(), left: 7 })
+        );
+        let (rest, given) = entity.refund(&"seller".into(), None).unwrap();
+        assert_eq!((rest.status, rest.refunded_amount, given), (PaymentStatus::Refunded, 10, 7));
+        entity.record.as_mut().unwrap().payment = rest;
+        assert!(matches!(entity.refund(&"seller".into(), Some(1)), Err(PaymentError::NotRefundable(..))));
     }
 
     #[test]
@@ -383,11 +659,14 @@ mod tests {
 
     #[test]
     fn only_the_seller_refunds_and_only_an_approved_payment() {
-        assert_eq!(state(PaymentStatus::Approved).refund(&"buyer".into()), Err(PaymentError::Forbidden));
-        assert_eq!(state(PaymentStatus::Approved).refund(&"stranger".into()), Err(PaymentError::NotFound));
-        assert_eq!(state(PaymentStatus::Approved).refund(&"seller".into()).unwrap().status, PaymentStatus::Refunded);
+        assert_eq!(state(PaymentStatus::Approved).refund(&"buyer".into(), None), Err(PaymentError::Forbidden));
+        assert_eq!(state(PaymentStatus::Approved).refund(&"stranger".into(), None), Err(PaymentError::NotFound));
+        assert_eq!(
+            state(PaymentStatus::Approved).refund(&"seller".into(), None).unwrap().0.status,
+            PaymentStatus::Refunded
+        );
         assert!(matches!(
-            state(PaymentStatus::Declined).refund(&"seller".into()),
+            state(PaymentStatus::Declined).refund(&"seller".into(), None),
             Err(PaymentError::NotRefundable(..))
         ));
     }
@@ -408,7 +687,8 @@ mod tests {
         payments::update(&mut tx, &record.payment, 1, now).await.unwrap();
         store.commit(tx).await.unwrap();
 
-        let refunded = entity.refund_command(&"seller".into(), &ctx).await.unwrap();
+        let full = RefundPayment { by: "seller".into(), amount: None, idempotency: None };
+        let refunded = entity.refund_command(&full, &ctx).await.unwrap();
         assert_eq!(refunded.status, PaymentStatus::Refunded);
         let stored = payments::load(&store, "pay1").await.unwrap().unwrap();
         assert_eq!((stored.payment.status, stored.version), (PaymentStatus::Refunded, 3));
@@ -419,12 +699,12 @@ mod tests {
         let region = RegionRef::<PaymentState>::spawn(ctx).await.unwrap();
         let cause = EventId::generate();
         for _ in 0..2 {
-            region.ask("pay1", RefundAtGateway { cause: cause.clone() }).await.unwrap().unwrap();
+            region.ask("pay1", RefundAtGateway { cause: cause.clone(), amount: Some(10) }).await.unwrap().unwrap();
         }
         assert_eq!(payments::refund_requests(&store, "pay1").await.unwrap(), 1);
         // A second refund is refused without a word to the gateway.
         assert!(matches!(
-            region.ask("pay1", RefundPayment { by: "seller".into() }).await.unwrap(),
+            region.ask("pay1", RefundPayment { by: "seller".into(), amount: None, idempotency: None }).await.unwrap(),
             Err(PaymentError::NotRefundable(..))
         ));
         assert_eq!(payments::refund_requests(&store, "pay1").await.unwrap(), 1);
@@ -440,7 +720,7 @@ mod tests {
         store.commit(tx).await.unwrap();
         payments::record_charge(&store, "pay1", 10, "approved", Utc::now()).await.unwrap();
         let region = RegionRef::<PaymentState>::spawn(ctx).await.unwrap();
-        let answer = region.ask("pay1", RefundAtGateway { cause: EventId::generate() }).await.unwrap();
+        let answer = region.ask("pay1", RefundAtGateway { cause: EventId::generate(), amount: None }).await.unwrap();
         assert_eq!(answer, Err(PaymentError::Unavailable));
         assert_eq!(payments::refund_requests(&store, "pay1").await.unwrap(), 0);
     }

@@ -382,6 +382,7 @@ mod tests {
     use crate::entity::test_support::{ctx_idle, ctx_over};
     use crate::entity::{EntityCounts, RegionRef};
     use crate::store::{Durability, Store};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     async fn hibernated(region: &RegionRef<ProductState>) {
@@ -389,6 +390,18 @@ mod tests {
         while region.counts().await != (EntityCounts { active: 0, hibernated: 1 }) {
             assert!(Instant::now() < deadline, "the product never hibernated");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A listing of 5 lamps by `seller`.
+    fn lamp(seller: &UserId) -> NewProduct {
+        NewProduct {
+            seller_id: seller.clone(),
+            name: "lamp".into(),
+            description: String::new(),
+            price: 1_000,
+            currency: "KRW".into(),
+            stock: 5,
         }
     }
 
@@ -408,14 +421,7 @@ mod tests {
         let (a, b) = (RegionRef::<ProductState>::spawn(ctx_a).await.unwrap(), RegionRef::spawn(ctx_b).await.unwrap());
         let id = ProductId::generate();
         let seller = UserId::from("seller");
-        let new = NewProduct {
-            seller_id: seller.clone(),
-            name: "lamp".into(),
-            description: String::new(),
-            price: 1_000,
-            currency: "KRW".into(),
-            stock: 5,
-        };
+        let new = lamp(&seller);
         a.ask(id.as_str(), ListProduct(new)).await.unwrap().unwrap();
         assert_eq!(b.ask(id.as_str(), GetProduct).await.unwrap().unwrap().stock, 5);
         hibernated(&a).await;
@@ -445,5 +451,48 @@ mod tests {
         let (stored, version) = catalog::load(&store_b, id.as_str()).await.unwrap().unwrap();
         // Created, updated, one order: three commits, one per version.
         assert_eq!((stored.stock, version), (1, 3));
+    }
+
+    #[tokio::test]
+    async fn a_product_changed_by_a_node_out_of_sight_is_read_again_when_the_view_changes() {
+        // Node A holds the product in memory while another node, out of A's sight, owns and
+        // changes it (a partition). When A's view becomes whole again, A must read the product
+        // again rather than answer from its old copy (the fault runner saw a PAID order read back
+        // as PAYMENT_PENDING from such a copy after a partition healed).
+        let (mut ctx_a, db) = ctx_idle(Duration::from_secs(60), Duration::from_secs(60)).await;
+        let view = Arc::new(crate::cluster::ClusterView::new("a", 1 << 20));
+        ctx_a.cluster = Some(view.clone());
+        let store_b = Store::open(db.url(), Durability::Normal).await.unwrap();
+        let ctx_b = ctx_over(store_b.clone(), Duration::from_secs(60), Duration::from_secs(60));
+        let (a, b) = (RegionRef::<ProductState>::spawn(ctx_a).await.unwrap(), RegionRef::spawn(ctx_b).await.unwrap());
+        let id = ProductId::generate();
+        let seller = UserId::from("seller");
+        let new = lamp(&seller);
+        a.ask(id.as_str(), ListProduct(new)).await.unwrap().unwrap();
+        let restock = |stock| UpdateProduct {
+            seller: seller.clone(),
+            changes: ProductChanges { stock: Some(stock), ..ProductChanges::default() },
+        };
+
+        b.ask(id.as_str(), restock(2)).await.unwrap().unwrap();
+        view.confirm_whole(Some(Instant::now() + Duration::from_secs(3600)));
+        assert_eq!(a.ask(id.as_str(), GetProduct).await.unwrap().unwrap().stock, 2, "read again once whole");
+
+        // Out of sight again, then whole again: read once more.
+        view.confirm_whole(None);
+        b.ask(id.as_str(), restock(4)).await.unwrap().unwrap();
+        view.confirm_whole(Some(Instant::now() + Duration::from_secs(3600)));
+        assert_eq!(a.ask(id.as_str(), GetProduct).await.unwrap().unwrap().stock, 4);
+        // Its writes decide on the fresh stock, without losing a version check first.
+        let order = PlaceOrder {
+            order_id: OrderId::generate(),
+            buyer_id: UserId::from("buyer"),
+            quantity: Quantity::try_from(4).unwrap(),
+            idempotency: key("buyer", "k1"),
+        };
+        assert!(a.ask(id.as_str(), order).await.unwrap().unwrap().created);
+        let (stored, version) = catalog::load(&store_b, id.as_str()).await.unwrap().unwrap();
+        // Created, restocked twice, one order: four commits, none lost to a conflict.
+        assert_eq!((stored.stock, version), (0, 4));
     }
 }

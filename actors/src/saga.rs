@@ -92,12 +92,12 @@ fn send(
             .ask(payment.order_id.as_str(), SettlePayment { payment: payment.clone(), cause })
             .map(flat)
             .boxed(),
-        (Event::PaymentRefunded { payment }, Step::RefundAtGateway) => regions
+        (Event::PaymentRefunded { payment, amount }, Step::RefundAtGateway) => regions
             .payments
-            .ask_within(payment.id.as_str(), charge_timeout, RefundAtGateway { cause })
+            .ask_within(payment.id.as_str(), charge_timeout, RefundAtGateway { cause, amount: *amount })
             .map(flat)
             .boxed(),
-        (Event::PaymentRefunded { payment }, Step::SettleRefund) => regions
+        (Event::PaymentRefunded { payment, .. }, Step::SettleRefund) => regions
             .orders
             .ask(payment.order_id.as_str(), SettleRefund { payment: payment.clone(), cause })
             .map(flat)
@@ -458,10 +458,11 @@ mod tests {
             amount: 1,
             status: PaymentStatus::Approved,
             reason: None,
+            refunded_amount: 0,
         };
         let approved =
             Envelope::new("pay1", 2, chrono::Utc::now(), Event::PaymentApproved { payment: payment.clone() });
-        let refunded = Envelope::new("pay1", 3, chrono::Utc::now(), Event::PaymentRefunded { payment });
+        let refunded = Envelope::new("pay1", 3, chrono::Utc::now(), Event::PaymentRefunded { payment, amount: None });
         // Both are the payment's events, so they share its lane: the refund's steps cannot start
         // before the settlement of the approval completed.
         assert_eq!(approved.entity_id, refunded.entity_id);

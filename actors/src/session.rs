@@ -121,6 +121,11 @@ pub struct Session {
     args: SessionArgs,
     me: SessionRef,
     delivered: HashMap<RoomId, i64>,
+    /// A replay left the client's queue full: live messages wait for room as replayed ones do
+    /// (up to the replay's timeout) until the client has drained half of it. Without this the
+    /// first message posted during a long replay found the queue full of the replay's last page
+    /// and the session ended as a slow reader's would, though the client was reading.
+    catching_up: bool,
 }
 
 /// An `error` frame, serialised.
@@ -140,7 +145,7 @@ impl Session {
         args.gateway
             .send_message(GatewayMsg::Connect { user: args.user.clone(), session: me.clone() })
             .map_err(|_| SessionGone)?;
-        Ok(Self { args, me, delivered: HashMap::new() })
+        Ok(Self { args, me, delivered: HashMap::new(), catching_up: false })
     }
 
     /// Handles one message; false when the session is over (the client is gone, too slow, or
@@ -188,8 +193,9 @@ impl Session {
 
     /// Sends the room's messages with `after < seq <= upto`, page by page, in order. `Ok(false)`:
     /// the client is gone; `Err`: storage failed (what was sent stays sent).
-    async fn replay(&self, room: &RoomId, mut after: i64, upto: i64) -> Result<bool, ()> {
+    async fn replay(&mut self, room: &RoomId, mut after: i64, upto: i64) -> Result<bool, ()> {
         let page = self.args.replay.page.max(1);
+        self.catching_up |= after < upto;
         while after < upto {
             let messages = chat::range(&self.args.store, room.as_str(), after, upto, page).await.map_err(|_| ())?;
             let Some(last) = messages.last().map(|m| m.seq) else { break };
@@ -275,7 +281,15 @@ impl Session {
             }
         }
         self.delivered.insert(message.room.clone(), message.seq);
-        self.send(text)
+        let out = &self.args.out;
+        if self.catching_up && out.capacity() * 2 >= out.max_capacity() {
+            self.catching_up = false;
+        }
+        if self.catching_up {
+            self.send_waiting(text).await
+        } else {
+            self.send(text)
+        }
     }
 
     fn relay(&self, room: RoomId, frame: ServerFrame) -> bool {

@@ -1,9 +1,9 @@
 //! Starting and stopping everything the actor side runs on one node: storage, the regions, the
-//! chat gateway, the outbox relay, the saga consumer, the reservation hold sweep, housekeeping and, in a cluster, the router
+//! chat gateway (with, on a Kafka cluster, its feed from the log), the outbox relay, the saga consumer, the reservation hold sweep, housekeeping and, in a cluster, the router
 //! and the membership loop.
 
 use crate::cache::Cache;
-use crate::chat_gateway::{self, ChatGateway, GatewayMsg};
+use crate::chat_gateway::{self, ChatGateway, GatewayArgs, GatewayMsg};
 use crate::cluster::membership::{self, ClusterConfig, Membership};
 use crate::cluster::router::{Router, RouterArgs, RouterMsg};
 use crate::cluster::{router_name, ClusterView, ROUTERS};
@@ -16,6 +16,7 @@ use crate::regions::Regions;
 use crate::relay;
 use crate::reservations;
 use crate::saga;
+use crate::socket_feed::{self, FeedSettings};
 use crate::store::{self, Store, Tuning};
 use anyhow::Context;
 use bazaar_protocol::events::Envelope;
@@ -52,6 +53,10 @@ pub struct SystemConfig {
     /// Most saga records read and not yet done per partition (steps of different entities run
     /// side by side up to it).
     pub saga_max_in_flight: usize,
+    /// How the chat gateway's feed reads Kafka for this node's sockets (on a Kafka cluster).
+    pub socket_feed: FeedSettings,
+    /// Order pushes the gateway remembers by event id.
+    pub socket_push_dedup_window: usize,
 }
 
 /// The running actor side of a node.
@@ -59,6 +64,8 @@ pub struct System {
     pub store: Store,
     pub regions: Regions,
     pub gateway: ActorRef<GatewayMsg>,
+    /// The payment provider, for the notifications it posts (`POST /payments/webhooks/{name}`).
+    pub payment_gateway: Arc<dyn payment_gateway::PaymentGateway>,
     pub settings: Arc<EntitySettings>,
     /// The cluster as this node sees it, when in one.
     pub view: Option<Arc<ClusterView>>,
@@ -76,8 +83,12 @@ impl System {
             payment_gateway::build(&config.gateway, store.clone()).context("building the payment gateway")?;
         let settings = Arc::new(config.entities.clone());
         let view = config.cluster.as_ref().map(|c| Arc::new(ClusterView::new(c.node_name.clone(), c.max_frame_bytes)));
-        let ctx =
-            Ctx { store: store.clone(), gateway: payment_gateway, settings: settings.clone(), cluster: view.clone() };
+        let ctx = Ctx {
+            store: store.clone(),
+            gateway: payment_gateway.clone(),
+            settings: settings.clone(),
+            cluster: view.clone(),
+        };
         let regions = Regions {
             users: RegionRef::spawn(ctx.clone()).await?,
             products: RegionRef::spawn(ctx.clone()).await?,
@@ -85,13 +96,17 @@ impl System {
             payments: RegionRef::spawn(ctx.clone()).await?,
             rooms: RegionRef::spawn(ctx.clone()).await?,
         };
-        let (gateway, _) = Actor::spawn(None, ChatGateway, view.clone()).await?;
+        let gateway_args = GatewayArgs { view: view.clone(), dedup_window: config.socket_push_dedup_window };
+        let (gateway, _) = Actor::spawn(None, ChatGateway, gateway_args).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (live, live_rx) = broadcast::channel::<Arc<Envelope>>(65_536);
         let appended = Arc::new(Notify::new());
-        let log: Arc<dyn EventLog> = match &config.kafka {
-            None => Arc::new(EmbeddedLog::new(store.clone(), appended.clone())),
-            Some(kafka) => Arc::new(KafkaLog::connect(kafka, appended.clone()).await.context("connecting to Kafka")?),
+        let (log, kafka): (Arc<dyn EventLog>, Option<Arc<KafkaLog>>) = match &config.kafka {
+            None => (Arc::new(EmbeddedLog::new(store.clone(), appended.clone())), None),
+            Some(kafka) => {
+                let kafka = Arc::new(KafkaLog::connect(kafka, appended.clone()).await.context("connecting to Kafka")?);
+                (kafka.clone(), Some(kafka))
+            }
         };
         // A charge waits for the gateway; the saga must wait a little longer than that.
         let charge_timeout = settings.gateway_timeout + settings.call_timeout;
@@ -142,6 +157,12 @@ impl System {
                 shutdown_rx.clone(),
             ),
         ];
+        // Alone, a node's sockets hear its own relay, a path no network cut can break; in a
+        // cluster on Kafka they also read the log, so a node cut off from its peers keeps
+        // delivering (docs/decisions.md, "Chat brokered by Kafka").
+        if let (Some(kafka), Some(_)) = (&kafka, &view) {
+            tasks.extend(socket_feed::spawn(kafka.clone(), gateway.clone(), config.socket_feed, shutdown_rx.clone()));
+        }
         tasks.extend(saga::spawn(
             store.clone(),
             log.clone(),
@@ -151,7 +172,7 @@ impl System {
             shutdown_rx,
         ));
         info!(database = %redact(&config.database_url), log = log.kind(), clustered = view.is_some(), "actor system started");
-        Ok(Self { store, regions, gateway, settings, view, router, membership, shutdown, tasks })
+        Ok(Self { store, regions, gateway, payment_gateway, settings, view, router, membership, shutdown, tasks })
     }
 
     /// Stops the background tasks (draining the outbox first), leaves the cluster, and stops the

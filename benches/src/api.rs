@@ -1,4 +1,4 @@
-//! The setup calls against bazaar's HTTP API (API.md): sign-up, login, products, orders, rooms.
+//! The setup calls against bazaar's HTTP API (docs/API.md): sign-up, login, products, orders, rooms.
 //! Not measured.
 
 use anyhow::{bail, Context};

@@ -4,6 +4,7 @@
 
 mod api;
 mod baseline;
+mod faults;
 mod kafka;
 mod load;
 mod memory;
@@ -53,6 +54,20 @@ enum Scenario {
     /// Outbox-to-Kafka bridge events/s vs a raw rskafka producer to the same broker, at batch sizes
     /// 10, 100, 500 and 1000 (target ratio ≥ 0.7; no cliff at any batch size).
     Kafka(KafkaArgs),
+    /// A fault run (benches/README.md, "Fault runs"): client tasks issue a mixed workload against a
+    /// 3-node cluster while a nemesis partitions, pauses, kills and restarts; the history is then
+    /// checked against the final state. Exits with 1 when the checker finds a violation.
+    Faults(FaultArgs),
+    /// Checks a fault run's history (JSON lines) against the final state read after the faults
+    /// healed (benches/README.md, "Fault histories"): prints the results table and every
+    /// violation, and exits with 1 when there is one.
+    CheckHistory {
+        /// The history file: one JSON line per operation.
+        history: PathBuf,
+        /// The final-state file: one JSON object.
+        #[arg(value_name = "FINAL")]
+        final_state: PathBuf,
+    },
     #[command(name = "__hello-server", hide = true)]
     HelloServer,
     #[command(name = "__ws-broadcast", hide = true)]
@@ -207,6 +222,58 @@ pub struct KafkaArgs {
     pub batches: Vec<usize>,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct FaultArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Nodes of the cluster (at least 3).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Client tasks, each one buyer issuing one operation at a time.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Sellers; every buyer has a chat room with each.
+    #[arg(long, default_value_t = 3)]
+    pub sellers: usize,
+    /// Products, spread over the sellers.
+    #[arg(long, default_value_t = 6)]
+    pub products: usize,
+    /// The initial stock of each product: small enough that orders run out of it.
+    #[arg(long, default_value_t = 200)]
+    pub stock: i64,
+    /// The faults, applied in turn: isolate, split, bridge, pause, kill, isolate+kill,
+    /// restart-NAME, pause+restart-NAME (NAME as given to --restart).
+    #[arg(long, value_delimiter = ',', default_value = "isolate,pause,kill,split,bridge,isolate+kill")]
+    pub schedule: Vec<faults::nemesis::Fault>,
+    /// How to restart a backend the schedule names: NAME=COMMAND (a shell command run to its end).
+    #[arg(long, value_name = "NAME=COMMAND")]
+    pub restart: Vec<faults::nemesis::Restart>,
+    /// How long each fault is held, in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub hold_ms: u64,
+    /// How long the cluster runs clean between faults, in ms.
+    #[arg(long, default_value_t = 4000)]
+    pub quiet_ms: u64,
+    /// The nodes' cluster_heartbeat_ms.
+    #[arg(long, default_value_t = 250)]
+    pub heartbeat_ms: u64,
+    /// The nodes' cluster_heartbeat_timeout_ms (a pause is held longer than this).
+    #[arg(long, default_value_t = 1500)]
+    pub heartbeat_timeout_ms: u64,
+    /// The nodes' reservation_hold_secs: short, so orders left unpaid expire during the run.
+    #[arg(long, default_value_t = 20)]
+    pub reservation_hold_secs: u64,
+    /// How long after the heal every order and payment must be decided.
+    #[arg(long, default_value_t = 60)]
+    pub settle_secs: u64,
+    /// The seed of the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where history.jsonl, faults.jsonl and final.json are written (default: RESULTS/faults).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -226,6 +293,19 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Entities(args) => memory::entities(&scenarios::Ctx::new(&args.common)?, args).await,
             Scenario::Footprint(args) => memory::footprint(&scenarios::Ctx::new(&args.common)?, args).await,
             Scenario::Kafka(args) => kafka::kafka(&scenarios::Ctx::new(&args.common)?, args).await,
+            Scenario::Faults(args) => {
+                if !faults::runner::faults(&scenarios::Ctx::new(&args.common)?, args).await? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            Scenario::CheckHistory { history, final_state } => {
+                // Violations are the answer, not an error of the tool: the table says them.
+                if !faults::check_files(history, final_state)? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
         }
     };
     // On Ctrl-C the scenario is dropped, which kills every process it started.

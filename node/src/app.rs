@@ -24,9 +24,13 @@ pub struct App {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub store: Store,
     pub gateway: ActorRef<GatewayMsg>,
+    /// The payment provider, whose notifications `POST /payments/webhooks/{name}` parses.
+    pub payment_gateway: Arc<dyn bazaar_actors::payment_gateway::PaymentGateway>,
     pub tokens: Arc<TokenService>,
     /// Login attempts per client address and e-mail (when Redis does not count them).
     pub logins: KeyedBuckets,
+    /// Payment provider notifications per sender address (`webhook_notices_per_minute`).
+    pub webhook_senders: KeyedBuckets,
     /// Logins and signups per client address and per node, before any password work.
     pub auth_limits: AuthLimits,
     /// The bounded pool that hashes and checks passwords.

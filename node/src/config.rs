@@ -29,6 +29,13 @@ pub enum Command {
     /// Prints, as JSON, the settings and cluster that `serve` with the same flags and environment
     /// would run with (secrets redacted), or why it would refuse to start.
     Config(ServeArgs),
+    /// Fills a running node with demo sellers, products, a buyer with a paid order and a chat room,
+    /// through its HTTP API, and prints how to log in.
+    Demo {
+        /// The node's address.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
     /// Manages a local cluster.
     Cluster {
         #[command(subcommand)]
@@ -45,6 +52,15 @@ pub enum ClusterCommand {
         /// The cluster.toml listing the nodes.
         #[arg(long, value_name = "FILE", default_value = "cluster.toml")]
         config: PathBuf,
+        /// How long after a node dies it is started again, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 2000)]
+        restart_delay_ms: u64,
+        /// Starts in a row that end before the node is ready, after which every node is stopped.
+        #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        max_start_failures: u32,
+        /// Logs of earlier runs kept per node (data/logs/NODE.log.1 is the newest of them).
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        keep_logs: u32,
     },
 }
 
@@ -58,7 +74,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// Where to listen for HTTP and WebSocket traffic (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub http_addr: Option<SocketAddr>,
     /// Where the SQLite database and the generated development secret live.
     #[arg(long, value_name = "DIR")]
@@ -70,6 +86,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub node_name: String,
+    #[serde(deserialize_with = "listen_addr")]
     pub http_addr: SocketAddr,
     pub data_dir: PathBuf,
     /// Empty: `sqlite://{data_dir}/bazaar.db`.
@@ -120,6 +137,10 @@ pub struct Settings {
     pub memory_trim_interval_ms: u64,
     /// The page cache of each SQLite connection (the writer and each reader), in KiB.
     pub sqlite_cache_kib: u32,
+    /// How long the writer waits on a row lock (PostgreSQL, MySQL) before its batch is retried.
+    pub db_lock_wait_ms: u64,
+    /// How long a starting node waits for another node's schema migrations.
+    pub db_migration_wait_ms: u64,
     pub idempotency_retention_hours: u64,
     pub relay_batch: u32,
     /// A file holding the cluster cookie (BAZAAR_CLUSTER_COOKIE wins); empty: a cookie generated
@@ -200,6 +221,19 @@ pub struct Settings {
     pub cluster_max_nodes: u32,
     /// How long one dial of a peer (resolving its name, then connecting) may take.
     pub cluster_dial_timeout_ms: u64,
+    // --- chat brokered by Kafka: each node's socket hub reads the log (issue 12) ---
+    /// On a cluster whose event log is Kafka: the most records one read of a partition of the
+    /// chat, orders or payments topic returns to the node's socket hub (at least 1).
+    pub socket_feed_fetch_records: usize,
+    /// How long an idle partition waits before the hub's reader looks again, unless a
+    /// publication wakes it first: the most a message waits while the cluster's sessions to
+    /// this node are down (at least 1).
+    pub socket_feed_poll_ms: u64,
+    /// The longest pause between the hub reader's retries while the broker fails.
+    pub socket_feed_retry_max_ms: u64,
+    /// Order pushes the socket hub remembers by event id, to push the copy that arrives by the
+    /// second path (peer broadcast or log) no more (at least 1).
+    pub socket_push_dedup_window: usize,
     // --- WebSocket buffers (issue 11: small idle sockets) ---
     /// Bytes of each socket's read buffer, and the most read from its connection at once. A
     /// larger frame grows the buffer while it arrives; the socket gives the grown buffer back
@@ -213,6 +247,27 @@ pub struct Settings {
     /// How long one request to Toss may take; a charge whose answer timed out is looked up by
     /// order id, so twice this must fit in `gateway_timeout_ms`.
     pub toss_timeout_ms: u64,
+    // --- browsers on other origins (issue 14) ---
+    /// Origins (`scheme://host[:port]`, comma-separated) whose pages may call the API; empty:
+    /// none. Requests from the node's own origin and from non-browser clients need no entry.
+    pub cors_allowed_origins: String,
+    // --- payment webhooks and partial refunds (issue 12) ---
+    /// The largest body `POST /payments/webhooks/{gateway}` reads (413 past it): a provider's
+    /// notification carries one payment object, a few KiB.
+    pub webhook_body_limit_bytes: u64,
+    /// Notifications `POST /payments/webhooks/{gateway}` takes per sender address and minute
+    /// (429 past it): each one naming a known order costs a lookup at the provider.
+    pub webhook_notices_per_minute: u32,
+    // --- startup and logs for people (issue 14: errors for people, logs) ---
+    /// How long a starting node waits for a PostgreSQL or MySQL server that does not accept
+    /// connections, saying so on every attempt, before it stops with an error (at least 1000).
+    pub db_connect_wait_ms: u64,
+    /// `text` (lines for a person) or `json` (one JSON object a line, for a log collector).
+    pub log_format: String,
+    /// A listener of its own for `/metrics` and `/cluster` (with the probes and `/info`), as
+    /// `ip:port`; then `http_addr` answers 404 for those two, so publishing the API does not
+    /// publish the cluster's map and load. Empty: everything on `http_addr`.
+    pub ops_http_addr: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -258,6 +313,8 @@ impl Default for Settings {
             passivate_after_secs: 600,
             memory_trim_interval_ms: 5_000,
             sqlite_cache_kib: Tuning::DEFAULT_SQLITE_CACHE_KIB,
+            db_lock_wait_ms: Tuning::DEFAULT_LOCK_WAIT.as_millis() as u64,
+            db_migration_wait_ms: Tuning::DEFAULT_MIGRATION_WAIT.as_millis() as u64,
             idempotency_retention_hours: 24,
             relay_batch: 500,
             cluster_cookie_file: String::new(),
@@ -293,39 +350,222 @@ impl Default for Settings {
             cluster_peer_domain: String::new(),
             cluster_max_nodes: 16,
             cluster_dial_timeout_ms: 2_000,
+            // Chat brokered by Kafka: a batch of 500 records is a few hundred KiB of chat; a look
+            // every 500 ms per partition (the saga's pace) bounds the delay while a node's peer
+            // links are down, and keeps an idle cluster's reads of the broker few.
+            socket_feed_fetch_records: 500,
+            socket_feed_poll_ms: 500,
+            socket_feed_retry_max_ms: 2_000,
+            socket_push_dedup_window: 4096,
             // WebSocket buffers: a chat frame is a few hundred bytes, and tungstenite suggests
             // 4 KiB for many connections (its default, 128 KiB, is for a few busy ones).
             ws_read_buffer_bytes: 4096,
             // Payment gateways: Toss Payments.
             toss_api_url: bazaar_actors::payment_gateway::DEFAULT_TOSS_API_URL.into(),
             toss_timeout_ms: 2_000,
+            // Browsers on other origins: none until named.
+            cors_allowed_origins: String::new(),
+            // Payment webhooks: Toss's payment object with its cancels is a few KiB.
+            webhook_body_limit_bytes: 65_536,
+            webhook_notices_per_minute: 600,
+            // Startup and logs: a minute covers a database container that starts with the node.
+            db_connect_wait_ms: Tuning::DEFAULT_CONNECT_WAIT.as_millis() as u64,
+            log_format: "text".into(),
+            ops_http_addr: String::new(),
         }
     }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For a person: one line per event, colours only at a terminal.
+    Text,
+    /// For a collector: one JSON object per line, with `timestamp`, `level`, `target` and
+    /// `message` beside the event's own fields.
+    Json,
 }
 
 /// One `[[nodes]]` entry of cluster.toml.
 #[derive(Debug, Clone, Deserialize)]
 pub struct NodeEntry {
     pub name: String,
+    #[serde(deserialize_with = "listen_addr")]
     pub http_addr: SocketAddr,
     /// Where peers reach the node (`host:port`, the host an IP address or a name, resolved at
     /// every dial); nodes without one run alone.
     pub cluster_addr: Option<PeerAddr>,
 }
 
-/// The `[[nodes]]` of a cluster.toml.
+/// The `[[nodes]]` of a cluster.toml. Its `[settings]` are read into [`Settings`]; any other
+/// top-level key (a misspelled `[setings]`) is refused rather than silently ignored.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterFile {
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+    #[serde(default, rename = "settings")]
+    _settings: Option<figment::value::Dict>,
+}
+
+/// A listening address: an IP address and port, or `localhost:PORT` (the IPv4 loopback, which is
+/// what `localhost` names for a browser on the same machine).
+pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    match raw.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("{raw:?}: the port must be a number from 0 to 65535")),
+        _ => Err(format!("{raw:?} is not a listening address: use IP:PORT (127.0.0.1:8080) or localhost:PORT")),
+    }
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    parse_listen_addr(&raw).map_err(serde::de::Error::custom)
+}
+
+/// Why a `cors_allowed_origins` entry was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("cors_allowed_origins: {0:?} is not an origin (scheme://host[:port], http or https, nothing after)")]
+pub struct BadOrigin(pub String);
+
+/// The listed origins of the comma-separated setting, each checked.
+fn parse_origins(setting: &str) -> Result<Vec<String>, BadOrigin> {
+    setting.split(',').map(str::trim).filter(|o| !o.is_empty()).map(parse_origin).collect()
+}
+
+fn parse_origin(raw: &str) -> Result<String, BadOrigin> {
+    let bad = || BadOrigin(raw.to_owned());
+    let (scheme, rest) = raw.split_once("://").ok_or_else(bad)?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let valid_authority = !authority.is_empty()
+        && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        && authority.parse::<warp::http::uri::Authority>().is_ok_and(|a| a.as_str() == authority);
+    if !matches!(scheme, "http" | "https") || !valid_authority {
+        return Err(bad());
+    }
+    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+/// Says, for a key no setting has, which one was meant, naming the key as it was written: the
+/// environment variable or the `[settings]` key.
+fn explain_unknown_keys(error: figment::Error) -> anyhow::Error {
+    let mut lines = Vec::new();
+    for one in error.clone() {
+        let figment::error::Kind::UnknownField(key, expected) = &one.kind else {
+            lines.push(located(&one, "settings"));
+            continue;
+        };
+        let from_env = one.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+        let written = if from_env { format!("BAZAAR_{}", key.to_uppercase()) } else { format!("`{key}`") };
+        let source =
+            one.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" in {s}")).unwrap_or_default();
+        let mut line = format!("unknown setting {written}{source}");
+        if let Some(closest) = closest(key, expected) {
+            let meant = if from_env { format!("BAZAAR_{}", closest.to_uppercase()) } else { format!("`{closest}`") };
+            line.push_str(&format!(": did you mean {meant}?"));
+        }
+        lines.push(line);
+    }
+    anyhow::anyhow!("invalid configuration: {}", lines.join("; "))
+}
+
+/// One error of a value, where a person wrote it: `BAZAAR_WS_BURST`, or the table and key of the
+/// file (`[settings] ws_burst`, `[[nodes]] entry 2: http_addr`) rather than figment's
+/// `default.ws_burst`, whose `default` is its profile and names no table of the file. `table` is
+/// the table a path without one is in (figment was focused on it).
+fn located(one: &figment::Error, table: &str) -> String {
+    if one.path.is_empty() {
+        return one.to_string();
+    }
+    let from_env = one.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+    let written = if from_env {
+        format!("BAZAAR_{}", one.path.join("_").to_uppercase())
+    } else {
+        match one.path.as_slice() {
+            [nodes, index, rest @ ..] if nodes == "nodes" => {
+                let entry = index.parse::<usize>().map_or_else(|_| index.clone(), |i| (i + 1).to_string());
+                format!("[[nodes]] entry {entry}: {}", rest.join("."))
+            }
+            path => format!("[{table}] {}", path.join(".")),
+        }
+    };
+    let source = one.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" in {s}")).unwrap_or_default();
+    format!("{written}{source}: {}", one.kind)
+}
+
+/// The line a TOML syntax error is at, as the parser's message names it.
+fn syntax_error_line(message: &str) -> Option<usize> {
+    let (_, rest) = message.split_once("TOML parse error at line ")?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The table header (`[settings]`, `[[nodes]]`) that line `line` (from 1) of a TOML text is
+/// under; `None` above the first header.
+fn table_at(text: &str, line: usize) -> Option<String> {
+    text.lines()
+        .take(line)
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .filter_map(|l| l.find(']').map(|end| l[..=end + usize::from(l[end + 1..].starts_with(']'))].to_owned()))
+        .last()
+}
+
+/// The known key nearest to `key` by edit distance, if it is near enough to be a typo.
+fn closest<'a>(key: &str, known: &'a [&'a str]) -> Option<&'a str> {
+    let (best, distance) = known.iter().map(|k| (*k, edit_distance(key, k))).min_by_key(|(_, d)| *d)?;
+    (distance <= 2.max(key.len() / 4)).then_some(best)
+}
+
+/// Levenshtein distance, over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 impl ClusterFile {
     /// Reads the `[[nodes]]` of a file.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        Figment::from(Toml::file_exact(path))
-            .extract()
-            .with_context(|| format!("reading the [[nodes]] of {}", path.display()))
+        Figment::from(Toml::file_exact(path)).extract().map_err(|error| {
+            let tables: Vec<String> = error
+                .clone()
+                .into_iter()
+                .filter_map(|one| match one.kind {
+                    figment::error::Kind::UnknownField(key, expected) => Some(match closest(&key, expected) {
+                        Some(meant) => format!("unknown table [{key}]: did you mean [{meant}]?"),
+                        None => format!("unknown table [{key}]: a cluster file holds [settings] and [[nodes]]"),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            match tables.is_empty() {
+                true => {
+                    let lines: Vec<String> = error.into_iter().map(|one| located(&one, "nodes")).collect();
+                    let lines = lines.join("; ");
+                    // A syntax error names a line; the table it is in is what a person edits.
+                    let table = syntax_error_line(&lines)
+                        .and_then(|line| table_at(&std::fs::read_to_string(path).ok()?, line))
+                        .map(|table| format!(" (in {table})"))
+                        .unwrap_or_default();
+                    anyhow::anyhow!("reading {}{table}: {lines}", path.display())
+                }
+                false => anyhow::anyhow!("{}: {}", path.display(), tables.join("; ")),
+            }
+        })
     }
 }
 
@@ -366,12 +606,13 @@ impl Settings {
         if let Some(dir) = &args.data_dir {
             figment = figment.merge(Serialized::default("data_dir", dir));
         }
-        let settings: Settings = figment.extract().context("invalid configuration")?;
+        let settings: Settings = figment.extract().map_err(explain_unknown_keys)?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.cors_origins()?;
         if !bazaar_actors::payment_gateway::KINDS.contains(&self.gateway.as_str()) {
             bail!("gateway: one of {:?}, got {:?}", bazaar_actors::payment_gateway::KINDS, self.gateway);
         }
@@ -386,6 +627,16 @@ impl Settings {
                 bail!("toss_api_url must start with https:// (or http:// for a local emulator)");
             }
         }
+        // Payment webhooks: a provider's notification is a few KiB; under 1 KiB none would fit.
+        if self.webhook_body_limit_bytes < 1024 {
+            bail!("webhook_body_limit_bytes must be at least 1024 (a provider's notification is a few KiB)");
+        }
+        // MySQL counts a lock wait in whole seconds.
+        if self.db_lock_wait_ms < 1000 || self.db_migration_wait_ms < 1000 {
+            bail!(
+                "db_lock_wait_ms and db_migration_wait_ms must be at least 1000 (MySQL counts them in whole seconds)"
+            );
+        }
         self.durability()?;
         bazaar_protocol::values::parse_currency(&self.default_currency)
             .map_err(|e| anyhow::anyhow!("default_currency: {}", e.reason))?;
@@ -395,8 +646,12 @@ impl Settings {
         if self.auth_attempts_per_minute_per_client == 0 || self.auth_attempts_per_second == 0 {
             bail!("auth_attempts_per_minute_per_client and auth_attempts_per_second must be at least 1");
         }
-        if self.login_attempts_per_minute == 0 || self.body_limit_bytes == 0 || self.ws_max_frame_bytes == 0 {
-            bail!("login_attempts_per_minute, body_limit_bytes and ws_max_frame_bytes must be at least 1");
+        if self.login_attempts_per_minute == 0
+            || self.webhook_notices_per_minute == 0
+            || self.body_limit_bytes == 0
+            || self.ws_max_frame_bytes == 0
+        {
+            bail!("login_attempts_per_minute, webhook_notices_per_minute, body_limit_bytes and ws_max_frame_bytes must be at least 1");
         }
         if self.saga_max_in_flight == 0
             || self.chat_replay_page == 0
@@ -436,9 +691,37 @@ impl Settings {
         if self.cluster_max_nodes == 0 || self.cluster_max_nodes > 1024 || self.cluster_dial_timeout_ms == 0 {
             bail!("cluster_max_nodes must be 1 to 1024 and cluster_dial_timeout_ms at least 1");
         }
+        if self.socket_feed_fetch_records == 0 || self.socket_feed_poll_ms == 0 || self.socket_push_dedup_window == 0 {
+            bail!("socket_feed_fetch_records, socket_feed_poll_ms and socket_push_dedup_window must be at least 1");
+        }
         if !self.cluster_peer_domain.is_empty() {
             self.statefulset_members()?;
         }
+        // Startup and logs: what `serve` would refuse later while starting (a URL it cannot
+        // read), refused here, so `bazaar config` refuses it too and before anything is opened.
+        if !self.database_url.is_empty() {
+            bazaar_actors::store::Backend::of_url(&self.database_url)
+                .map_err(|e| anyhow::anyhow!("database_url {}: {e}", mask_url_password(&self.database_url)))?;
+        }
+        if !self.redis_url.is_empty() {
+            bazaar_actors::cache::Cache::check_url(&self.redis_url)
+                .map_err(|e| anyhow::anyhow!("redis_url {}: {e}", mask_url_password(&self.redis_url)))?;
+        }
+        for broker in self.kafka_brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            let valid =
+                broker.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                bail!("kafka_brokers: {broker:?} is not host:port");
+            }
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            bail!("data_dir {} is not a directory", self.data_dir.display());
+        }
+        if self.db_connect_wait_ms < 1000 {
+            bail!("db_connect_wait_ms must be at least 1000");
+        }
+        self.log_format()?;
+        self.ops_http_addr()?;
         if matches!(&self.jwt_secret, Some(s) if s.len() < 32) {
             bail!("jwt_secret: must be at least 32 characters");
         }
@@ -457,6 +740,23 @@ impl Settings {
         }
     }
 
+    /// `ops_http_addr` as an address to bind; `None` when empty.
+    pub fn ops_http_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.ops_http_addr.is_empty() {
+            return Ok(None);
+        }
+        parse_listen_addr(&self.ops_http_addr).map(Some).map_err(|e| anyhow::anyhow!("ops_http_addr: {e}"))
+    }
+
+    /// The log format setting.
+    pub fn log_format(&self) -> anyhow::Result<LogFormat> {
+        match self.log_format.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => bail!("log_format: \"text\" or \"json\", got {other:?}"),
+        }
+    }
+
     /// The SQLite durability setting.
     pub fn durability(&self) -> anyhow::Result<Durability> {
         match self.sqlite_synchronous.as_str() {
@@ -467,6 +767,11 @@ impl Settings {
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.
+    /// The origins of `cors_allowed_origins`, each checked (`validate` refuses a bad one).
+    pub fn cors_origins(&self) -> Result<Vec<String>, BadOrigin> {
+        parse_origins(&self.cors_allowed_origins)
+    }
+
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
             format!("sqlite://{}", self.data_dir.join("bazaar.db").display())
@@ -492,6 +797,12 @@ impl Settings {
                 self.cluster_heartbeat_timeout_ms.max(self.cluster_heartbeat_ms * 2),
             ),
             max_frame_bytes: self.cluster_max_frame_bytes,
+            // A peer back in view may still be finishing a write it began while this node was out
+            // of its view (a call takes at most call_timeout), and may not see this node for
+            // another heartbeat timeout: memory is trusted once the view has been whole that long.
+            trust_after: Duration::from_millis(
+                self.cluster_heartbeat_timeout_ms.max(self.cluster_heartbeat_ms * 2) + self.cluster_heartbeat_ms,
+            ) + self.call_timeout(),
         }))
     }
 
@@ -643,12 +954,37 @@ fn statefulset_members(node_name: &str, domain: &str, listen: PeerAddr, max_node
 
 /// `scheme://user:***@host...` for a URL that carries a password; any other string unchanged.
 fn mask_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    // A value without a scheme is no URL this parses: whatever precedes its last '@' may be
+    // credentials.
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return match url.rfind('@') {
+            Some(at) => format!("***{}", &url[at..]),
+            None => mask_query_password(url),
+        };
+    };
     // The user information ends at the last '@' before the path: a password may contain '@'.
     let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
-    let Some((user, _password)) = rest[..at].split_once(':') else { return url.to_owned() };
-    format!("{scheme}://{user}:***{}", &rest[at..])
+    let masked = match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    mask_query_password(&masked)
+}
+
+/// `password=...` in a URL's query (PostgreSQL's drivers take it there too) with its value masked.
+fn mask_query_password(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 /// Reads the secret at `path`, creating it first if missing. Nodes of a local cluster start
@@ -660,6 +996,10 @@ fn dev_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
         return Ok(existing.into_bytes());
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
+    // `serve` on a fresh checkout: the data directory is made here, not required beforehand.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -680,6 +1020,18 @@ fn dev_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        assert_eq!(
+            parse_origins(" https://shop.example , http://localhost:3000/").unwrap(),
+            ["https://shop.example", "http://localhost:3000"]
+        );
+        assert!(parse_origins("").unwrap().is_empty());
+        for bad in ["shop.example", "ftp://shop.example", "https://shop.example/path", "https://", "https://a b", "*"] {
+            assert!(parse_origins(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
@@ -737,6 +1089,76 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment's own error type.
+    fn a_misspelled_setting_is_named_as_written_with_the_key_that_was_meant() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BAZAAR_WS_BRUST", "9");
+            let error = Settings::load(&ServeArgs::default()).unwrap_err().to_string();
+            assert!(error.contains("BAZAAR_WS_BRUST") && error.contains("did you mean BAZAAR_WS_BURST?"), "{error}");
+            jail.clear_env();
+            jail.create_file(
+                "bazaar.toml",
+                "[settings]
+http_adr = \"127.0.0.1:1\"\n",
+            )?;
+            let args = ServeArgs { config: Some("bazaar.toml".into()), ..Default::default() };
+            let error = Settings::load(&args).unwrap_err().to_string();
+            assert!(error.contains("`http_adr`") && error.contains("did you mean `http_addr`?"), "{error}");
+            // Far from every key: no guess.
+            jail.set_env("BAZAAR_COMPLETELY_UNRELATED", "1");
+            let error = Settings::load(&ServeArgs::default()).unwrap_err().to_string();
+            assert!(error.contains("BAZAAR_COMPLETELY_UNRELATED") && !error.contains("did you mean"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_in_the_file_name_its_table_and_key_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+            format!("{:#}", Settings::load(&args).unwrap_err())
+        };
+        let error = load("[settings]\nws_burst = \"nine\"\n");
+        assert!(error.contains("[settings] ws_burst") && !error.contains("default."), "{error}");
+        let error = load("[settings]\nws_burst = 9\n[[nodes]]\nname = \"a\"\nhttp_addr = 5\n");
+        assert!(error.contains("[[nodes]] entry 1: http_addr") && !error.contains("default."), "{error}");
+        let error = load("[settings]\nws_burst = 9\n[[nodes]]\nname = \"a\"\nhttp_addr = \"127.0.0.1:1\n");
+        assert!(error.contains("(in [[nodes]])") && error.contains("line 5"), "{error}");
+        let error = load("[settings]\nws_burst = = 9\n[[nodes]]\nname = \"a\"\n");
+        assert!(error.contains("(in [settings])") && error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment's own error type.
+    fn a_misspelled_settings_table_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bazaar.toml", "[setings]\nws_burst = 9\n")?;
+            let args = ServeArgs { config: Some("bazaar.toml".into()), ..Default::default() };
+            let error = format!("{:#}", Settings::load(&args).unwrap_err());
+            assert!(error.contains("unknown table [setings]: did you mean [settings]?"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure must return figment's own error type.
+    fn localhost_is_a_listening_address() {
+        assert_eq!(parse_listen_addr("localhost:8080"), Ok(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert_eq!(parse_listen_addr("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
+        assert!(parse_listen_addr("localhost:http").is_err());
+        assert!(parse_listen_addr("example.com:80").is_err());
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BAZAAR_HTTP_ADDR", "localhost:8181");
+            let settings = Settings::load(&ServeArgs::default()).map_err(|e| e.to_string())?;
+            assert_eq!(settings.http_addr, SocketAddr::from(([127, 0, 0, 1], 8181)));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_repository_cluster_toml_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster.toml");
         let args = ServeArgs { config: Some(path), node: Some("node2".into()), ..Default::default() };
@@ -766,6 +1188,12 @@ mod tests {
         assert_eq!(mask_url_password("redis://redis:6379"), "redis://redis:6379");
         assert_eq!(mask_url_password("postgres://bazaar@db/x?a=b@c"), "postgres://bazaar@db/x?a=b@c");
         assert_eq!(mask_url_password(""), "");
+        // No scheme: what precedes the last '@' may be credentials.
+        assert_eq!(mask_url_password("bazaar:pw@db:5432/bazaar"), "***@db:5432/bazaar");
+        assert_eq!(
+            mask_url_password("postgres://db/x?user=bazaar&password=pw&sslmode=disable"),
+            "postgres://db/x?user=bazaar&password=***&sslmode=disable"
+        );
     }
 
     /// `Settings::load` with only these `BAZAAR_*` variables (and a cluster file, if given).

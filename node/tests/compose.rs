@@ -13,6 +13,8 @@ use std::process::{Command, Output};
 /// Stand-ins for the variables a user exports before `docker compose up`.
 const JWT_SECRET: &str = "compose-test-jwt-secret-0123456789abcdef";
 const CLUSTER_COOKIE: &str = "compose-test-cluster-cookie";
+const DB_PASSWORD: &str = "compose-test-db-password";
+const GRAFANA_ADMIN_PASSWORD: &str = "compose-test-grafana-password";
 
 /// Services the issue asks for; the bazaar nodes are the ones built from the Dockerfile.
 const REQUIRED: [&str; 8] = ["kafka", "postgres", "redis", "node1", "node2", "node3", "prometheus", "grafana"];
@@ -36,9 +38,23 @@ fn services(compose: &Value) -> BTreeMap<String, Value> {
     serde_yaml_ng::from_value(compose["services"].clone()).expect("services is a mapping")
 }
 
-/// The bazaar nodes: the services built from this repository.
+/// The image built from this repository (by the one service with a `build`).
+fn built_image(compose: &Value) -> String {
+    let builders: Vec<(String, Value)> =
+        services(compose).into_iter().filter(|(_, service)| !service["build"].is_null()).collect();
+    assert_eq!(
+        builders.len(),
+        1,
+        "one service builds the image: {:?}",
+        builders.iter().map(|b| &b.0).collect::<Vec<_>>()
+    );
+    text(&builders[0].1["image"])
+}
+
+/// The bazaar nodes: the services that run the image built from this repository.
 fn nodes(compose: &Value) -> BTreeMap<String, Value> {
-    services(compose).into_iter().filter(|(_, service)| !service["build"].is_null()).collect()
+    let image = built_image(compose);
+    services(compose).into_iter().filter(|(_, service)| service["image"].as_str() == Some(image.as_str())).collect()
 }
 
 fn text(value: &Value) -> String {
@@ -89,13 +105,19 @@ fn mounted(service: &Value, container_path: &str) -> PathBuf {
     found.unwrap_or_else(|| panic!("nothing is mounted at {container_path}: {mounts:?}")).0.clone()
 }
 
-/// `HOST:CONTAINER` port pairs.
+/// `[IP:]HOST:CONTAINER` port pairs, as (host, container).
 fn ports(service: &Value) -> Vec<(u16, u16)> {
+    published(service).into_iter().map(|(_, host, container)| (host, container)).collect()
+}
+
+/// `[IP:]HOST:CONTAINER` ports, as (the host address bound, or "" for all, host, container).
+fn published(service: &Value) -> Vec<(String, u16, u16)> {
     list(&service["ports"])
         .into_iter()
         .map(|port| {
-            let (host, container) = port.rsplit_once(':').expect("ports are HOST:CONTAINER");
-            (host.parse().unwrap(), container.parse().unwrap())
+            let (rest, container) = port.rsplit_once(':').expect("ports are [IP:]HOST:CONTAINER");
+            let (ip, host) = rest.rsplit_once(':').unwrap_or(("", rest));
+            (ip.to_owned(), host.parse().unwrap(), container.parse().unwrap())
         })
         .collect()
 }
@@ -119,7 +141,24 @@ fn interpolate(value: &str, vars: &BTreeMap<&str, &str>) -> Result<String, Strin
             out.push('$');
             rest = after;
         } else if let Some(braced) = rest.strip_prefix('{') {
-            let end = braced.find('}').ok_or_else(|| format!("unclosed ${{ in {value:?}"))?;
+            // The closing brace of this expression: a default may hold `${...}` of its own.
+            let mut depth = 0usize;
+            let end = braced
+                .char_indices()
+                .find(|&(_, c)| match c {
+                    '{' => {
+                        depth += 1;
+                        false
+                    }
+                    '}' if depth == 0 => true,
+                    '}' => {
+                        depth -= 1;
+                        false
+                    }
+                    _ => false,
+                })
+                .map(|(at, _)| at)
+                .ok_or_else(|| format!("unclosed ${{ in {value:?}"))?;
             let (expression, after) = (&braced[..end], &braced[end + 1..]);
             let name_end =
                 expression.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expression.len());
@@ -128,8 +167,14 @@ fn interpolate(value: &str, vars: &BTreeMap<&str, &str>) -> Result<String, Strin
             let set_nonempty = set.filter(|v| !v.is_empty());
             out.push_str(&match modifier {
                 "" => set.unwrap_or_default().to_owned(),
-                m if m.starts_with(":-") => set_nonempty.unwrap_or(&m[2..]).to_owned(),
-                m if m.starts_with('-') => set.unwrap_or(&m[1..]).to_owned(),
+                m if m.starts_with(":-") => match set_nonempty {
+                    Some(set) => set.to_owned(),
+                    None => interpolate(&m[2..], vars)?,
+                },
+                m if m.starts_with('-') => match set {
+                    Some(set) => set.to_owned(),
+                    None => interpolate(&m[1..], vars)?,
+                },
                 m if m.starts_with(":?") => set_nonempty.ok_or_else(|| format!("{name}: {}", &m[2..]))?.to_owned(),
                 m if m.starts_with('?') => set.ok_or_else(|| format!("{name}: {}", &m[1..]))?.to_owned(),
                 m => return Err(format!("unsupported interpolation {m:?} in {value:?}")),
@@ -146,7 +191,12 @@ fn interpolate(value: &str, vars: &BTreeMap<&str, &str>) -> Result<String, Strin
 }
 
 fn user_variables() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([("JWT_SECRET", JWT_SECRET), ("CLUSTER_COOKIE", CLUSTER_COOKIE)])
+    BTreeMap::from([
+        ("JWT_SECRET", JWT_SECRET),
+        ("CLUSTER_COOKIE", CLUSTER_COOKIE),
+        ("DB_PASSWORD", DB_PASSWORD),
+        ("GRAFANA_ADMIN_PASSWORD", GRAFANA_ADMIN_PASSWORD),
+    ])
 }
 
 /// A node's environment as its container gets it, with the test's stand-in secrets.
@@ -200,13 +250,19 @@ fn every_required_service_is_there_with_an_image_or_a_build() {
     assert!(text(&services["kafka"]["image"]).starts_with("apache/kafka:"), "Kafka is the official image");
     let nodes = nodes(&compose);
     assert_eq!(nodes.keys().collect::<Vec<_>>(), ["node1", "node2", "node3"]);
+    // One build for all nodes: node1 builds, the others run its image and never pull it.
     for (name, node) in &nodes {
+        assert_eq!(text(&node["pull_policy"]), "never", "{name} would look for bazaar's image in a registry");
+        if node["build"].is_null() {
+            continue;
+        }
         let context = match &node["build"] {
             Value::String(context) => context.clone(),
             build => text(&build["context"]),
         };
         assert!(repo().join(&context).join("Dockerfile").is_file(), "{name} builds {context}, which has no Dockerfile");
     }
+    assert_eq!(nodes.values().filter(|node| !node["build"].is_null()).count(), 1, "the image is built once");
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     assert!(dockerfile.contains("COPY . .") && dockerfile.contains("--locked -p bazaar-node"));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["bazaar"]"#));
@@ -294,8 +350,14 @@ fn prometheus_scrapes_exactly_the_nodes() {
         .flat_map(|job| job["static_configs"].as_sequence().cloned().unwrap_or_default())
         .flat_map(|statics| list(&statics["targets"]))
         .collect();
-    let expected: BTreeSet<String> =
-        nodes(&compose).iter().map(|(name, node)| format!("{name}:{}", ports(node)[0].1)).collect();
+    // On the nodes' operations listener, which the compose network reaches and nothing publishes.
+    let expected: BTreeSet<String> = nodes(&compose)
+        .iter()
+        .map(|(name, node)| {
+            let ops = &node_environment(node)["BAZAAR_OPS_HTTP_ADDR"];
+            format!("{name}:{}", ops.rsplit_once(':').unwrap().1)
+        })
+        .collect();
     assert_eq!(targets, expected);
 }
 
@@ -341,7 +403,102 @@ fn secrets_come_from_the_callers_environment_and_are_required() {
             );
             assert!(interpolate(value, &BTreeMap::new()).is_err(), "{name}: {key} must be refused when unset");
         }
+        // The database's password too, in the default URL.
+        let mut vars = user_variables();
+        vars.remove("DB_PASSWORD");
+        assert!(interpolate(&env["BAZAAR_DATABASE_URL"], &vars).is_err(), "{name}: the URL needs DB_PASSWORD");
     }
+    let services = services(&compose);
+    for (service, key, variable) in [
+        ("postgres", "POSTGRES_PASSWORD", "DB_PASSWORD"),
+        ("mysql", "MYSQL_PASSWORD", "DB_PASSWORD"),
+        ("grafana", "GF_SECURITY_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD"),
+    ] {
+        let value = &environment(&services[service])[key];
+        assert!(
+            value.starts_with(&format!("${{{variable}:?")),
+            "{service}: {key} must be ${{{variable}:?...}}, got {value}"
+        );
+    }
+}
+
+#[test]
+fn no_password_is_written_in_the_file() {
+    let file = std::fs::read_to_string(repo().join("compose.yaml")).unwrap();
+    for (at, line) in file.lines().enumerate().filter(|(_, line)| !line.trim_start().starts_with('#')) {
+        let lower = line.to_lowercase();
+        // A URL's user information holds no literal password, and no *PASSWORD* key a literal value.
+        if let Some((_, after)) = line.split_once("://") {
+            if let Some((userinfo, _)) = after.split_once('@') {
+                if let Some((_, password)) = userinfo.split_once(':') {
+                    assert!(password.starts_with('$'), "line {}: a password in a URL: {line}", at + 1);
+                }
+            }
+        }
+        if lower.contains("password") {
+            if let Some((key, value)) = line.split_once(": ") {
+                let value = value.trim().trim_matches('"');
+                let generated = key.trim() == "MYSQL_RANDOM_ROOT_PASSWORD" && value == "yes";
+                assert!(value.starts_with('$') || generated || key.contains("test"), "line {}: {line}", at + 1);
+            }
+        }
+        assert!(!lower.contains("-pbazaar") && !lower.contains(":bazaar@"), "line {}: {line}", at + 1);
+    }
+}
+
+#[test]
+fn every_image_is_pinned_to_an_exact_version() {
+    let compose = compose();
+    let image = built_image(&compose);
+    for (name, service) in services(&compose) {
+        let wanted = text(&service["image"]);
+        if wanted == image {
+            continue;
+        }
+        let (repository, tag) = wanted.rsplit_once(':').unwrap_or_else(|| panic!("{name}: {wanted} has no tag"));
+        let tag = tag.trim_start_matches('v');
+        let parts: Vec<&str> = tag.split('.').collect();
+        let numeric = parts.iter().all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+        // PostgreSQL numbers a release MAJOR.MINOR (16.6); everyone else here MAJOR.MINOR.PATCH.
+        let release_parts = if repository == "postgres" { 2 } else { 3 };
+        let exact = wanted.contains("@sha256:") || (numeric && parts.len() == release_parts);
+        assert!(exact, "{name}: {wanted} is not an exact version (MAJOR.MINOR.PATCH or a digest)");
+    }
+}
+
+#[test]
+fn published_ports_are_bound_to_loopback_and_metrics_and_the_cluster_view_stay_inside() {
+    let compose = compose();
+    let services = services(&compose);
+    for (name, service) in &services {
+        for (ip, host, _) in published(service) {
+            assert_eq!(ip, "127.0.0.1", "{name} publishes {host} to every interface");
+        }
+    }
+    for (name, node) in nodes(&compose) {
+        let env = node_environment(&node);
+        let ops = env.get("BAZAAR_OPS_HTTP_ADDR").unwrap_or_else(|| panic!("{name} serves /metrics on its API port"));
+        let ops_port: u16 = ops.rsplit_once(':').unwrap().1.parse().unwrap();
+        assert!(ports(&node).iter().all(|&(_, container)| container != ops_port), "{name} publishes {ops}");
+        // The binary agrees: that listener is where /metrics and /cluster go.
+        let output = bazaar_config(&node, &env);
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(printed["settings"]["ops_http_addr"], ops.as_str(), "{name}");
+        assert_ne!(printed["settings"]["http_addr"], ops.as_str(), "{name}");
+    }
+}
+
+#[test]
+fn kafka_keeps_its_log_on_a_volume() {
+    let compose = compose();
+    let kafka = &services(&compose)["kafka"];
+    let log_dirs = &environment(kafka)["KAFKA_LOG_DIRS"];
+    let volumes = list(&kafka["volumes"]);
+    let volume = volumes.iter().find(|v| v.split(':').nth(1) == Some(log_dirs.as_str()));
+    let volume = volume.unwrap_or_else(|| panic!("nothing is mounted at KAFKA_LOG_DIRS={log_dirs}: {volumes:?}"));
+    let source = volume.split(':').next().unwrap();
+    assert!(!source.starts_with('.') && !source.starts_with('/'), "a named volume, not a host path: {volume}");
 }
 
 #[test]
@@ -402,7 +559,8 @@ fn a_misspelled_variable_stops_the_node() {
     let output = bazaar_config(node, &env);
     assert!(!output.status.success(), "an unknown BAZAAR_ variable was accepted");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("redis_urll"), "the error does not name the variable: {stderr}");
+    assert!(stderr.contains("BAZAAR_REDIS_URLL"), "the error does not name the variable as written: {stderr}");
+    assert!(stderr.contains("did you mean BAZAAR_REDIS_URL?"), "no suggestion: {stderr}");
 }
 
 #[test]
@@ -410,7 +568,8 @@ fn a_short_jwt_secret_stops_the_node() {
     let compose = compose();
     let node = &nodes(&compose)["node1"];
     let mut env = environment(node);
-    let vars = BTreeMap::from([("JWT_SECRET", "too-short"), ("CLUSTER_COOKIE", CLUSTER_COOKIE)]);
+    let mut vars = user_variables();
+    vars.insert("JWT_SECRET", "too-short");
     env.values_mut().for_each(|value| *value = interpolate(value, &vars).unwrap());
     let output = bazaar_config(node, &env);
     assert!(!output.status.success());
@@ -425,4 +584,55 @@ fn interpolation_follows_compose() {
     assert_eq!(interpolate("${B:?set B}", &vars).unwrap_err(), "B: set B");
     assert!(interpolate("${EMPTY:?set it}", &vars).is_err());
     assert_eq!(interpolate("${EMPTY?set it}", &vars).unwrap(), "");
+    // A default may interpolate in its turn, as compose's does.
+    assert_eq!(interpolate("${B:-p://u:${A}@h}/${A}", &vars).unwrap(), "p://u:x@h/x");
+    assert_eq!(interpolate("${A:-p://u:${B:?no B}@h}", &vars).unwrap(), "x");
+    assert!(interpolate("${B:-p://u:${B:?no B}@h}", &vars).is_err());
+}
+
+/// The URL the top of compose.yaml tells a user to export for the `mysql` profile, as written
+/// there (the shell puts the password in).
+const MYSQL_DATABASE_URL: &str = "mysql://bazaar:$DB_PASSWORD@mysql:3306/bazaar";
+
+#[test]
+fn the_mysql_profile_runs_a_pinned_mysql_8_that_the_nodes_reach_through_database_url() {
+    let compose = compose();
+    let services = services(&compose);
+    let mysql = services.get("mysql").expect("compose.yaml has a mysql service");
+    let image = text(&mysql["image"]);
+    let patch = image.strip_prefix("mysql:8.0.").unwrap_or_else(|| panic!("the official MySQL 8.0 image: {image}"));
+    assert!(patch.parse::<u32>().is_ok(), "the tag is pinned to a release: {image}");
+    assert_eq!(list(&mysql["profiles"]), ["mysql"]);
+    for (name, service) in &services {
+        assert!(
+            name == "mysql" || service["profiles"].is_null(),
+            "{name} is in a profile: the default starts it no more"
+        );
+    }
+    // The URL users are told to export names the service's own account and database.
+    let vars = user_variables();
+    let env: BTreeMap<String, String> =
+        environment(mysql).into_iter().map(|(k, v)| (k, interpolate(&v, &vars).unwrap())).collect();
+    let served =
+        format!("mysql://{}:{}@mysql:3306/{}", env["MYSQL_USER"], env["MYSQL_PASSWORD"], env["MYSQL_DATABASE"]);
+    let exported = interpolate(MYSQL_DATABASE_URL, &vars).unwrap();
+    assert_eq!(served, exported);
+    let file = std::fs::read_to_string(repo().join("compose.yaml")).unwrap();
+    assert!(file.contains(&format!("DATABASE_URL={MYSQL_DATABASE_URL} docker compose --profile mysql up")));
+
+    for (name, node) in &nodes(&compose) {
+        // Without the profile the nodes must not wait for a service compose does not start.
+        assert_eq!(node["depends_on"]["mysql"]["required"], Value::Bool(false), "{name}");
+        assert_eq!(text(&node["depends_on"]["mysql"]["condition"]), "service_healthy", "{name}");
+        assert!(node_environment(node)["BAZAAR_DATABASE_URL"].starts_with("postgres://"), "{name}: the default");
+        let mut vars = user_variables();
+        vars.insert("DATABASE_URL", &exported);
+        let env: BTreeMap<String, String> =
+            environment(node).into_iter().map(|(k, v)| (k, interpolate(&v, &vars).unwrap())).collect();
+        let output = bazaar_config(node, &env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{name}: bazaar config refused the mysql profile's URL: {stderr}");
+        let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(printed["settings"]["database_url"], masked(&exported), "{name}");
+    }
 }

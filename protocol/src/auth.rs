@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /auth/signup`. Fields arrive raw and are validated into domain values by the front end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SignupRequest {
     /// The address to log in with; normalised before use.
@@ -21,6 +22,7 @@ pub struct SignupRequest {
 
 /// `POST /auth/login`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LoginRequest {
     /// The address given at signup (any case, any surrounding spaces).
@@ -31,6 +33,7 @@ pub struct LoginRequest {
 
 /// `POST /auth/refresh` and `POST /auth/logout`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshRequest {
     /// The refresh token from the last login or refresh.
@@ -39,6 +42,7 @@ pub struct RefreshRequest {
 
 /// The answer to a login or refresh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenPair {
     /// A short-lived HS256 JWT for the `Authorization: Bearer` header.
@@ -51,6 +55,7 @@ pub struct TokenPair {
 
 /// A user's public profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     /// The account's id.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /products`: raw fields, validated by the front end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateProduct {
     /// 1 to 200 characters.
@@ -23,6 +24,7 @@ pub struct CreateProduct {
 
 /// `PATCH /products/{id}`: every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PatchProduct {
     /// A new price.
@@ -41,6 +43,7 @@ pub struct PatchProduct {
 
 /// A product as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Product {
     /// The product's id.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /chat/rooms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OpenRoomRequest {
     /// The other member: a seller when the caller buys, a buyer when the caller sells.
@@ -15,11 +16,13 @@ pub struct OpenRoomRequest {
 
 /// A chat room as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Room {
     /// The room's id.
     pub id: RoomId,
     /// `[buyerId, sellerId]`, buyer first.
+    #[cfg_attr(feature = "openapi", schema(min_items = 2, max_items = 2))]
     pub members: [UserId; 2],
     /// When it was opened.
     pub created_at: DateTime<Utc>,
@@ -30,6 +33,7 @@ pub struct Room {
 
 /// One posted chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
     /// The room it was posted to.
@@ -48,6 +52,7 @@ pub struct ChatMessage {
 
 /// One page of a room's history, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryPage {
     /// The messages, newest first.
@@ -58,6 +63,7 @@ pub struct HistoryPage {
 
 /// A WebSocket text frame from the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ClientFrame {
     /// Subscribes to a room, first replaying what came after `since`.
@@ -83,6 +89,7 @@ pub enum ClientFrame {
 
 /// A WebSocket text frame from the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerFrame {
     /// The join succeeded; sent before any replay.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A stable, machine-readable error code; each maps to exactly one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -18,6 +19,8 @@ pub enum ErrorCode {
     OrderNotCancellable,
     OrderNotPayable,
     PaymentNotRefundable,
+    /// A partial refund asked for more than the payment has left to give back.
+    RefundExceedsPayment,
     PayloadTooLarge,
     UnsupportedMediaType,
     Invalid,
@@ -43,7 +46,8 @@ impl ErrorCode {
             | ErrorCode::OutOfStock
             | ErrorCode::OrderNotCancellable
             | ErrorCode::OrderNotPayable
-            | ErrorCode::PaymentNotRefundable => 409,
+            | ErrorCode::PaymentNotRefundable
+            | ErrorCode::RefundExceedsPayment => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Invalid => 422,
@@ -69,6 +73,7 @@ impl ErrorCode {
             ErrorCode::OrderNotCancellable => "order_not_cancellable",
             ErrorCode::OrderNotPayable => "order_not_payable",
             ErrorCode::PaymentNotRefundable => "payment_not_refundable",
+            ErrorCode::RefundExceedsPayment => "refund_exceeds_payment",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Invalid => "invalid",
@@ -82,6 +87,7 @@ impl ErrorCode {
 
 /// The body of every error response: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The code and the human-readable explanation.
     pub error: ErrorDetail,
@@ -89,6 +95,7 @@ pub struct ErrorBody {
 
 /// What went wrong, for machines (`code`) and people (`message`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// The stable code.
     pub code: ErrorCode,

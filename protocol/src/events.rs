@@ -38,19 +38,49 @@ impl Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum Event {
-    UserRegistered { user: UserView },
-    ProductListed { product: Product },
+    UserRegistered {
+        user: UserView,
+    },
+    ProductListed {
+        product: Product,
+    },
     StockChanged(StockChanged),
-    OrderPlaced { order: Order },
-    OrderCancelled { order: Order, reason: String },
-    PaymentRequested { payment: Payment, order: Order },
-    PaymentApproved { payment: Payment },
-    PaymentDeclined { payment: Payment },
-    PaymentRefunded { payment: Payment },
-    OrderPaid { order: Order },
-    OrderRefunded { order: Order },
-    ChatRoomOpened { room: Room },
-    ChatMessagePosted { message: ChatMessage },
+    OrderPlaced {
+        order: Order,
+    },
+    OrderCancelled {
+        order: Order,
+        reason: String,
+    },
+    PaymentRequested {
+        payment: Payment,
+        order: Order,
+    },
+    PaymentApproved {
+        payment: Payment,
+    },
+    PaymentDeclined {
+        payment: Payment,
+    },
+    PaymentRefunded {
+        payment: Payment,
+        /// What this refund gives back (the payment carries the total so far); absent in events
+        /// written before partial refunds, which gave back the whole payment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount: Option<i64>,
+    },
+    OrderPaid {
+        order: Order,
+    },
+    OrderRefunded {
+        order: Order,
+    },
+    ChatRoomOpened {
+        room: Room,
+    },
+    ChatMessagePosted {
+        message: ChatMessage,
+    },
 }
 
 /// A change of a product's stock and why.

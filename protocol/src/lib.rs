@@ -5,6 +5,8 @@
 //! an entity actor, and leaves as the same module's view type (or an [`error::ErrorCode`]). What an
 //! entity decided is recorded as an [`events::Envelope`]; WebSocket traffic is the
 //! [`chat::ClientFrame`] and [`chat::ServerFrame`] pair. Plain data and serde only: no runtime, no I/O.
+//! With the `openapi` feature (the node's) the wire types also derive utoipa's `ToSchema`: the
+//! schemas of `/openapi.json` are these definitions.
 
 pub mod auth;
 pub mod catalog;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /orders`: raw fields, validated by the front end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PlaceOrderRequest {
     /// What to buy.
@@ -16,6 +17,7 @@ pub struct PlaceOrderRequest {
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Ordered,
@@ -68,6 +70,7 @@ impl OrderStatus {
 
 /// An order as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     /// The order's id.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /payments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequest {
     /// The order to pay.
@@ -15,6 +16,7 @@ pub struct PaymentRequest {
 
 /// A means of payment; only tokenised cards for now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentMethod {
     /// Must be `card`.
@@ -26,6 +28,7 @@ pub struct PaymentMethod {
 
 /// Where a payment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentStatus {
     Requested,
@@ -64,6 +67,7 @@ impl PaymentStatus {
 
 /// A payment as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Payment {
     /// The payment's id.
@@ -77,4 +81,29 @@ pub struct Payment {
     /// Why it was declined (`card_declined`, `gateway_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How much of `amount` has been given back so far: the payment stays APPROVED while this
+    /// is under `amount` and becomes REFUNDED when it reaches it. Absent (0) in events written
+    /// before partial refunds existed.
+    #[serde(default)]
+    // Always sent, though read with a default.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub refunded_amount: i64,
+}
+
+impl Payment {
+    /// What may still be given back.
+    pub fn refundable(&self) -> i64 {
+        self.amount - self.refunded_amount
+    }
+}
+
+/// `POST /payments/{id}/refund`'s optional body: no body, an empty body or `{}` refunds all that
+/// is left.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefundRequest {
+    /// How much to give back, in the payment's currency; absent: all that is left.
+    #[serde(default)]
+    pub amount: Option<i64>,
 }

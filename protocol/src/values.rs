@@ -91,6 +91,7 @@ impl fmt::Debug for Password {
 
 /// What an account may do: buyers order and pay, sellers list products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     Buyer,

@@ -107,7 +107,7 @@ fn payment_status() -> impl Strategy<Value = PaymentStatus> {
 }
 
 /// Every error code; the exhaustive match in `error_code_index` keeps this list complete.
-const ERROR_CODES: [ErrorCode; 19] = [
+const ERROR_CODES: [ErrorCode; 20] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
@@ -127,6 +127,7 @@ const ERROR_CODES: [ErrorCode; 19] = [
     ErrorCode::Unavailable,
     ErrorCode::Internal,
     ErrorCode::RequestTimeout,
+    ErrorCode::RefundExceedsPayment,
 ];
 
 /// The position of a code in [`ERROR_CODES`]; no wildcard, so a new code breaks the build here.
@@ -151,6 +152,7 @@ fn error_code_index(code: ErrorCode) -> usize {
         ErrorCode::Unavailable => 16,
         ErrorCode::Internal => 17,
         ErrorCode::RequestTimeout => 18,
+        ErrorCode::RefundExceedsPayment => 19,
     }
 }
 
@@ -297,8 +299,16 @@ fn payment() -> BoxedStrategy<Payment> {
         any::<i64>(),
         payment_status(),
         prop::option::of(prop_oneof![Just("card_declined".to_owned()), Just("gateway_timeout".to_owned()), text()]),
+        any::<i64>(),
     )
-        .prop_map(|(id, order_id, amount, status, reason)| Payment { id, order_id, amount, status, reason })
+        .prop_map(|(id, order_id, amount, status, reason, refunded_amount)| Payment {
+            id,
+            order_id,
+            amount,
+            status,
+            reason,
+            refunded_amount,
+        })
         .boxed()
 }
 
@@ -408,7 +418,8 @@ fn event() -> BoxedStrategy<Event> {
         (payment(), order()).prop_map(|(payment, order)| Event::PaymentRequested { payment, order }),
         payment().prop_map(|payment| Event::PaymentApproved { payment }),
         payment().prop_map(|payment| Event::PaymentDeclined { payment }),
-        payment().prop_map(|payment| Event::PaymentRefunded { payment }),
+        (payment(), prop::option::of(any::<i64>()))
+            .prop_map(|(payment, amount)| Event::PaymentRefunded { payment, amount }),
         order().prop_map(|order| Event::OrderPaid { order }),
         order().prop_map(|order| Event::OrderRefunded { order }),
         room().prop_map(|room| Event::ChatRoomOpened { room }),

@@ -8,6 +8,11 @@
 //! routers that answered lately. Entities are placed by rendezvous hashing over member names;
 //! since two nodes may briefly disagree, single-writer safety comes from the version check in
 //! storage, never from the view.
+//!
+//! What an entity may trust of its own memory does depend on the view: a node out of sight (a
+//! partition, a node paused and continued) may change the same entities, so each entity reads its
+//! stored state again once in every new epoch of the view ([`ClusterView::trusted_epoch`]): when
+//! the members change, and when the view has become whole and settled.
 
 pub mod membership;
 pub mod peer_addr;
@@ -17,7 +22,9 @@ use crate::placement;
 use ractor::ActorRef;
 use router::RouterMsg;
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
+use std::time::Instant;
 
 /// The process group every node's router joins.
 pub const ROUTERS: &str = "bazaar.routers";
@@ -42,12 +49,56 @@ pub struct ClusterView {
     max_frame_bytes: usize,
     /// Remote members by name, with their routers.
     peers: RwLock<BTreeMap<String, ActorRef<RouterMsg>>>,
+    /// Counts the changes of the set of members.
+    epoch: AtomicU64,
+    /// Until when (ns since [`clock_base`], 0: not at all) every configured peer is known to have
+    /// answered within the heartbeat timeout.
+    whole_until: AtomicU64,
+}
+
+/// The instant `whole_until` counts from.
+fn clock_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn clock_ns(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(clock_base()).as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl ClusterView {
     /// A view holding only this node; peers accept frames up to `max_frame_bytes`.
     pub fn new(self_name: impl Into<String>, max_frame_bytes: usize) -> Self {
-        Self { self_name: self_name.into(), max_frame_bytes, peers: RwLock::new(BTreeMap::new()) }
+        Self {
+            self_name: self_name.into(),
+            max_frame_bytes,
+            peers: RwLock::new(BTreeMap::new()),
+            epoch: AtomicU64::new(0),
+            whole_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Says until when every configured peer is known to be answering (`None`: some is not).
+    /// The membership loop calls it after each round of heartbeats.
+    /// Becoming whole again starts a new epoch: what was changed by a node out of sight until
+    /// now (or by one just back, finishing a write begun without this node) is read once more.
+    pub fn confirm_whole(&self, until: Option<Instant>) {
+        let now = clock_ns(Instant::now());
+        let was_whole = self.whole_until.load(Ordering::Acquire) > now;
+        self.whole_until.store(until.map_or(0, clock_ns), Ordering::Release);
+        if until.is_some() && !was_whole {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The epoch of the view the entities' memory is trusted in. A new epoch starts when the
+    /// members change and again when the view has become whole and settled
+    /// ([`ClusterView::confirm_whole`]); each entity then reads its stored state once more, since
+    /// a node that was away may have changed it meanwhile. Reading storage before every request
+    /// while the view is not whole was tried and made the saga too slow on PostgreSQL with a node
+    /// down (decision 35).
+    pub fn trusted_epoch(&self) -> Option<u64> {
+        Some(self.epoch.load(Ordering::Acquire))
     }
 
     /// Whether a message carrying `text` fits in a peer's frame.
@@ -107,6 +158,9 @@ impl ClusterView {
         let mut current = self.peers.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let changed = !current.keys().eq(peers.keys());
         *current = peers;
+        if changed {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         changed
     }
 

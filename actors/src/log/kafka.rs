@@ -76,17 +76,42 @@ impl KafkaLog {
     /// retries until `connect_timeout`, so nodes may start before the broker is up.
     pub async fn connect(config: &KafkaConfig, appended: Arc<Notify>) -> Result<Self, LogError> {
         let started = Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let brokers = config.brokers.join(",");
+        let mut delay = Duration::from_millis(500);
+        let mut attempt: u32 = 0;
         loop {
-            match Self::try_connect(config, appended.clone()).await {
+            attempt += 1;
+            // One attempt may retry inside rskafka for seconds: it is cut at a quarter of the
+            // total wait (a second at least) and at what is left of it, so a dead broker gets a
+            // line every few seconds and `connect_timeout` bounds the whole start.
+            let remaining = config.connect_timeout.saturating_sub(started.elapsed());
+            let limit = remaining.min((config.connect_timeout / 4).max(Duration::from_secs(1)));
+            let outcome = match tokio::time::timeout(limit, Self::try_connect(config, appended.clone())).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(LogError::Timeout(limit)),
+            };
+            let e = match outcome {
                 Ok(log) => return Ok(log),
-                Err(e) if started.elapsed() < config.connect_timeout => {
-                    warn!(reason = %e, "Kafka not ready; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            let remaining = config.connect_timeout.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(LogError::Kafka(format!(
+                    "brokers at {brokers} unreachable after {} attempts in {:.0} s: {e}",
+                    attempt,
+                    config.connect_timeout.as_secs_f64()
+                )));
             }
+            let pause = delay.min(remaining);
+            warn!(
+                %brokers,
+                attempt,
+                reason = %e,
+                "kafka brokers at {brokers} unreachable, retrying in {:.1} s (attempt {attempt})",
+                pause.as_secs_f64()
+            );
+            tokio::time::sleep(pause).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -143,6 +168,13 @@ impl KafkaLog {
         let client = Arc::new(within(self.client.partition_client(topic, index, UnknownTopicHandling::Retry)).await?);
         self.clients.lock().await.insert(key, client.clone());
         Ok(client)
+    }
+
+    /// The offset the next record of `partition` will take: where a reader that wants only what
+    /// is published from now on starts.
+    pub async fn end_offset(&self, partition: &Partition) -> Result<i64, LogError> {
+        let client = self.partition_client(&partition.topic, partition.index).await?;
+        within(client.get_offset(OffsetAt::Latest)).await
     }
 
     /// The full topic name and partition an event is published to.
@@ -207,7 +239,7 @@ impl KafkaLog {
     }
 }
 
-/// The Kafka record of an event: key the entity id, value the JSON envelope of API.md.
+/// The Kafka record of an event: key the entity id, value the JSON envelope of docs/API.md.
 pub fn record(envelope: &Envelope, body: Vec<u8>) -> Record {
     Record {
         key: Some(envelope.entity_id.as_bytes().to_vec()),

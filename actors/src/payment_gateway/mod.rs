@@ -9,6 +9,12 @@
 //! - [`simulated`]: answers by card token from a ledger in the database (development, tests).
 //! - [`toss`]: Toss Payments' billing-key API over HTTPS.
 //!
+//! A gateway also answers what it recorded for an order ([`PaymentGateway::lookup`], a typed
+//! [`ChargeRecord`]): the payment asks it after a charge it stopped waiting for
+//! ([`PaymentGateway::settle_abandoned`]) and when the provider notifies a change
+//! ([`PaymentGateway::notice`], `POST /payments/webhooks/{name}`), never trusting the notice
+//! itself. [`judge`] is the one rule that turns a record into a charge's outcome.
+//!
 //! Adding a gateway: a file here implementing the trait, and an arm in [`build`] for its name.
 
 mod simulated;
@@ -67,6 +73,84 @@ pub struct Charged {
     pub reference: String,
 }
 
+/// What to look up at the provider: the order's charge, or the charge a notification named.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupRequest<'a> {
+    /// bazaar's payment id (the simulated ledger's key).
+    pub payment_id: &'a str,
+    /// bazaar's order id: the provider's order number.
+    pub order_id: &'a str,
+    /// The provider's id of the charge, when a notification named one (Toss's `paymentKey`);
+    /// the record found by it is only believed if it is for `order_id`.
+    pub reference: Option<&'a str>,
+}
+
+/// Where a charge is at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeState {
+    /// The money moved (some or all of it may have been given back since: see `refunded`).
+    Charged,
+    /// Refused for good, with the reason to show.
+    Declined(String),
+    /// Still being decided, or in a state this code does not know: never decided on.
+    Pending(String),
+}
+
+/// A charge as the provider recorded it: the only thing a decision is taken on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRecord {
+    /// The provider's id of the charge.
+    pub reference: String,
+    /// The order number it was charged under.
+    pub order_id: String,
+    /// What was charged.
+    pub amount: i64,
+    /// What has been given back of it.
+    pub refunded: i64,
+    /// Where it is.
+    pub state: ChargeState,
+}
+
+/// Decides a charge from what the provider recorded: approved only when the record is this
+/// order's and of this amount.
+pub fn judge(record: &ChargeRecord, order_id: &str, amount: i64) -> Result<Charged, GatewayError> {
+    if record.order_id != order_id || record.amount != amount {
+        return Err(GatewayError::Mismatch(format!(
+            "the provider's charge {} is for order {} and {} units, not order {order_id} and {amount}",
+            record.reference, record.order_id, record.amount
+        )));
+    }
+    match &record.state {
+        ChargeState::Charged => Ok(Charged { reference: record.reference.clone() }),
+        ChargeState::Declined(reason) => Err(GatewayError::Declined(reason.clone())),
+        ChargeState::Pending(why) => Err(GatewayError::UnknownOutcome(why.clone())),
+    }
+}
+
+/// What a provider's notification names, once parsed (nothing in it is believed but the ids to
+/// look up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// bazaar's order id, as the provider's order number.
+    pub order_id: String,
+    /// The provider's id of the charge, if the notice carries one.
+    pub reference: Option<String>,
+}
+
+/// Why a notification was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoticeError {
+    /// This gateway takes no notifications (the route answers 404).
+    #[error("this gateway takes no notifications")]
+    NotAccepted,
+    /// Not the provider's format: the reason names the field (the route answers 400).
+    #[error("{0}")]
+    Malformed(String),
+    /// Well-formed, but of a kind that needs nothing done (the route answers 200).
+    #[error("ignored: {0}")]
+    Ignored(String),
+}
+
 /// Why a gateway call did not succeed; each variant tells the caller what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
@@ -80,6 +164,10 @@ pub enum GatewayError {
     /// with the same idempotency key, never with a new one.
     #[error("outcome unknown: {0}")]
     UnknownOutcome(String),
+    /// The provider recorded a charge for the order that is not this charge (another amount):
+    /// final, never approved on and never asked again (asking again cannot change the record).
+    #[error("charge mismatch: {0}")]
+    Mismatch(String),
 }
 
 /// A payment provider. Both calls must be idempotent by their idempotency key.
@@ -89,6 +177,35 @@ pub trait PaymentGateway: Send + Sync + 'static {
 
     /// Gives back (part of) what a payment charged.
     fn refund<'a>(&'a self, request: RefundRequest<'a>) -> GatewayFuture<'a, Result<(), GatewayError>>;
+
+    /// What the provider recorded for the order's charge; `None` when it has none.
+    fn lookup<'a>(
+        &'a self,
+        request: LookupRequest<'a>,
+    ) -> GatewayFuture<'a, Result<Option<ChargeRecord>, GatewayError>>;
+
+    /// The outcome of a charge whose caller stopped waiting for it (the payment's
+    /// `gateway_timeout`): what the provider recorded, or [`GatewayError::UnknownOutcome`] (ask
+    /// again with the same key) when it recorded nothing yet, since the abandoned request may
+    /// still be charging. A gateway whose abandoned charge cannot move money says so instead.
+    fn settle_abandoned<'a>(&'a self, request: ChargeRequest<'a>) -> GatewayFuture<'a, Result<Charged, GatewayError>> {
+        Box::pin(async move {
+            let lookup = LookupRequest { payment_id: request.payment_id, order_id: request.order_id, reference: None };
+            match self.lookup(lookup).await? {
+                Some(record) => judge(&record, request.order_id, request.amount),
+                None => Err(GatewayError::UnknownOutcome("the provider has no charge for the order yet".into())),
+            }
+        })
+    }
+
+    /// Parses a notification the provider posted to `POST /payments/webhooks/{name}`.
+    fn notice(&self, body: &[u8]) -> Result<Notice, NoticeError> {
+        let _ = body;
+        Err(NoticeError::NotAccepted)
+    }
+
+    /// The gateway's name, as the `gateway` setting and the webhook route spell it.
+    fn name(&self) -> &'static str;
 }
 
 /// The `gateway` setting and what each gateway needs to start.

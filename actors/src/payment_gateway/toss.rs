@@ -3,7 +3,8 @@
 //! - charge: `POST /v1/billing/{billingKey}` with `customerKey`, `amount`, `orderId`,
 //!   `orderName`; the buyer's card token is the billing key, the buyer's id the customer key and
 //!   bazaar's order id the order number;
-//! - look up: `GET /v1/payments/orders/{orderId}`, after a charge whose answer was lost;
+//! - look up: `GET /v1/payments/orders/{orderId}`, after a charge whose answer was lost, and
+//!   `GET /v1/payments/{paymentKey}`, for the payment a webhook names;
 //! - refund: `POST /v1/payments/{paymentKey}/cancel` with `cancelReason` and, for a partial
 //!   refund, `cancelAmount`.
 //!
@@ -13,9 +14,17 @@
 //! moving money again. Each request has a timeout; a charge that timed out, lost its connection
 //! or got a 5xx is not declined blindly: the gateway asks Toss for the order's payment and
 //! decides from what Toss recorded, and when Toss cannot tell yet the outcome is
-//! [`GatewayError::UnknownOutcome`], asked again later with the same key.
+//! [`GatewayError::UnknownOutcome`], asked again later with the same key. So is a 4xx that is not
+//! one of Toss's card refusals ([`CARD_REFUSALS`]): only those decline without a look.
+//!
+//! Webhooks: Toss posts `PAYMENT_STATUS_CHANGED` (`{eventType, createdAt, data: Payment}`) to
+//! `POST /payments/webhooks/toss`; [`TossGateway::notice`] takes only the order number and the
+//! payment key from it, and the payment looks the charge up here before changing anything.
 
-use super::{ChargeRequest, Charged, GatewayError, GatewayFuture, GatewaySetupError, PaymentGateway, RefundRequest};
+use super::{
+    judge, ChargeRecord, ChargeRequest, ChargeState, Charged, GatewayError, GatewayFuture, GatewaySetupError,
+    LookupRequest, Notice, NoticeError, PaymentGateway, RefundRequest,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -84,8 +93,38 @@ struct TossPayment {
     order_id: String,
     status: TossStatus,
     total_amount: i64,
+    /// What is left after cancels; absent in an answer means nothing was cancelled.
+    #[serde(default)]
+    balance_amount: Option<i64>,
     #[serde(default)]
     failure: Option<TossFailure>,
+}
+
+impl TossPayment {
+    /// The payment as the gateway trait's typed record.
+    fn record(&self) -> ChargeRecord {
+        let state = match self.status {
+            // Cancelled later still means it was charged: `refunded` says how much went back.
+            TossStatus::Done | TossStatus::Canceled | TossStatus::PartialCanceled => ChargeState::Charged,
+            TossStatus::Aborted | TossStatus::Expired => ChargeState::Declined(
+                self.failure.as_ref().map_or("payment_aborted".to_owned(), |f| f.code.to_ascii_lowercase()),
+            ),
+            TossStatus::Ready | TossStatus::InProgress | TossStatus::WaitingForDeposit | TossStatus::Unrecognized => {
+                ChargeState::Pending(format!("toss says the payment is {:?}", self.status))
+            }
+        };
+        let refunded = match self.status {
+            TossStatus::Canceled => self.total_amount,
+            _ => self.balance_amount.map_or(0, |left| (self.total_amount - left).clamp(0, self.total_amount)),
+        };
+        ChargeRecord {
+            reference: self.payment_key.clone(),
+            order_id: self.order_id.clone(),
+            amount: self.total_amount,
+            refunded,
+            state,
+        }
+    }
 }
 
 /// Toss's error object (`{"code", "message"}`), also a failed payment's `failure`.
@@ -122,6 +161,34 @@ const TOSS_SIDE: &[&str] = &[
     "FAILED_INTERNAL_SYSTEM_PROCESSING",
     "FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING",
     "UNKNOWN_PAYMENT_ERROR",
+];
+
+/// Toss's error codes that mean the card (or the billing key) was refused for good: the only 4xx
+/// answers that decline without asking Toss what it recorded. Any other 4xx (an `HTTP_*` code
+/// made up for a proxy's page, a code this list does not know) is looked up first, since a
+/// charge may stand behind it.
+const CARD_REFUSALS: &[&str] = &[
+    "REJECT_CARD_PAYMENT",
+    "REJECT_CARD_COMPANY",
+    "INVALID_REJECT_CARD",
+    "INVALID_CARD_NUMBER",
+    "INVALID_CARD_EXPIRATION",
+    "INVALID_STOPPED_CARD",
+    "INVALID_CARD_LOST_OR_STOLEN",
+    "INVALID_CARD_INFO_RE_REGISTER",
+    "INVALID_PASSWORD",
+    "INVALID_CARD_INSTALLMENT_PLAN",
+    "NOT_SUPPORTED_INSTALLMENT_PLAN_CARD_OR_MERCHANT",
+    "NOT_SUPPORTED_MONTHLY_INSTALLMENT_PLAN",
+    "EXCEED_MAX_DAILY_PAYMENT_COUNT",
+    "EXCEED_MAX_PAYMENT_AMOUNT",
+    "EXCEED_MAX_AMOUNT",
+    "EXCEED_MAX_AUTH_COUNT",
+    "BELOW_MINIMUM_AMOUNT",
+    "NOT_AVAILABLE_PAYMENT",
+    "NOT_REGISTERED_CARD_COMPANY",
+    "NOT_MATCHES_CUSTOMER_KEY",
+    "INVALID_BILL_KEY_REQUEST",
 ];
 
 /// Toss's error codes that mean this node is misconfigured or throttled, not the card refused.
@@ -191,17 +258,42 @@ impl TossGateway {
     /// or never came.
     async fn reconcile(&self, request: &ChargeRequest<'_>, why: &str) -> Result<Charged, GatewayError> {
         warn!(order_id = request.order_id, %why, "toss charge answer unusable; asking toss for the order's payment");
-        match self.lookup(request.order_id).await {
+        match self.lookup_order(request.order_id).await {
             Ok(Some(payment)) => decide(&payment, request),
             Ok(None) => Err(GatewayError::UnknownOutcome(format!("{why}; toss has no payment for the order yet"))),
             Err(e) => Err(GatewayError::UnknownOutcome(format!("{why}; then the lookup failed: {e}"))),
         }
     }
 
+    /// After a 4xx that is not a card refusal: Toss answered, so with no payment recorded for the
+    /// order nothing was charged and the refusal stands; with one, the payment decides.
+    async fn reconcile_refusal(
+        &self,
+        request: &ChargeRequest<'_>,
+        status: u16,
+        code: &str,
+    ) -> Result<Charged, GatewayError> {
+        warn!(
+            order_id = request.order_id,
+            status, code, "toss refused the charge with no card reason; asking toss for the order's payment"
+        );
+        match self.lookup_order(request.order_id).await {
+            Ok(Some(payment)) => decide(&payment, request),
+            Ok(None) => Err(GatewayError::Declined(code.to_ascii_lowercase())),
+            Err(e) => {
+                Err(GatewayError::UnknownOutcome(format!("toss answered {status} {code}; then the lookup failed: {e}")))
+            }
+        }
+    }
+
     /// The order's payment at Toss; `None` when Toss has none.
-    async fn lookup(&self, order_id: &str) -> Result<Option<TossPayment>, String> {
-        let path = format!("/v1/payments/orders/{}", path_segment(order_id));
-        match self.call(reqwest::Method::GET, &path, None, None).await {
+    async fn lookup_order(&self, order_id: &str) -> Result<Option<TossPayment>, String> {
+        self.lookup_path(&format!("/v1/payments/orders/{}", path_segment(order_id))).await
+    }
+
+    /// A payment at Toss, by the path that names it; `None` on 404.
+    async fn lookup_path(&self, path: &str) -> Result<Option<TossPayment>, String> {
+        match self.call(reqwest::Method::GET, path, None, None).await {
             Ok(Answer::Success(value)) => {
                 serde_json::from_value(value).map(Some).map_err(|e| format!("unreadable payment: {e}"))
             }
@@ -214,28 +306,35 @@ impl TossGateway {
 
 /// Decides a charge from the payment Toss recorded for its order.
 fn decide(payment: &TossPayment, request: &ChargeRequest<'_>) -> Result<Charged, GatewayError> {
-    if payment.order_id != request.order_id || payment.total_amount != request.amount {
-        // Not this charge: never approve on it.
-        error!(
-            order_id = request.order_id,
-            toss_amount = payment.total_amount,
-            "toss payment does not match the charge"
-        );
-        return Err(GatewayError::UnknownOutcome("toss's payment for the order does not match the charge".into()));
+    let decided = judge(&payment.record(), request.order_id, request.amount);
+    if let Err(GatewayError::Mismatch(why)) = &decided {
+        // Not this charge: never approved on, and asking again cannot change what Toss recorded.
+        error!(order_id = request.order_id, toss_amount = payment.total_amount, %why, "toss payment does not match the charge");
     }
-    match payment.status {
-        // Cancelled later still means it was charged: the refund path gives it back.
-        TossStatus::Done | TossStatus::Canceled | TossStatus::PartialCanceled => {
-            Ok(Charged { reference: payment.payment_key.clone() })
-        }
-        TossStatus::Aborted | TossStatus::Expired => {
-            let code = payment.failure.as_ref().map_or("payment_aborted".to_owned(), |f| f.code.to_ascii_lowercase());
-            Err(GatewayError::Declined(code))
-        }
-        TossStatus::Ready | TossStatus::InProgress | TossStatus::WaitingForDeposit | TossStatus::Unrecognized => {
-            Err(GatewayError::UnknownOutcome(format!("toss says the payment is {:?}", payment.status)))
-        }
-    }
+    decided
+}
+
+/// The fields of Toss's webhook body this gateway reads (`PAYMENT_STATUS_CHANGED`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TossWebhook {
+    event_type: String,
+    data: TossWebhookData,
+}
+
+/// The webhook's payment: only its ids are read; its status is Toss's claim, looked up again.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TossWebhookData {
+    order_id: String,
+    #[serde(default)]
+    payment_key: Option<String>,
+}
+
+/// Toss's limits on an order number (6 to 64 characters of letters, digits, `-` and `_`) and on a
+/// payment key (200 characters): anything else is not Toss's.
+fn plain_id(raw: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Percent-encodes one path segment (billing keys and order numbers are plain, but a token is
@@ -283,8 +382,10 @@ impl PaymentGateway for TossGateway {
                     } else if OUR_SIDE.contains(&code) || status == 401 || status == 429 {
                         error!(status, code, message = %failure.message, "toss refused this node's request");
                         Err(GatewayError::Unavailable(format!("toss answered {status} {code}")))
-                    } else {
+                    } else if CARD_REFUSALS.contains(&code) {
                         Err(GatewayError::Declined(code.to_ascii_lowercase()))
+                    } else {
+                        self.reconcile_refusal(&request, status, code).await
                     }
                 }
                 Err(CallFailure::NotSent(e)) => Err(GatewayError::Unavailable(e)),
@@ -297,7 +398,7 @@ impl PaymentGateway for TossGateway {
         Box::pin(async move {
             // The cancel needs Toss's payment key, which the lookup by order number gives; it also
             // tells whether an earlier attempt already gave everything back.
-            let payment = match self.lookup(request.order_id).await {
+            let payment = match self.lookup_order(request.order_id).await {
                 Ok(Some(payment)) => payment,
                 Ok(None) => return Err(GatewayError::Unavailable("toss has no payment for the order".into())),
                 Err(e) => return Err(GatewayError::Unavailable(e)),
@@ -305,14 +406,17 @@ impl PaymentGateway for TossGateway {
             match payment.status {
                 TossStatus::Canceled => return Ok(()),
                 TossStatus::Done | TossStatus::PartialCanceled => {}
+                // Never charged: there is nothing to give back, now or later.
+                TossStatus::Aborted | TossStatus::Expired => {
+                    return Err(GatewayError::Declined(format!("toss_payment_{:?}", payment.status).to_lowercase()))
+                }
+                // Still moving: asked again later, it may be charged (then refundable) or not.
                 TossStatus::Ready
                 | TossStatus::InProgress
                 | TossStatus::WaitingForDeposit
-                | TossStatus::Aborted
-                | TossStatus::Expired
                 | TossStatus::Unrecognized => {
                     return Err(GatewayError::UnknownOutcome(format!(
-                        "toss says the payment is {:?}: nothing to refund",
+                        "toss says the payment is {:?}: nothing to refund yet",
                         payment.status
                     )))
                 }
@@ -325,6 +429,14 @@ impl PaymentGateway for TossGateway {
             match self.call(reqwest::Method::POST, &path, Some(request.idempotency_key), Some(body)).await {
                 Ok(Answer::Success(_)) => Ok(()),
                 Ok(Answer::Refused { failure, .. }) if failure.code == "ALREADY_CANCELED_PAYMENT" => Ok(()),
+                // A refusal about this refund (an amount Toss no longer has, a payment it will not
+                // cancel) is final: asking again gets the same answer, so it must not hold the
+                // payment's saga lane forever. Bad credentials (401) and rate limits (429) are
+                // this node's state, not the refund's, and are asked again.
+                Ok(Answer::Refused { status, failure }) if refund_refusal_is_final(status) => {
+                    error!(payment_id = request.payment_id, status, code = %failure.code, "toss refused the refund for good");
+                    Err(GatewayError::Declined(failure.code.to_lowercase()))
+                }
                 Ok(Answer::Refused { status, failure }) => {
                     error!(payment_id = request.payment_id, status, code = %failure.code, "toss refused the refund");
                     Err(GatewayError::Unavailable(format!("toss answered {status} {}", failure.code)))
@@ -335,6 +447,46 @@ impl PaymentGateway for TossGateway {
             }
         })
     }
+
+    fn lookup<'a>(
+        &'a self,
+        request: LookupRequest<'a>,
+    ) -> GatewayFuture<'a, Result<Option<ChargeRecord>, GatewayError>> {
+        Box::pin(async move {
+            let found = match request.reference {
+                Some(key) => self.lookup_path(&format!("/v1/payments/{}", path_segment(key))).await,
+                None => self.lookup_order(request.order_id).await,
+            };
+            found.map(|payment| payment.map(|p| p.record())).map_err(GatewayError::Unavailable)
+        })
+    }
+
+    fn notice(&self, body: &[u8]) -> Result<Notice, NoticeError> {
+        let webhook: TossWebhook = serde_json::from_slice(body)
+            .map_err(|e| NoticeError::Malformed(format!("not a Toss webhook (eventType, data.orderId): {e}")))?;
+        if webhook.event_type != "PAYMENT_STATUS_CHANGED" {
+            return Err(NoticeError::Ignored(format!("event type {:?} needs nothing done", webhook.event_type)));
+        }
+        let data = webhook.data;
+        if !plain_id(&data.order_id, 6, 64) {
+            return Err(NoticeError::Malformed("data.orderId: not an order number".into()));
+        }
+        if data.payment_key.as_deref().is_some_and(|key| !plain_id(key, 1, 200)) {
+            return Err(NoticeError::Malformed("data.paymentKey: not a payment key".into()));
+        }
+        Ok(Notice { order_id: data.order_id, reference: data.payment_key })
+    }
+
+    fn name(&self) -> &'static str {
+        "toss"
+    }
+}
+
+/// Whether Toss's refusal of a cancel is about the cancel itself (its amount, the payment's
+/// state): Toss answers those with 400, 403, 404 or 409. A 401 (the node's key), 408 or 429 (too
+/// many requests) says nothing about the refund and is asked again.
+fn refund_refusal_is_final(status: u16) -> bool {
+    matches!(status, 400 | 403 | 404 | 409 | 422)
 }
 
 #[cfg(test)]
@@ -347,6 +499,7 @@ mod tests {
             order_id: "order-1".into(),
             status,
             total_amount: amount,
+            balance_amount: None,
             failure: None,
         }
     }
@@ -367,7 +520,8 @@ mod tests {
     fn only_a_charge_toss_recorded_for_this_order_and_amount_is_approved() {
         assert!(decide(&payment(TossStatus::Done, 5_000), &request()).is_ok());
         assert!(decide(&payment(TossStatus::PartialCanceled, 5_000), &request()).is_ok());
-        assert!(matches!(decide(&payment(TossStatus::Done, 4_000), &request()), Err(GatewayError::UnknownOutcome(_))));
+        // Another amount is final: asking again cannot change what Toss recorded.
+        assert!(matches!(decide(&payment(TossStatus::Done, 4_000), &request()), Err(GatewayError::Mismatch(_))));
         assert!(matches!(
             decide(&payment(TossStatus::InProgress, 5_000), &request()),
             Err(GatewayError::UnknownOutcome(_))
@@ -387,6 +541,34 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.status, TossStatus::Unrecognized);
         assert!(matches!(decide(&parsed, &request()), Err(GatewayError::UnknownOutcome(_))));
+    }
+
+    #[test]
+    fn a_partly_cancelled_payment_reports_what_went_back() {
+        let partly = TossPayment { balance_amount: Some(3_000), ..payment(TossStatus::PartialCanceled, 5_000) };
+        assert_eq!((partly.record().refunded, partly.record().state), (2_000, ChargeState::Charged));
+        assert_eq!(payment(TossStatus::Canceled, 5_000).record().refunded, 5_000);
+        assert_eq!(payment(TossStatus::Done, 5_000).record().refunded, 0);
+    }
+
+    #[test]
+    fn a_webhook_yields_only_its_ids_and_refuses_what_is_not_tosss() {
+        let gateway =
+            TossGateway::new(&TossSettings { secret_key: Some("test_sk_x".into()), ..TossSettings::default() })
+                .unwrap();
+        let body = json!({"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2022-01-01T00:00:00.000000",
+            "data": {"paymentKey": "pk_1", "orderId": "order-123", "status": "DONE", "totalAmount": 1}});
+        let notice = gateway.notice(body.to_string().as_bytes()).unwrap();
+        assert_eq!(notice, Notice { order_id: "order-123".into(), reference: Some("pk_1".into()) });
+        assert!(matches!(gateway.notice(b"{"), Err(NoticeError::Malformed(_))));
+        assert!(matches!(
+            gateway.notice(br#"{"eventType":"PAYMENT_STATUS_CHANGED","data":{}}"#),
+            Err(NoticeError::Malformed(_))
+        ));
+        let bad_id = json!({"eventType": "PAYMENT_STATUS_CHANGED", "data": {"orderId": "../../x"}});
+        assert!(matches!(gateway.notice(bad_id.to_string().as_bytes()), Err(NoticeError::Malformed(_))));
+        let other = json!({"eventType": "DEPOSIT_CALLBACK", "data": {"orderId": "order-123"}});
+        assert!(matches!(gateway.notice(other.to_string().as_bytes()), Err(NoticeError::Ignored(_))));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Product rows and stock reservations.
 
-use super::{expect_one, timestamp, Store, StoreError, Tx};
+use super::{expect_one, query, query_scalar, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::catalog::Product;
 use bazaar_protocol::Page;
 use chrono::{DateTime, Utc};
@@ -24,7 +24,7 @@ fn from_row(row: &AnyRow) -> Result<(Product, i64), StoreError> {
 
 /// Loads a product and its version.
 pub async fn load(store: &Store, id: &str) -> Result<Option<(Product, i64)>, StoreError> {
-    let row = sqlx::query("SELECT * FROM products WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
+    let row = query(store, "SELECT * FROM products WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -35,10 +35,13 @@ pub async fn list(
     limit: u32,
     cursor: Option<&str>,
 ) -> Result<Page<Product>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT * FROM products WHERE ($1 IS NULL OR seller_id = $1) AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+    let rows = query(
+        store,
+        "SELECT * FROM products WHERE ($1 IS NULL OR seller_id = $2) AND ($3 IS NULL OR id > $4) ORDER BY id LIMIT $5",
     )
     .bind(seller_id)
+    .bind(seller_id)
+    .bind(cursor)
     .bind(cursor)
     .bind(i64::from(limit) + 1)
     .fetch_all(store.reader())
@@ -55,7 +58,8 @@ pub async fn list(
 
 /// Inserts a new product at version 1.
 pub async fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
+        tx,
         "INSERT INTO products (id, seller_id, name, description, price, currency, stock, created_at, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)",
     )
@@ -74,7 +78,8 @@ pub async fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Resul
 
 /// Writes a product's new state if it is still at `version`.
 pub async fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), StoreError> {
-    let done = sqlx::query(
+    let done = query(
+        tx,
         "UPDATE products SET name = $1, description = $2, price = $3, stock = $4, version = version + 1
          WHERE id = $5 AND version = $6",
     )
@@ -91,7 +96,7 @@ pub async fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), 
 
 /// Records that `order_id` holds `quantity` units of `product_id`.
 pub async fn reserve(tx: &mut Tx, order_id: &str, product_id: &str, quantity: u32) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO reservations (order_id, product_id, quantity, released) VALUES ($1, $2, $3, 0)")
+    query(tx, "INSERT INTO reservations (order_id, product_id, quantity, released) VALUES ($1, $2, $3, 0)")
         .bind(order_id)
         .bind(product_id)
         .bind(i64::from(quantity))
@@ -103,7 +108,8 @@ pub async fn reserve(tx: &mut Tx, order_id: &str, product_id: &str, quantity: u3
 /// The units of `product_id` that orders hold and have not given back yet.
 pub async fn reserved(tx: &mut Tx, product_id: &str) -> Result<i64, StoreError> {
     // PostgreSQL sums BIGINT as NUMERIC, which the `Any` driver cannot read as an i64.
-    let units: i64 = sqlx::query_scalar(
+    let units: i64 = query_scalar(
+        tx,
         "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM reservations WHERE product_id = $1 AND released = 0",
     )
     .bind(product_id)
@@ -114,11 +120,19 @@ pub async fn reserved(tx: &mut Tx, product_id: &str) -> Result<i64, StoreError> 
 
 /// Marks the reservation of `order_id` released; returns its quantity the first time, `None` after.
 pub async fn release(tx: &mut Tx, order_id: &str) -> Result<Option<i64>, StoreError> {
-    let quantity: Option<i64> = sqlx::query_scalar(
-        "UPDATE reservations SET released = 1 WHERE order_id = $1 AND released = 0 RETURNING quantity",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(quantity)
+    // Not `UPDATE ... RETURNING`, which MySQL lacks: the update locks the row (a second release
+    // waits, then finds it released and changes nothing), and the quantity read after it in the
+    // same transaction is the one it released.
+    let released = query(tx, "UPDATE reservations SET released = 1 WHERE order_id = $1 AND released = 0")
+        .bind(order_id)
+        .execute(&mut **tx)
+        .await?;
+    if released.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let quantity: i64 = query_scalar(tx, "SELECT quantity FROM reservations WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(quantity))
 }

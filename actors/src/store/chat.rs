@@ -1,6 +1,6 @@
 //! Chat rooms and their messages.
 
-use super::{expect_one, timestamp, Store, StoreError, Tx};
+use super::{expect_one, query, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::chat::{ChatMessage, Room};
 use bazaar_protocol::Page;
 use sqlx::any::AnyRow;
@@ -57,13 +57,14 @@ fn message_from_columns(row: &AnyRow, prefix: &str) -> Result<ChatMessage, Store
 
 /// Loads a room.
 pub async fn load(store: &Store, id: &str) -> Result<Option<RoomRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM chat_rooms WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
+    let row = query(store, "SELECT * FROM chat_rooms WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
     row.as_ref().map(room_from_row).transpose()
 }
 
 /// Inserts a new, empty room at version 1.
 pub async fn insert(tx: &mut Tx, room: &Room) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
+        tx,
         "INSERT INTO chat_rooms (id, buyer_id, seller_id, created_at, last_seq, version) VALUES ($1, $2, $3, $4, 0, 1)",
     )
     .bind(room.id.as_str())
@@ -82,7 +83,7 @@ pub async fn find_by_client_id(
     sender_id: &str,
     client_msg_id: &str,
 ) -> Result<Option<ChatMessage>, StoreError> {
-    let row = sqlx::query("SELECT * FROM chat_messages WHERE room_id = $1 AND sender_id = $2 AND client_msg_id = $3")
+    let row = query(tx, "SELECT * FROM chat_messages WHERE room_id = $1 AND sender_id = $2 AND client_msg_id = $3")
         .bind(room_id)
         .bind(sender_id)
         .bind(client_msg_id)
@@ -93,14 +94,14 @@ pub async fn find_by_client_id(
 
 /// Appends a message and moves the room's `last_seq` to it, if the room is still at `version`.
 pub async fn append(tx: &mut Tx, message: &ChatMessage, client_msg_id: &str, version: i64) -> Result<(), StoreError> {
-    let done = sqlx::query("UPDATE chat_rooms SET last_seq = $1, version = version + 1 WHERE id = $2 AND version = $3")
+    let done = query(tx, "UPDATE chat_rooms SET last_seq = $1, version = version + 1 WHERE id = $2 AND version = $3")
         .bind(message.seq)
         .bind(message.room.as_str())
         .bind(version)
         .execute(&mut **tx)
         .await?;
     expect_one(done)?;
-    sqlx::query(
+    query(tx,
         "INSERT INTO chat_messages (room_id, seq, id, sender_id, client_msg_id, text, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(message.room.as_str())
@@ -122,10 +123,12 @@ pub async fn history(
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<ChatMessage>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT * FROM chat_messages WHERE room_id = $1 AND ($2 IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3",
+    let rows = query(
+        store,
+        "SELECT * FROM chat_messages WHERE room_id = $1 AND ($2 IS NULL OR seq < $3) ORDER BY seq DESC LIMIT $4",
     )
     .bind(room_id)
+    .bind(before)
     .bind(before)
     .bind(i64::from(limit))
     .fetch_all(store.reader())
@@ -143,7 +146,7 @@ pub async fn range(
     limit: u32,
 ) -> Result<Vec<ChatMessage>, StoreError> {
     let rows =
-        sqlx::query("SELECT * FROM chat_messages WHERE room_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4")
+        query(store, "SELECT * FROM chat_messages WHERE room_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4")
             .bind(room_id)
             .bind(after)
             .bind(upto)
@@ -170,18 +173,22 @@ pub async fn rooms_of(
             None => (Some(""), Some("")),
         },
     };
-    let rows = sqlx::query(
+    let rows = query(
+        store,
         "SELECT r.id, r.buyer_id, r.seller_id, r.created_at, r.last_seq, r.version,
                 m.room_id AS m_room_id, m.seq AS m_seq, m.id AS m_id, m.sender_id AS m_sender_id,
                 m.text AS m_text, m.sent_at AS m_sent_at
          FROM chat_rooms r
          LEFT JOIN chat_messages m ON m.room_id = r.id AND m.seq = r.last_seq
-         WHERE (r.buyer_id = $1 OR r.seller_id = $1)
-           AND ($2 IS NULL OR r.created_at < $2 OR (r.created_at = $2 AND r.id > $3))
+         WHERE (r.buyer_id = $1 OR r.seller_id = $2)
+           AND ($3 IS NULL OR r.created_at < $4 OR (r.created_at = $5 AND r.id > $6))
          ORDER BY r.created_at DESC, r.id
-         LIMIT $4",
+         LIMIT $7",
     )
     .bind(user_id)
+    .bind(user_id)
+    .bind(after_created)
+    .bind(after_created)
     .bind(after_created)
     .bind(after_id)
     .bind(i64::from(limit) + 1)

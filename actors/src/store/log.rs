@@ -6,10 +6,11 @@
 //! position and store how far they got in `consumer_offsets`.
 //!
 //! Consumers trust that positions become visible in order: once they saw position N they never
-//! look below it again. On SQLite one writer at a time makes that so; on PostgreSQL, where every
-//! node relays into one database, [`relay_batch`] serialises the relays itself.
+//! look below it again. On SQLite one writer at a time makes that so; on PostgreSQL and MySQL,
+//! where every node relays into one database, [`relay_batch`] serialises the relays itself.
 
-use super::{Backend, Store, StoreError};
+use super::backend::LogAppend;
+use super::{query, query_as, query_scalar, LongText, OnBackend, Store, StoreError};
 use bazaar_protocol::events::Envelope;
 use std::sync::Arc;
 
@@ -36,30 +37,36 @@ pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, St
     }
     let mut tx = store.begin().await?;
     // SQLite: the batch's `BEGIN IMMEDIATE` already excludes every other writer.
-    if store.backend() == Backend::Postgres {
+    if let Some(lock) = store.backend().relay_lock() {
         // Two relays whose outbox rows do not overlap would otherwise run side by side, and the
         // one holding the lower log positions could commit last: a consumer that already read
         // past them would never see them. The lock (held to the batch's COMMIT) makes relays take
         // turns; reads of the log are not blocked by it. The outbox is read after it is taken,
         // so what the previous relay deleted is gone and no event is relayed twice.
-        sqlx::query("LOCK TABLE event_log IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        sqlx::query(lock).execute(&mut *tx).await?;
     }
     let pending_sql = "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
          ORDER BY o.position LIMIT $1";
-    let pending: Vec<(i64, String, String, String)> =
-        sqlx::query_as(pending_sql).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+    let pending: Vec<(i64, String, String, LongText)> =
+        query_as(store, pending_sql).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
     let mut appended = Vec::with_capacity(pending.len());
-    for (outbox_position, event_id, topic, body) in &pending {
+    for (outbox_position, event_id, topic, LongText(body)) in &pending {
         // A crash between publishing and deleting cannot happen here (one transaction), but a log
         // that already holds the event (restored backup, manual replay) must not get it twice.
-        let position: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO event_log (topic, event_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING RETURNING position",
-        )
-        .bind(topic)
-        .bind(event_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM outbox WHERE position = $1").bind(outbox_position).execute(&mut *tx).await?;
+        let position: Option<i64> = match store.backend().log_append() {
+            LogAppend::Returning(sql) => {
+                sqlx::query_scalar(sql).bind(topic).bind(event_id).fetch_optional(&mut *tx).await?
+            }
+            LogAppend::InsertId(sql) => {
+                let done = sqlx::query(sql).bind(topic).bind(event_id).execute(&mut *tx).await?;
+                if done.rows_affected() == 1 {
+                    done.last_insert_id()
+                } else {
+                    None
+                }
+            }
+        };
+        query(store, "DELETE FROM outbox WHERE position = $1").bind(outbox_position).execute(&mut *tx).await?;
         if let Some(position) = position {
             appended.push(LogRecord { position, envelope: parse(body)? });
         }
@@ -71,18 +78,19 @@ pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, St
 /// Whether any event waits in the outbox (a read; false may be stale by one commit, which wakes
 /// the relay again).
 pub async fn outbox_has_rows(store: &Store) -> Result<bool, StoreError> {
-    let row: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox LIMIT 1").fetch_optional(store.reader()).await?;
+    let row: Option<i64> = query_scalar(store, "SELECT 1 FROM outbox LIMIT 1").fetch_optional(store.reader()).await?;
     Ok(row.is_some())
 }
 
 /// How many events wait in the outbox.
 pub async fn outbox_backlog(store: &Store) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(store.reader()).await?)
+    Ok(query_scalar(store, "SELECT COUNT(*) FROM outbox").fetch_one(store.reader()).await?)
 }
 
 /// Reads up to `limit` log records after `after`, in order.
 pub async fn read(store: &Store, after: i64, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
+    let rows: Vec<(i64, LongText)> = query_as(
+        store,
         "SELECT l.position, e.body FROM event_log l JOIN events e ON e.id = l.event_id
          WHERE l.position > $1 ORDER BY l.position LIMIT $2",
     )
@@ -90,30 +98,22 @@ pub async fn read(store: &Store, after: i64, limit: u32) -> Result<Vec<LogRecord
     .bind(i64::from(limit))
     .fetch_all(store.reader())
     .await?;
-    rows.into_iter().map(|(position, body)| Ok(LogRecord { position, envelope: parse(&body)? })).collect()
+    rows.into_iter().map(|(position, LongText(body))| Ok(LogRecord { position, envelope: parse(&body)? })).collect()
 }
 
 /// Where a consumer stopped (0 before its first event).
 pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreError> {
-    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM consumer_offsets WHERE consumer = $1")
+    let position: Option<i64> = query_scalar(store, "SELECT position FROM consumer_offsets WHERE consumer = $1")
         .bind(consumer)
         .fetch_optional(store.reader())
         .await?;
     Ok(position.unwrap_or(0))
 }
 
-/// Stores where a consumer got to.
+/// Stores where a consumer got to (an offset only moves forward).
 pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query(
-        "INSERT INTO consumer_offsets (consumer, position) VALUES ($1, $2)
-         ON CONFLICT (consumer) DO UPDATE SET position = excluded.position
-         WHERE excluded.position > consumer_offsets.position",
-    )
-    .bind(consumer)
-    .bind(position)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(store.backend().save_offset()).bind(consumer).bind(position).execute(&mut *tx).await?;
     store.commit(tx).await?;
     Ok(())
 }

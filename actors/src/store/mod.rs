@@ -5,9 +5,11 @@
 //! [`tokens`]) plus [`log`] for the outbox and the embedded event log. Reads use a pool of their
 //! own so they never queue behind writes.
 //!
-//! Two databases are supported, chosen by the URL's scheme ([`backend`]): SQLite for one machine,
-//! PostgreSQL for nodes on several. Queries are written once, in the dialect both accept, and run
-//! through sqlx's `Any` driver; timestamps are stored as fixed-width text ([`timestamp`]).
+//! Three databases are supported, chosen by the URL's scheme ([`backend`]): SQLite for one
+//! machine, PostgreSQL or MySQL/MariaDB for nodes on several. Queries are written once, in the
+//! dialect SQLite and PostgreSQL share, and run through sqlx's `Any` driver by way of
+//! [`query`]/[`query_as`]/[`query_scalar`], which respell them for MySQL; timestamps are stored as
+//! fixed-width text ([`timestamp`]).
 //!
 //! Writes go through one connection per process (SQLite has one writer anyway) with group commit: each
 //! command runs in a savepoint of a batch transaction, and one `COMMIT` (one fsync) makes every
@@ -26,7 +28,8 @@ pub mod timestamp;
 pub mod tokens;
 pub mod users;
 
-pub use backend::Backend;
+pub(crate) use backend::{query, query_as, query_scalar};
+pub use backend::{Backend, OnBackend};
 use bazaar_protocol::events::Envelope;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyQueryResult;
@@ -57,12 +60,14 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
-            // PostgreSQL only: two nodes' batches waited on each other's rows (40P01), a
+            // PostgreSQL (and MySQL, for 40001): two nodes' batches waited on each other's rows (40P01), a
             // serializable check failed (40001) or a lock wait ran out (55P03). The statement
             // was undone; deciding again on fresh state is the same cure as for a stale version.
             sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03")) => {
                 StoreError::VersionConflict
             }
+            // MySQL and MariaDB: the same lock wait running out, without a SQLSTATE of its own.
+            sqlx::Error::Database(db) if backend::is_mysql_lock_timeout(&**db) => StoreError::VersionConflict,
             _ => StoreError::Database(error),
         }
     }
@@ -86,16 +91,37 @@ pub struct Tuning {
     /// The page cache of each SQLite connection (the writer and every reader), in KiB; SQLite's
     /// own default is 2,000. Unused on PostgreSQL.
     pub sqlite_cache_kib: u32,
+    /// How long the writer waits on a row lock another node holds before the statement fails
+    /// and its batch is decided again (PostgreSQL and MySQL; SQLite has one writer per file).
+    pub lock_wait: Duration,
+    /// How long a starting node waits for another node's schema migrations to finish
+    /// (PostgreSQL and MySQL).
+    pub migration_wait: Duration,
+    /// How long a starting node waits for a PostgreSQL or MySQL server that does not accept
+    /// connections (not started yet, or the wrong address) before it gives up.
+    pub connect_wait: Duration,
 }
 
 impl Tuning {
     /// The page cache per connection when none is configured.
     pub const DEFAULT_SQLITE_CACHE_KIB: u32 = 512;
+    /// The lock wait when none is configured.
+    pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
+    /// The wait for another node's migrations when none is configured.
+    pub const DEFAULT_MIGRATION_WAIT: Duration = Duration::from_secs(120);
+    /// The wait for an unreachable database server when none is configured.
+    pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(60);
 }
 
 impl From<Durability> for Tuning {
     fn from(durability: Durability) -> Self {
-        Self { durability, sqlite_cache_kib: Self::DEFAULT_SQLITE_CACHE_KIB }
+        Self {
+            durability,
+            sqlite_cache_kib: Self::DEFAULT_SQLITE_CACHE_KIB,
+            lock_wait: Self::DEFAULT_LOCK_WAIT,
+            migration_wait: Self::DEFAULT_MIGRATION_WAIT,
+            connect_wait: Self::DEFAULT_CONNECT_WAIT,
+        }
     }
 }
 
@@ -124,37 +150,118 @@ struct Writer {
     conn: AnyConnection,
     /// A batch transaction is open.
     open: bool,
-    /// The last command's savepoint was neither released nor rolled back (its `Tx` was dropped).
+    /// The last command's savepoint was neither released nor rolled back (its `Tx` was dropped,
+    /// or the `begin` that was making it was given up).
     abandoned: bool,
+    /// A `begin` was given up while its `BEGIN` ran (a caller's timeout): the connection may be in
+    /// a transaction no batch knows of, and must roll it back before anything else.
+    in_doubt: bool,
+    /// The connection failed (the server restarted, the network dropped it): the next command
+    /// opens a new one. A server rolls back what a lost connection had not committed.
+    broken: bool,
+    /// Where and how to open the connection again.
+    url: String,
+    tuning: Tuning,
+    /// The database it writes to.
+    backend: Backend,
     /// Commands in the open batch waiting for its `COMMIT`.
-    waiting: Vec<oneshot::Sender<Result<(), String>>>,
+    waiting: Vec<oneshot::Sender<Result<(), BatchFailed>>>,
+}
+
+/// Why a batch a command was in did not commit.
+#[derive(Debug, Clone)]
+struct BatchFailed {
+    reason: String,
+    /// Nothing of the batch reached the database (it was rolled back, or the server refused its
+    /// `COMMIT`): the command may be decided again. Otherwise the outcome is unknown.
+    undone: bool,
+}
+
+/// Whether an error says the connection itself is gone, rather than a statement failed.
+fn lost_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::PoolTimedOut => true,
+        // SQLSTATE class 08 (connection exception) and 57P0x: PostgreSQL shutting down or
+        // restarting (`pg_ctl restart` says 57P01 to every session before it closes them).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        _ => false,
+    }
 }
 
 impl Writer {
+    /// Notes a failed statement; one that lost the connection marks the writer for a new one.
+    fn note<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if let Err(e) = &result {
+            if lost_connection(e) {
+                self.broken = true;
+            }
+        }
+        result
+    }
+
+    /// Opens the connection again after it broke. The batch it held is gone with it (its
+    /// commands were told so by [`Writer::abort`]).
+    async fn reconnect(&mut self) -> Result<(), StoreError> {
+        let pool = self.backend.connect_writer(&self.url, self.tuning).await?;
+        let conn = pool.acquire().await?.detach();
+        pool.close().await;
+        self.conn = conn;
+        (self.broken, self.open, self.abandoned, self.in_doubt) = (false, false, false, false);
+        tracing::info!("the database write connection was opened again");
+        Ok(())
+    }
+
     /// Undoes an abandoned command; if that fails the batch is beyond repair and is rolled back.
+    ///
+    /// Each flag is cleared only once its statement has returned: a `begin` given up midway
+    /// leaves it set, and the next user of the writer undoes again rather than commit.
     async fn tidy(&mut self) {
+        if self.in_doubt {
+            // No batch was open, so nothing else is undone. Without this, every later BEGIN on
+            // SQLite fails "cannot start a transaction within a transaction", for good.
+            let rolled_back = self.conn.execute("ROLLBACK").await;
+            self.in_doubt = false;
+            let _ = self.note(rolled_back);
+        }
         if !self.abandoned {
             return;
         }
-        self.abandoned = false;
         // Both spellings are valid in both dialects; on PostgreSQL the rollback also clears the
         // error state a failed statement leaves the whole transaction in.
         let undone = match self.conn.execute("ROLLBACK TO SAVEPOINT command").await {
             Ok(_) => self.conn.execute("RELEASE SAVEPOINT command").await.map(drop),
             Err(e) => Err(e),
         };
-        if undone.is_err() {
-            self.abort("the batch could not undo a failed command").await;
+        self.abandoned = false;
+        let undone = self.note(undone);
+        // No COMMIT was sent: rolling the batch back undoes all of it. This is the path of a
+        // MySQL deadlock (1213), which rolls back the server's whole transaction, savepoints
+        // and all; the batch's other commands are then decided again, not failed.
+        if let Err(e) = undone {
+            self.abort(BatchFailed { reason: format!("the batch could not undo a failed command: {e}"), undone: true })
+                .await;
         }
     }
 
     /// Rolls the whole batch back and fails everyone waiting for it.
-    async fn abort(&mut self, reason: &str) {
-        let _ = self.conn.execute("ROLLBACK").await;
+    ///
+    /// The batch is closed and its commands told before the `ROLLBACK` is sent, with the writer
+    /// in doubt until it returns: given up midway, the next user rolls back again, and never
+    /// commits the remains of a batch whose commands were told it failed.
+    async fn abort(&mut self, failed: BatchFailed) {
         self.open = false;
+        self.in_doubt = true;
         for waiting in self.waiting.drain(..) {
-            let _ = waiting.send(Err(reason.to_owned()));
+            let _ = waiting.send(Err(failed.clone()));
         }
+        let rolled_back = self.conn.execute("ROLLBACK").await;
+        self.in_doubt = false;
+        let _ = self.note(rolled_back);
     }
 
     /// Commits the open batch and tells everyone in it.
@@ -163,7 +270,14 @@ impl Writer {
         if !self.open {
             return;
         }
-        match self.conn.execute("COMMIT").await {
+        if self.broken {
+            // The server rolled back what the lost connection held; no COMMIT ever reached it.
+            let lost = BatchFailed { reason: "the database connection was lost".into(), undone: true };
+            self.abort(lost).await;
+            return;
+        }
+        let committed = self.conn.execute("COMMIT").await;
+        match self.note(committed) {
             Ok(_) => {
                 self.open = false;
                 metrics::histogram!("bazaar_store_batch_commands").record(self.waiting.len() as f64);
@@ -171,7 +285,18 @@ impl Writer {
                     let _ = waiting.send(Ok(()));
                 }
             }
-            Err(e) => self.abort(&e.to_string()).await,
+            // A refused COMMIT of the rollback kind (SQLSTATE class 40: serialization, deadlock;
+            // MySQL's 1213) stored nothing. Anything else (a server shutting down, a broken
+            // connection) may have committed or not.
+            Err(e) => {
+                let undone = match &e {
+                    sqlx::Error::Database(db) => {
+                        db.code().is_some_and(|code| code.starts_with("40")) || backend::is_mysql_deadlock(&**db)
+                    }
+                    _ => false,
+                };
+                self.abort(BatchFailed { reason: e.to_string(), undone }).await
+            }
         }
     }
 }
@@ -186,6 +311,12 @@ pub struct Tx {
     /// commit that woke it unconditionally made the relay's own commits wake it again, a busy
     /// loop of empty write transactions on an idle node.
     queued_events: bool,
+}
+
+impl OnBackend for Tx {
+    fn backend(&self) -> Backend {
+        self.writer.backend
+    }
 }
 
 impl Deref for Tx {
@@ -213,6 +344,20 @@ impl Drop for Tx {
     }
 }
 
+/// Wakes the flusher when a `begin` is given up mid-statement, so it tidies the writer at once.
+struct WakeIfGivenUp<'a> {
+    flush: &'a Notify,
+    armed: bool,
+}
+
+impl Drop for WakeIfGivenUp<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flush.notify_one();
+        }
+    }
+}
+
 /// The handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -223,26 +368,92 @@ pub struct Store {
     backend: Backend,
 }
 
+impl OnBackend for Store {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
 impl Store {
-    /// Opens the database at `url` (`sqlite:` creating the file if missing, or `postgres:`) and
+    /// Opens the database at `url` (`sqlite:` creating the file if missing, `postgres:` or `mysql:`) and
     /// runs the embedded migrations of its backend.
     pub async fn open(url: &str, tuning: impl Into<Tuning>) -> Result<Self, StoreError> {
         let tuning = tuning.into();
         // The nodes of a local cluster start together on one file: one may find it locked while
         // another switches it to WAL or migrates it (the losers' migrations roll back, and a
         // second look finds them applied). Opening is retried for a few seconds.
+        // A server that accepts connections but no session yet (PostgreSQL starting up, too
+        // many clients) is retried, with a warning each time, until `db_connect_wait_ms` has
+        // passed since the start: one deadline for both waits.
         let backend = Backend::of_url(url)?;
+        let started = tokio::time::Instant::now();
+        let server = backend::server_address(backend, url);
+        if let Some(server) = &server {
+            Self::wait_for_server(server, tuning.connect_wait).await?;
+        }
         let mut attempt: u64 = 0;
         loop {
-            match Self::try_open(backend, url, tuning).await {
+            let retry = match Self::try_open(backend, url, tuning).await {
                 Ok(store) => return Ok(store),
-                Err(e) if attempt < 20 => {
-                    attempt += 1;
-                    tracing::debug!(attempt, reason = %e, "database not ready; retrying");
-                    tokio::time::sleep(Duration::from_millis((50 * attempt).min(500))).await;
+                // A configuration error (a bad URL, a migration that failed or waited past
+                // `db_migration_wait_ms` on a server) is not mended by trying again.
+                Err(e @ StoreError::Database(sqlx::Error::Configuration(_))) => return Err(e),
+                Err(e) => match &server {
+                    None if attempt < 20 => e,
+                    Some(_) if started.elapsed() < tuning.connect_wait => e,
+                    _ => return Err(e),
+                },
+            };
+            attempt += 1;
+            match &server {
+                Some(server) => {
+                    tracing::warn!(database = %server, attempt, reason = %retry, "database not ready; retrying")
                 }
-                Err(e) => return Err(e),
+                None => tracing::debug!(attempt, reason = %retry, "database not ready; retrying"),
             }
+            tokio::time::sleep(Duration::from_millis((50 * attempt).min(500))).await;
+        }
+    }
+
+    /// Waits until `server` (`host:port`) accepts a TCP connection, saying so at warn level on
+    /// every failed attempt, for at most `wait`. Without this, sqlx's pool retries a refused
+    /// connection silently for its whole acquire timeout, and the retries here multiply that
+    /// into minutes of silence before a node says its database is not there.
+    async fn wait_for_server(server: &str, wait: Duration) -> Result<(), StoreError> {
+        let started = tokio::time::Instant::now();
+        // An attempt (a TCP connect to a host that never answers) and a pause are each cut at a
+        // quarter of the wait, a second at least: a line every few seconds, and no timing of its
+        // own besides the one setting.
+        let slice = (wait / 4).max(Duration::from_secs(1));
+        let mut delay = Duration::from_secs(1);
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let remaining = wait.saturating_sub(started.elapsed());
+            let reason = match tokio::time::timeout(remaining.min(slice), tokio::net::TcpStream::connect(server)).await
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer".to_owned(),
+            };
+            let remaining = wait.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                let message = format!(
+                    "database at {server} unreachable after {} s ({attempt} attempts): {reason}",
+                    wait.as_secs_f64().round()
+                );
+                return Err(StoreError::Database(sqlx::Error::Io(std::io::Error::other(message))));
+            }
+            let pause = delay.min(remaining);
+            tracing::warn!(
+                database = %server,
+                attempt,
+                %reason,
+                "database at {server} unreachable, retrying in {:.1} s (attempt {attempt})",
+                pause.as_secs_f64()
+            );
+            tokio::time::sleep(pause).await;
+            delay = (delay * 2).min(slice);
         }
     }
 
@@ -251,7 +462,17 @@ impl Store {
         let read = backend.open_reader(url, tuning).await?;
         let conn = write.acquire().await?.detach();
         write.close().await;
-        let writer = Arc::new(Mutex::new(Writer { conn, open: false, abandoned: false, waiting: Vec::new() }));
+        let writer = Arc::new(Mutex::new(Writer {
+            conn,
+            open: false,
+            abandoned: false,
+            in_doubt: false,
+            broken: false,
+            url: url.to_owned(),
+            tuning,
+            backend,
+            waiting: Vec::new(),
+        }));
         let flush = Arc::new(Notify::new());
         tokio::spawn(flusher(Arc::downgrade(&writer), flush.clone()));
         Ok(Self { writer, flush, read, committed: Arc::new(Notify::new()), backend })
@@ -259,14 +480,40 @@ impl Store {
 
     /// Starts a command's write transaction (a savepoint in the current batch, which starts as
     /// [`Backend::begin_batch`] says).
+    ///
+    /// Safe to give up (a caller's timeout drops it): a statement already sent still runs, so the
+    /// writer is marked for the next user to undo whatever it may have started, and the flusher
+    /// is woken to do so at once rather than leave the database locked.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let mut writer = self.writer.clone().lock_owned().await;
+        let mut wake = WakeIfGivenUp { flush: &self.flush, armed: true };
         writer.tidy().await;
+        if writer.broken {
+            if writer.open {
+                writer.abort(BatchFailed { reason: "the database connection was lost".into(), undone: true }).await;
+            }
+            writer.reconnect().await?;
+        }
         if !writer.open {
-            writer.conn.execute(self.backend.begin_batch()).await?;
+            writer.in_doubt = true;
+            let mut begun = writer.conn.execute(self.backend.begin_batch()).await.map(drop);
+            writer.in_doubt = false;
+            // An idle connection the server dropped (a restart) is found here; nothing was in
+            // it, so one new connection and a second BEGIN keep the command from failing.
+            if begun.as_ref().is_err_and(lost_connection) {
+                writer.reconnect().await?;
+                writer.in_doubt = true;
+                begun = writer.conn.execute(self.backend.begin_batch()).await.map(drop);
+                writer.in_doubt = false;
+            }
+            writer.note(begun)?;
             writer.open = true;
         }
-        writer.conn.execute("SAVEPOINT command").await?;
+        writer.abandoned = true;
+        let saved = writer.conn.execute("SAVEPOINT command").await;
+        writer.abandoned = false;
+        writer.note(saved)?;
+        wake.armed = false;
         Ok(Tx { writer, released: false, flush: self.flush.clone(), queued_events: false })
     }
 
@@ -287,7 +534,11 @@ impl Store {
                 }
                 Ok(())
             }
-            Ok(Err(reason)) => Err(StoreError::Corrupt(format!("batch commit failed: {reason}"))),
+            // Decided again on fresh state, like a lost race.
+            Ok(Err(BatchFailed { undone: true, .. })) => Err(StoreError::VersionConflict),
+            Ok(Err(BatchFailed { reason, undone: false })) => {
+                Err(StoreError::Corrupt(format!("batch commit failed: {reason}")))
+            }
             Err(_) => Err(StoreError::Corrupt("the writer stopped".into())),
         }
     }
@@ -297,11 +548,6 @@ impl Store {
         &self.read
     }
 
-    /// Which database this store runs on.
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Wakes when a transaction that queued events has committed (the outbox holds new rows).
     pub fn commit_signal(&self) -> Arc<Notify> {
         self.committed.clone()
@@ -309,7 +555,7 @@ impl Store {
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+        query(self, "SELECT 1").execute(&self.read).await.is_ok()
     }
 
     /// Commits what is pending and closes the read pool (the write connection closes with the
@@ -331,6 +577,17 @@ async fn flusher(writer: std::sync::Weak<Mutex<Writer>>, flush: Arc<Notify>) {
     }
 }
 
+/// Every stored event's entity, version and id, by entity and version: what a fault run reads to
+/// show that no version of an entity was committed twice (two nodes that both believed they
+/// owned it). Chat events are left out: a room numbers them by message seq, not by version
+/// (its opening and its first message are both 1).
+pub async fn event_versions(store: &Store) -> Result<Vec<(String, i64, String)>, StoreError> {
+    Ok(query_as(store, "SELECT entity_id, seq, id FROM events WHERE topic <> $1 ORDER BY entity_id, seq, id")
+        .bind(bazaar_protocol::events::topics::CHAT)
+        .fetch_all(store.reader())
+        .await?)
+}
+
 /// Records `events` and queues them in the outbox, inside the caller's transaction.
 pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), StoreError> {
     if events.is_empty() {
@@ -341,7 +598,8 @@ pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), Store
         rows.push((event, serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?));
     }
     // One statement for all of a command's events; a trigger queues each in the outbox. Written
-    // by hand because sqlx's QueryBuilder numbers no placeholders for `Any` (PostgreSQL needs $N).
+    // by hand because sqlx's QueryBuilder numbers no placeholders for `Any` (PostgreSQL needs $N),
+    // and respelled for the backend like every other statement.
     const COLUMNS: usize = 7;
     let mut sql = String::from("INSERT INTO events (id, topic, entity_id, seq, type, at, body) VALUES ");
     for index in 0..rows.len() {
@@ -349,6 +607,7 @@ pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), Store
         push_placeholders(&mut sql, index * COLUMNS + 1, COLUMNS);
         sql.push(')');
     }
+    let sql = tx.backend().spell(&sql);
     let mut insert = sqlx::query(&sql);
     for (event, body) in rows {
         insert = insert
@@ -367,7 +626,7 @@ pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), Store
 
 /// Looks up an idempotency record inside the caller's transaction.
 pub async fn find_idempotency(tx: &mut Tx, user_id: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-    idempotency_record(&mut **tx, user_id, key).await
+    idempotency_record(tx.backend(), &mut **tx, user_id, key).await
 }
 
 /// Looks up an idempotency record outside any transaction (the fast path for retries).
@@ -376,16 +635,17 @@ pub async fn peek_idempotency(
     user_id: &str,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
-    idempotency_record(store.reader(), user_id, key).await
+    idempotency_record(store.backend(), store.reader(), user_id, key).await
 }
 
 async fn idempotency_record<'e>(
+    backend: Backend,
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     user_id: &str,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
     let row: Option<(String, String)> =
-        sqlx::query_as("SELECT request_hash, result_id FROM idempotency WHERE user_id = $1 AND key = $2")
+        query_as(&backend, "SELECT request_hash, result_id FROM idempotency WHERE user_id = $1 AND \"key\" = $2")
             .bind(user_id)
             .bind(key)
             .fetch_optional(executor)
@@ -400,8 +660,9 @@ pub async fn save_idempotency(
     result_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO idempotency (user_id, key, request_hash, result_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+    query(
+        tx,
+        "INSERT INTO idempotency (user_id, \"key\", request_hash, result_id, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&key.user_id)
     .bind(&key.key)
@@ -416,7 +677,7 @@ pub async fn save_idempotency(
 /// Forgets idempotency records older than `cutoff`; returns how many.
 pub async fn expire_idempotency(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
     // Looked at through the read pool first: an idle node writes nothing when nothing expired.
-    let due: Option<i64> = sqlx::query_scalar("SELECT 1 FROM idempotency WHERE created_at < $1 LIMIT 1")
+    let due: Option<i64> = query_scalar(store, "SELECT 1 FROM idempotency WHERE created_at < $1 LIMIT 1")
         .bind(timestamp::encode(cutoff))
         .fetch_optional(store.reader())
         .await?;
@@ -424,7 +685,7 @@ pub async fn expire_idempotency(store: &Store, cutoff: DateTime<Utc>) -> Result<
         return Ok(0);
     }
     let mut tx = store.begin().await?;
-    let done = sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
+    let done = query(store, "DELETE FROM idempotency WHERE created_at < $1")
         .bind(timestamp::encode(cutoff))
         .execute(&mut *tx)
         .await?;
@@ -434,7 +695,7 @@ pub async fn expire_idempotency(store: &Store, cutoff: DateTime<Utc>) -> Result<
 
 /// Marks an event as applied by a consumer; returns false when it already was (a redelivery).
 pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+    let done = query(tx, "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(consumer)
         .bind(event_id)
         .execute(&mut **tx)
@@ -445,20 +706,45 @@ pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Resu
 /// Whether a consumer already applied an event (for steps whose side effect lies outside the
 /// database, which must be checked before it is done and marked after).
 pub async fn is_processed(store: &Store, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
-        .bind(consumer)
-        .bind(event_id)
-        .fetch_optional(store.reader())
-        .await?;
+    let found: Option<i64> =
+        query_scalar(store, "SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
+            .bind(consumer)
+            .bind(event_id)
+            .fetch_optional(store.reader())
+            .await?;
     Ok(found.is_some())
 }
 
 /// Appends `$first, $first+1, ...` (`count` of them): sqlx's QueryBuilder numbers no
-/// placeholders for the `Any` driver, and PostgreSQL needs them numbered.
+/// placeholders for the `Any` driver, and PostgreSQL needs them numbered (the statement is then
+/// respelled for its backend with [`Backend::spell`]).
 pub(crate) fn push_placeholders(sql: &mut String, first: usize, count: usize) {
     use std::fmt::Write;
     for n in first..first + count {
         let _ = write!(sql, "{}${n}", if n == first { "" } else { ", " });
+    }
+}
+
+/// A long text column (an event's body): MySQL and MariaDB report `TEXT` as a blob, which the
+/// `Any` driver will not read as a `String`; this reads either.
+pub(crate) struct LongText(pub String);
+
+impl sqlx::Type<sqlx::Any> for LongText {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        matches!(ty.kind(), sqlx::any::AnyTypeInfoKind::Text | sqlx::any::AnyTypeInfoKind::Blob)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Any> for LongText {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match <String as sqlx::Decode<sqlx::Any>>::decode(value.clone()) {
+            Ok(text) => Ok(LongText(text)),
+            Err(_) => Ok(LongText(String::from_utf8(<Vec<u8> as sqlx::Decode<sqlx::Any>>::decode(value)?)?)),
+        }
     }
 }
 
@@ -481,17 +767,19 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn numbered_placeholders_bind_by_number_not_by_position() {
+    async fn placeholders_in_order_bind_in_order_on_every_backend() {
         let (store, _db) = fresh_store().await;
-        let (second, first): (String, i64) =
-            sqlx::query_as("SELECT $2, $1").bind(7_i64).bind("two").fetch_one(store.reader()).await.unwrap();
-        assert_eq!((second.as_str(), first), ("two", 7));
-        let repeated: Option<String> = sqlx::query_scalar("SELECT CASE WHEN $1 IS NULL THEN 'none' ELSE $1 END")
+        let (first, second): (i64, String) =
+            query_as(&store, "SELECT $1, $2").bind(7_i64).bind("two").fetch_one(store.reader()).await.unwrap();
+        assert_eq!((first, second.as_str()), (7, "two"));
+        // A value used twice is bound twice; `'$9'` is text, not a placeholder.
+        let repeated: String = query_scalar(&store, "SELECT CASE WHEN $1 IS NULL THEN '$9' ELSE $2 END")
+            .bind("x")
             .bind("x")
             .fetch_one(store.reader())
             .await
             .unwrap();
-        assert_eq!(repeated.as_deref(), Some("x"));
+        assert_eq!(repeated, "x");
     }
 
     #[tokio::test]
@@ -511,16 +799,107 @@ mod tests {
     }
 
     async fn count(store: &Store) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM consumer_offsets").fetch_one(store.reader()).await.unwrap()
+        query_scalar(store, "SELECT COUNT(*) FROM consumer_offsets").fetch_one(store.reader()).await.unwrap()
     }
 
     async fn insert(store: &Store, name: &str) -> Result<(), StoreError> {
         let mut tx = store.begin().await?;
-        sqlx::query("INSERT INTO consumer_offsets (consumer, position) VALUES ($1, 1)")
+        query(&tx, "INSERT INTO consumer_offsets (consumer, position) VALUES ($1, 1)")
             .bind(name)
             .execute(&mut *tx)
             .await?;
         store.commit(tx).await
+    }
+
+    /// A command whose failure ends the server's whole transaction (a MySQL deadlock rolls back
+    /// every savepoint; here the command ends it itself) takes the batch's other commands with it:
+    /// they must be told to decide again, not that storage is broken.
+    #[tokio::test]
+    async fn commands_of_a_batch_undone_by_another_command_are_told_to_decide_again() {
+        let (store, _db) = fresh_store().await;
+        let mut first = store.begin().await.unwrap();
+        query(&first, "INSERT INTO consumer_offsets (consumer, position) VALUES ($1, 1)")
+            .bind("undone")
+            .execute(&mut *first)
+            .await
+            .unwrap();
+        // The breaking command queues for the writer now, so the writer's fair lock hands it
+        // over before the flusher that the first command's commit wakes.
+        let breaker = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin().await.unwrap();
+                tx.execute("ROLLBACK").await.unwrap();
+                drop(tx);
+            }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let outcome = store.commit(first).await;
+        breaker.await.unwrap();
+        assert!(matches!(outcome, Err(StoreError::VersionConflict)), "{outcome:?}");
+        assert_eq!(count(&store).await, 0);
+        insert(&store, "after").await.unwrap();
+        assert_eq!(count(&store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_begin_given_up_while_another_node_holds_the_database_leaves_the_writer_usable() {
+        // The simulated gateway's charge runs under the payment's timeout; on a shared SQLite
+        // file, a node paused while holding the write lock made that timeout drop a `begin`
+        // waiting in BEGIN IMMEDIATE. The BEGIN still ran once the lock came free, and every
+        // later write of that node failed "cannot start a transaction within a transaction".
+        let (store, db) = fresh_store().await;
+        let other = Store::open(db.url(), Durability::Normal).await.unwrap();
+        let held = other.begin().await.unwrap();
+        // On SQLite this waits for the lock and is given up; a server begins at once.
+        if let Ok(Ok(tx)) = tokio::time::timeout(Duration::from_millis(300), store.begin()).await {
+            drop(tx);
+        }
+        drop(held);
+        other.close().await;
+        insert(&store, "after").await.unwrap();
+        insert(&store, "again").await.unwrap();
+        assert_eq!(count(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_write_connection_the_server_dropped_is_opened_again() {
+        // A PostgreSQL restart (the fault runner's) dropped the one write connection, and every
+        // later write of the node failed "expected to read 5 bytes, got 0 bytes at EOF".
+        let (store, _db) = fresh_store().await;
+        insert(&store, "before").await.unwrap();
+        let mut conn = store.reader().acquire().await.unwrap();
+        match store.backend {
+            // One file and no server: nothing can drop the connection.
+            Backend::Sqlite => return,
+            Backend::Postgres => {
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .await
+                .unwrap();
+            }
+            Backend::Mysql => {
+                let ids: Vec<i64> = query_scalar(
+                    &store,
+                    "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
+                     WHERE DB = DATABASE() AND ID <> CONNECTION_ID()",
+                )
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+                for id in ids {
+                    let _ = conn.execute(format!("KILL {id}").as_str()).await;
+                }
+            }
+        }
+        drop(conn);
+        insert(&store, "after").await.unwrap();
+        insert(&store, "again").await.unwrap();
+        assert_eq!(count(&store).await, 3);
     }
 
     #[tokio::test]
@@ -542,7 +921,7 @@ mod tests {
         insert(&store, "kept").await.unwrap();
         // Dropped without commit: undone.
         let mut tx = store.begin().await.unwrap();
-        sqlx::query("INSERT INTO consumer_offsets (consumer, position) VALUES ('dropped', 1)")
+        query(&tx, "INSERT INTO consumer_offsets (consumer, position) VALUES ('dropped', 1)")
             .execute(&mut *tx)
             .await
             .unwrap();
@@ -550,7 +929,7 @@ mod tests {
         // A unique violation fails only its own command.
         assert!(matches!(insert(&store, "kept").await, Err(StoreError::Duplicate)));
         insert(&store, "after").await.unwrap();
-        let names: Vec<String> = sqlx::query_scalar("SELECT consumer FROM consumer_offsets ORDER BY consumer")
+        let names: Vec<String> = query_scalar(&store, "SELECT consumer FROM consumer_offsets ORDER BY consumer")
             .fetch_all(store.reader())
             .await
             .unwrap();
@@ -564,54 +943,67 @@ pub(crate) mod test_support {
 
     /// The admin URL of a PostgreSQL server to test against instead of SQLite.
     pub const POSTGRES_URL_VAR: &str = "TEST_POSTGRES_URL";
+    /// The admin URL of a MySQL or MariaDB server to test against (before PostgreSQL's).
+    pub const MYSQL_URL_VAR: &str = "TEST_MYSQL_URL";
+
+    /// The admin URL of the database server the tests run on, if one is named: MySQL's variable
+    /// first, then PostgreSQL's; none means SQLite.
+    pub fn server_url() -> Option<String> {
+        [MYSQL_URL_VAR, POSTGRES_URL_VAR].iter().find_map(|var| std::env::var(var).ok().filter(|url| !url.is_empty()))
+    }
 
     /// Where a test's database lives; dropping it removes the database.
     pub enum TestDatabase {
         /// A SQLite file in a temporary directory, removed when the directory is dropped.
         Sqlite { url: String, _dir: tempfile::TempDir },
-        /// A database of its own on the PostgreSQL server at `admin_url`.
-        Postgres { admin_url: String, name: String, url: String },
+        /// A database of its own on the server at `admin_url`.
+        Server { admin_url: String, name: String, url: String },
     }
 
     impl TestDatabase {
         /// The URL another store (another node, in effect) opens the same database with.
         pub fn url(&self) -> &str {
             match self {
-                TestDatabase::Sqlite { url, .. } | TestDatabase::Postgres { url, .. } => url,
+                TestDatabase::Sqlite { url, .. } | TestDatabase::Server { url, .. } => url,
             }
         }
     }
 
     impl Drop for TestDatabase {
         fn drop(&mut self) {
-            let TestDatabase::Postgres { admin_url, name, .. } = self else { return };
+            let TestDatabase::Server { admin_url, name, .. } = self else { return };
             let (admin_url, name) = (admin_url.clone(), name.clone());
             // Drop cannot await, and the test's runtime may be single-threaded: a runtime of
             // its own on a thread of its own does the dropping. A failure only leaves a database
             // behind on a throwaway server.
             let dropped = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                runtime.block_on(backend::drop_postgres_database(&admin_url, &name)).ok()
+                runtime.block_on(backend::drop_database(&admin_url, &name)).ok()
             });
             let _ = dropped.join();
         }
     }
 
-    /// Opens a fresh database: a SQLite file, or a new PostgreSQL database when
-    /// `TEST_POSTGRES_URL` names a server. It lives as long as the returned guard.
+    /// Opens a fresh database: a SQLite file, or a new database on the server `TEST_MYSQL_URL`
+    /// or `TEST_POSTGRES_URL` names. It lives as long as the returned guard.
     pub async fn fresh_store() -> (Store, TestDatabase) {
-        match std::env::var(POSTGRES_URL_VAR) {
-            Ok(admin_url) if !admin_url.is_empty() => {
+        let database = fresh_database().await;
+        let store = Store::open(database.url(), Durability::Normal).await.expect("open store");
+        (store, database)
+    }
+
+    /// A fresh database no store has opened yet: no schema.
+    pub async fn fresh_database() -> TestDatabase {
+        match server_url() {
+            Some(admin_url) => {
                 let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-                let url = backend::create_postgres_database(&admin_url, &name).await.expect("create test database");
-                let store = Store::open(&url, Durability::Normal).await.expect("open store");
-                (store, TestDatabase::Postgres { admin_url, name, url })
+                let url = backend::create_database(&admin_url, &name).await.expect("create test database");
+                TestDatabase::Server { admin_url, name, url }
             }
-            _ => {
+            None => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
-                let store = Store::open(&url, Durability::Normal).await.expect("open store");
-                (store, TestDatabase::Sqlite { url, _dir: dir })
+                TestDatabase::Sqlite { url, _dir: dir }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Order rows.
 
-use super::{corrupt, expect_one, timestamp, Store, StoreError, Tx};
+use super::{corrupt, expect_one, query, query_scalar, timestamp, Backend, OnBackend, Store, StoreError, Tx};
 use bazaar_protocol::orders::{Order, OrderStatus};
 use bazaar_protocol::Page;
 use chrono::{DateTime, Utc};
@@ -34,19 +34,20 @@ fn from_row(row: &AnyRow) -> Result<(Order, i64), StoreError> {
 
 /// Loads an order and its version.
 pub async fn load(store: &Store, id: &str) -> Result<Option<(Order, i64)>, StoreError> {
-    load_with(store.reader(), id).await
+    load_with(store.backend(), store.reader(), id).await
 }
 
 /// Loads an order inside a transaction (to answer an idempotent retry).
 pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<Order>, StoreError> {
-    Ok(load_with(&mut **tx, id).await?.map(|(order, _)| order))
+    Ok(load_with(tx.backend(), &mut **tx, id).await?.map(|(order, _)| order))
 }
 
 async fn load_with<'e>(
+    backend: Backend,
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     id: &str,
 ) -> Result<Option<(Order, i64)>, StoreError> {
-    let row = sqlx::query("SELECT * FROM orders WHERE id = $1").bind(id).fetch_optional(executor).await?;
+    let row = query(&backend, "SELECT * FROM orders WHERE id = $1").bind(id).fetch_optional(executor).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -69,12 +70,15 @@ pub async fn list(
     cursor: Option<&str>,
 ) -> Result<Page<Order>, StoreError> {
     let sql = match side {
-        Side::Buyer => "SELECT * FROM orders WHERE buyer_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
-        Side::Seller => "SELECT * FROM orders WHERE seller_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        Side::Buyer => "SELECT * FROM orders WHERE buyer_id = $1 AND ($2 IS NULL OR status = $3) AND ($4 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",
+        Side::Seller => "SELECT * FROM orders WHERE seller_id = $1 AND ($2 IS NULL OR status = $3) AND ($4 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",
     };
-    let rows = sqlx::query(sql)
+    let status = status.map(OrderStatus::as_str);
+    let rows = query(store, sql)
         .bind(user_id)
-        .bind(status.map(OrderStatus::as_str))
+        .bind(status)
+        .bind(status)
+        .bind(cursor)
         .bind(cursor)
         .bind(i64::from(limit) + 1)
         .fetch_all(store.reader())
@@ -91,7 +95,8 @@ pub async fn list(
 
 /// Inserts a new order at version 1.
 pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
+        tx,
         "INSERT INTO orders (id, buyer_id, seller_id, product_id, quantity, amount, currency, status, payment_id,
                              paid_at, created_at, updated_at, expires_at, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, 1)",
@@ -115,7 +120,8 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
 
 /// Up to `limit` ids of ORDERED orders whose hold ended at or before `now`, earliest first.
 pub async fn overdue(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
+    Ok(query_scalar(
+        store,
         "SELECT id FROM orders WHERE status = 'ORDERED' AND expires_at IS NOT NULL AND expires_at <= $1
          ORDER BY expires_at LIMIT $2",
     )
@@ -128,7 +134,7 @@ pub async fn overdue(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Ve
 /// When the earliest hold of an ORDERED order ends, if any order is waiting for payment.
 pub async fn next_expiry(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
     let at: Option<String> =
-        sqlx::query_scalar("SELECT MIN(expires_at) FROM orders WHERE status = 'ORDERED' AND expires_at IS NOT NULL")
+        query_scalar(store, "SELECT MIN(expires_at) FROM orders WHERE status = 'ORDERED' AND expires_at IS NOT NULL")
             .fetch_one(store.reader())
             .await?;
     at.as_deref().map(timestamp::decode).transpose()
@@ -136,13 +142,16 @@ pub async fn next_expiry(store: &Store) -> Result<Option<DateTime<Utc>>, StoreEr
 
 /// Writes an order's new status if it is still at `version`; remembers when it first became PAID.
 pub async fn update(tx: &mut Tx, order: &Order, version: i64) -> Result<(), StoreError> {
-    let done = sqlx::query(
+    let done = query(
+        tx,
         "UPDATE orders SET status = $1, payment_id = $2, updated_at = $3,
-                paid_at = COALESCE(paid_at, CASE WHEN $1 = 'PAID' THEN $3 END), version = version + 1
-         WHERE id = $4 AND version = $5",
+                paid_at = COALESCE(paid_at, CASE WHEN $4 = 'PAID' THEN $5 END), version = version + 1
+         WHERE id = $6 AND version = $7",
     )
     .bind(order.status.as_str())
     .bind(order.payment_id.as_ref().map(|p| p.as_str()))
+    .bind(timestamp::encode(order.updated_at))
+    .bind(order.status.as_str())
     .bind(timestamp::encode(order.updated_at))
     .bind(order.id.as_str())
     .bind(version)

@@ -1,6 +1,6 @@
 //! Payment rows and the simulated gateway's ledger of charges.
 
-use super::{corrupt, expect_one, timestamp, Store, StoreError, Tx};
+use super::{corrupt, expect_one, query, query_as, query_scalar, timestamp, Backend, OnBackend, Store, StoreError, Tx};
 use bazaar_protocol::payments::{Payment, PaymentStatus};
 use bazaar_protocol::UserId;
 use chrono::{DateTime, Utc};
@@ -33,6 +33,7 @@ fn from_row(row: &AnyRow) -> Result<PaymentRecord, StoreError> {
             amount: row.try_get("amount")?,
             status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?,
             reason: row.try_get("reason")?,
+            refunded_amount: row.try_get("refunded_amount")?,
         },
         buyer_id: row.try_get::<String, _>("buyer_id")?.into(),
         seller_id: row.try_get::<String, _>("seller_id")?.into(),
@@ -44,28 +45,30 @@ fn from_row(row: &AnyRow) -> Result<PaymentRecord, StoreError> {
 
 /// Loads a payment.
 pub async fn load(store: &Store, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-    load_with(store.reader(), id).await
+    load_with(store.backend(), store.reader(), id).await
 }
 
 /// Loads a payment inside a transaction (to answer an idempotent retry).
 pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-    load_with(&mut **tx, id).await
+    load_with(tx.backend(), &mut **tx, id).await
 }
 
 async fn load_with<'e>(
+    backend: Backend,
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     id: &str,
 ) -> Result<Option<PaymentRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM payments WHERE id = $1").bind(id).fetch_optional(executor).await?;
+    let row = query(&backend, "SELECT * FROM payments WHERE id = $1").bind(id).fetch_optional(executor).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Inserts a new payment at version 1.
 pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
+        tx,
         "INSERT INTO payments (id, order_id, buyer_id, seller_id, amount, currency, token, status, reason,
-                               created_at, updated_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1)",
+                               created_at, updated_at, refunded_amount, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1)",
     )
     .bind(record.payment.id.as_str())
     .bind(record.payment.order_id.as_str())
@@ -78,19 +81,23 @@ pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> 
     .bind(&record.payment.reason)
     .bind(timestamp::encode(now))
     .bind(timestamp::encode(now))
+    .bind(record.payment.refunded_amount)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Writes a payment's new status if it is still at `version`.
+/// Writes a payment's new status and refunded amount if it is still at `version`.
 pub async fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "UPDATE payments SET status = $1, reason = $2, updated_at = $3, version = version + 1 WHERE id = $4 AND version = $5",
+    let done = query(
+        tx,
+        "UPDATE payments SET status = $1, reason = $2, updated_at = $3, refunded_amount = $4, version = version + 1
+         WHERE id = $5 AND version = $6",
     )
     .bind(payment.status.as_str())
     .bind(&payment.reason)
     .bind(timestamp::encode(now))
+    .bind(payment.refunded_amount)
     .bind(payment.id.as_str())
     .bind(version)
     .execute(&mut **tx)
@@ -100,7 +107,7 @@ pub async fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<
 
 /// What the gateway answered for a payment before, if it was asked.
 pub async fn find_charge(store: &Store, payment_id: &str) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT outcome FROM gateway_charges WHERE payment_id = $1")
+    Ok(query_scalar(store, "SELECT outcome FROM gateway_charges WHERE payment_id = $1")
         .bind(payment_id)
         .fetch_optional(store.reader())
         .await?)
@@ -115,7 +122,8 @@ pub async fn record_charge(
     now: DateTime<Utc>,
 ) -> Result<String, StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query(
+    query(
+        store,
         "INSERT INTO gateway_charges (payment_id, amount, outcome, refunded, at) VALUES ($1, $2, $3, 0, $4)
          ON CONFLICT DO NOTHING",
     )
@@ -125,7 +133,7 @@ pub async fn record_charge(
     .bind(timestamp::encode(now))
     .execute(&mut *tx)
     .await?;
-    let first: String = sqlx::query_scalar("SELECT outcome FROM gateway_charges WHERE payment_id = $1")
+    let first: String = query_scalar(store, "SELECT outcome FROM gateway_charges WHERE payment_id = $1")
         .bind(payment_id)
         .fetch_one(&mut *tx)
         .await?;
@@ -133,22 +141,111 @@ pub async fn record_charge(
     Ok(first)
 }
 
-/// Records a refund request at the gateway. The money goes back once whatever the count; the
-/// column counts the requests the gateway received for the payment, so a count over 1 is the
-/// evidence of a duplicate request (what the refund path is built never to send).
-pub async fn refund_charge(store: &Store, payment_id: &str) -> Result<(), StoreError> {
+/// A charge in the simulated gateway's ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerCharge {
+    /// What was charged.
+    pub amount: i64,
+    /// `approved`, or the decline reason.
+    pub outcome: String,
+    /// What has been given back of it.
+    pub refunded_amount: i64,
+}
+
+/// The ledger's charge of a payment, if it was charged (or declined).
+pub async fn ledger_charge(store: &Store, payment_id: &str) -> Result<Option<LedgerCharge>, StoreError> {
+    let row: Option<(i64, String, i64)> =
+        query_as(store, "SELECT amount, outcome, refunded_amount FROM gateway_charges WHERE payment_id = $1")
+            .bind(payment_id)
+            .fetch_optional(store.reader())
+            .await?;
+    Ok(row.map(|(amount, outcome, refunded_amount)| LedgerCharge { amount, outcome, refunded_amount }))
+}
+
+/// Every charge in the simulated gateway's ledger, by payment id: what a fault run compares with
+/// the payments (a charge for a payment the API never shows is as much a finding as a double one).
+pub async fn ledger_charges(store: &Store) -> Result<Vec<(String, LedgerCharge)>, StoreError> {
+    let rows: Vec<(String, i64, String, i64)> =
+        query_as(store, "SELECT payment_id, amount, outcome, refunded_amount FROM gateway_charges ORDER BY payment_id")
+            .fetch_all(store.reader())
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, amount, outcome, refunded_amount)| (id, LedgerCharge { amount, outcome, refunded_amount }))
+        .collect())
+}
+
+/// What the ledger did with one refund request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerRefund {
+    /// Gave back this much (or had already, under this idempotency key).
+    Refunded(i64),
+    /// No approved charge for the payment: nothing to give back.
+    NotCharged,
+    /// More than the charge has left was asked for; nothing was given back.
+    ExceedsCharge { left: i64 },
+}
+
+/// Records a refund request at the gateway: gives back `amount` (`None`: all that is left) of the
+/// payment's charge once per `idempotency_key`, never more than was charged. The `refunded`
+/// column counts every request received, so a count over the number of refunds is the evidence
+/// of a duplicate request (what the refund path is built never to send).
+pub async fn refund_charge(
+    store: &Store,
+    payment_id: &str,
+    idempotency_key: &str,
+    amount: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<LedgerRefund, StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query("UPDATE gateway_charges SET refunded = refunded + 1 WHERE payment_id = $1")
+    query(store, "UPDATE gateway_charges SET refunded = refunded + 1 WHERE payment_id = $1")
         .bind(payment_id)
         .execute(&mut *tx)
         .await?;
+    let earlier: Option<i64> = query_scalar(store, "SELECT amount FROM gateway_refunds WHERE idempotency_key = $1")
+        .bind(idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let charge: Option<(i64, String, i64)> =
+        query_as(store, "SELECT amount, outcome, refunded_amount FROM gateway_charges WHERE payment_id = $1")
+            .bind(payment_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let outcome = match (earlier, charge) {
+        (Some(given), _) => LedgerRefund::Refunded(given),
+        (None, Some((charged, outcome, refunded))) if outcome == "approved" => {
+            let left = charged - refunded;
+            let wanted = amount.unwrap_or(left);
+            if wanted > left || wanted <= 0 {
+                LedgerRefund::ExceedsCharge { left }
+            } else {
+                query(
+                    store,
+                    "INSERT INTO gateway_refunds (idempotency_key, payment_id, amount, at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(idempotency_key)
+                .bind(payment_id)
+                .bind(wanted)
+                .bind(timestamp::encode(now))
+                .execute(&mut *tx)
+                .await?;
+                query(store, "UPDATE gateway_charges SET refunded_amount = refunded_amount + $1 WHERE payment_id = $2")
+                    .bind(wanted)
+                    .bind(payment_id)
+                    .execute(&mut *tx)
+                    .await?;
+                LedgerRefund::Refunded(wanted)
+            }
+        }
+        (None, Some(_) | None) => LedgerRefund::NotCharged,
+    };
     store.commit(tx).await?;
-    Ok(())
+    Ok(outcome)
 }
 
 /// How many refund requests the gateway received for a payment (0 when none, or never charged).
 pub async fn refund_requests(store: &Store, payment_id: &str) -> Result<i64, StoreError> {
-    let count: Option<i64> = sqlx::query_scalar("SELECT refunded FROM gateway_charges WHERE payment_id = $1")
+    let count: Option<i64> = query_scalar(store, "SELECT refunded FROM gateway_charges WHERE payment_id = $1")
         .bind(payment_id)
         .fetch_optional(store.reader())
         .await?;
@@ -167,5 +264,24 @@ mod tests {
         assert_eq!(record_charge(&store, "p1", 10, "approved", now).await.unwrap(), "approved");
         assert_eq!(record_charge(&store, "p1", 10, "declined", now).await.unwrap(), "approved");
         assert_eq!(find_charge(&store, "p1").await.unwrap().as_deref(), Some("approved"));
+    }
+
+    #[tokio::test]
+    async fn the_ledger_gives_back_each_refund_once_and_never_more_than_was_charged() {
+        let (store, _dir) = fresh_store().await;
+        let now = Utc::now();
+        record_charge(&store, "p1", 10, "approved", now).await.unwrap();
+        assert_eq!(refund_charge(&store, "p1", "r1", Some(4), now).await.unwrap(), LedgerRefund::Refunded(4));
+        // The same key again: the first answer, nothing more given back.
+        assert_eq!(refund_charge(&store, "p1", "r1", Some(4), now).await.unwrap(), LedgerRefund::Refunded(4));
+        assert_eq!(
+            refund_charge(&store, "p1", "r2", Some(7), now).await.unwrap(),
+            LedgerRefund::ExceedsCharge { left: 6 }
+        );
+        assert_eq!(refund_charge(&store, "p1", "r3", None, now).await.unwrap(), LedgerRefund::Refunded(6));
+        let charge = ledger_charge(&store, "p1").await.unwrap().unwrap();
+        assert_eq!((charge.amount, charge.refunded_amount), (10, 10));
+        assert_eq!(refund_requests(&store, "p1").await.unwrap(), 4);
+        assert_eq!(refund_charge(&store, "p9", "r4", None, now).await.unwrap(), LedgerRefund::NotCharged);
     }
 }

@@ -1,7 +1,7 @@
 //! Refresh-token families: rotation on every use, and revocation of the whole family when a
 //! spent token comes back (someone copied it).
 
-use super::{timestamp, Store, StoreError};
+use super::{query, query_as, timestamp, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// What presenting a refresh token led to.
@@ -25,7 +25,7 @@ pub async fn start_family(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query("INSERT INTO token_families (id, user_id, revoked, created_at) VALUES ($1, $2, 0, $3)")
+    query(store, "INSERT INTO token_families (id, user_id, revoked, created_at) VALUES ($1, $2, 0, $3)")
         .bind(family_id)
         .bind(user_id)
         .bind(timestamp::encode(now))
@@ -43,7 +43,8 @@ async fn insert_token(
     token_hash: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
+        tx,
         "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, spent) VALUES ($1, $2, $3, $4, 0)",
     )
     .bind(token_hash)
@@ -64,7 +65,8 @@ pub async fn rotate(
     now: DateTime<Utc>,
 ) -> Result<Rotation, StoreError> {
     let mut tx = store.begin().await?;
-    let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
+    let row: Option<(String, String, String, i64, i64)> = query_as(
+        store,
         "SELECT t.family_id, t.user_id, t.expires_at, t.spent, f.revoked
          FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = $1",
     )
@@ -84,16 +86,16 @@ pub async fn rotate(
     // right now (nothing locks the row read above), and the loser must see a reuse, not a second
     // successor.
     let spent_now = spent == 0
-        && sqlx::query("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = $1 AND spent = 0")
+        && query(store, "UPDATE refresh_tokens SET spent = 1 WHERE token_hash = $1 AND spent = 0")
             .bind(token_hash)
             .execute(&mut *tx)
             .await?
             .rows_affected()
             == 1;
     if !spent_now {
-        sqlx::query("UPDATE token_families SET revoked = 1, revoked_at = $2 WHERE id = $1")
-            .bind(&family_id)
+        query(store, "UPDATE token_families SET revoked = 1, revoked_at = $1 WHERE id = $2")
             .bind(timestamp::encode(now))
+            .bind(&family_id)
             .execute(&mut *tx)
             .await?;
         store.commit(tx).await?;
@@ -114,16 +116,16 @@ pub async fn revoke_family_of(
 ) -> Result<Option<String>, StoreError> {
     let mut tx = store.begin().await?;
     let family: Option<(String,)> =
-        sqlx::query_as("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
+        query_as(store, "SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
             .bind(token_hash)
             .bind(user_id)
             .fetch_optional(&mut *tx)
             .await?;
     let Some((family_id,)) = family else { return Ok(None) };
     // A family revoked earlier keeps its first revocation time (the deny list counts from it).
-    sqlx::query("UPDATE token_families SET revoked = 1, revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
-        .bind(&family_id)
+    query(store, "UPDATE token_families SET revoked = 1, revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
         .bind(timestamp::encode(now))
+        .bind(&family_id)
         .execute(&mut *tx)
         .await?;
     store.commit(tx).await?;
@@ -134,7 +136,7 @@ pub async fn revoke_family_of(
 /// made on the others.
 pub async fn revoked_since(store: &Store, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, revoked_at FROM token_families WHERE revoked_at >= $1")
+        query_as(store, "SELECT id, revoked_at FROM token_families WHERE revoked_at >= $1")
             .bind(timestamp::encode(since))
             .fetch_all(store.reader())
             .await?;

@@ -1,6 +1,6 @@
 //! User rows.
 
-use super::{corrupt, timestamp, Store, StoreError, Tx};
+use super::{corrupt, query, query_scalar, timestamp, Store, StoreError, Tx};
 use bazaar_protocol::auth::UserView;
 use bazaar_protocol::values::Role;
 use chrono::{DateTime, Utc};
@@ -34,19 +34,19 @@ fn from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
 
 /// Loads a user by id.
 pub async fn load(store: &Store, id: &str) -> Result<Option<UserRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
+    let row = query(store, "SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(store.reader()).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Finds a user by normalised e-mail, for login.
 pub async fn find_by_email(store: &Store, email: &str) -> Result<Option<UserRecord>, StoreError> {
-    let row = sqlx::query("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(store.reader()).await?;
+    let row = query(store, "SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(store.reader()).await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Inserts a new user; [`StoreError::Duplicate`] when the e-mail is taken.
 pub async fn insert(tx: &mut Tx, user: &UserRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
-    sqlx::query(
+    query(tx,
         "INSERT INTO users (id, email, password_hash, role, name, created_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(user.view.id.as_str())
@@ -63,7 +63,8 @@ pub async fn insert(tx: &mut Tx, user: &UserRecord, now: DateTime<Utc>) -> Resul
 
 /// Whether `buyer` has at least one order from `seller` that reached PAID (the visibility rule).
 pub async fn has_paid_order(store: &Store, buyer: &str, seller: &str) -> Result<bool, StoreError> {
-    let found: Option<i64> = sqlx::query_scalar(
+    let found: Option<i64> = query_scalar(
+        store,
         "SELECT 1 FROM orders WHERE buyer_id = $1 AND seller_id = $2 AND paid_at IS NOT NULL LIMIT 1",
     )
     .bind(buyer)

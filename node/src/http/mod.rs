@@ -2,13 +2,21 @@
 //! what they share — the API error type, JSON bodies with a size limit, the bearer-token filter,
 //! idempotency keys — and the one `recover` that turns every rejection into the API's JSON error.
 //! [`server`] is the accept loop that serves them, with the connection limits and timeouts;
-//! [`upgrade`] answers the WebSocket handshake that [`ws`] serves.
+//! [`upgrade`] answers the WebSocket handshake that [`ws`] serves; [`console`] serves the web app
+//! at `/`, which uses the same API from the browser. [`endpoints`] is the table of every route:
+//! requests no row matches never reach the resources, and [`openapi`] writes `/openapi.json` (and
+//! the `/docs` page that renders it) from the same rows.
 
+pub mod access_log;
 pub mod auth;
 pub mod catalog;
 pub mod chat;
 pub mod client_addr;
+mod console;
+pub mod cors;
+pub mod endpoints;
 mod lean_socket;
+pub mod openapi;
 pub mod operations;
 pub mod orders;
 pub mod payments;
@@ -169,6 +177,38 @@ pub fn json_body<T: DeserializeOwned + Send + 'static>(limit: u64) -> BoxedFilte
                 )));
             }
             read_limited(body, limit, deadline).await.and_then(|b| parse_json::<T>(&b)).map_err(reject)
+        })
+        .boxed()
+}
+
+/// Like [`json_body`], for a body that may be left out: no body (or an empty one) is `None`.
+pub fn optional_json_body<T: DeserializeOwned + Send + 'static>(limit: u64) -> BoxedFilter<(Option<T>,)> {
+    header_value("content-type")
+        .and(warp::ext::optional::<server::BodyDeadline>())
+        .and(warp::body::stream())
+        .and_then(move |content_type: Option<HeaderValue>, deadline: Option<server::BodyDeadline>, body| async move {
+            let bytes = read_limited(body, limit, deadline).await.map_err(reject)?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            if !is_json_media_type(content_type.as_ref()) {
+                return Err(reject(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "the body must be JSON, sent with Content-Type: application/json",
+                )));
+            }
+            parse_json::<T>(&bytes).map(Some).map_err(reject)
+        })
+        .boxed()
+}
+
+/// The raw body, at most `limit` bytes (413 past it) and within the request's body deadline, for
+/// a caller that parses it itself (a payment provider's notification).
+pub fn raw_body(limit: u64) -> BoxedFilter<(Vec<u8>,)> {
+    warp::ext::optional::<server::BodyDeadline>()
+        .and(warp::body::stream())
+        .and_then(move |deadline: Option<server::BodyDeadline>, body| async move {
+            read_limited(body, limit, deadline).await.map_err(reject)
         })
         .boxed()
 }
@@ -381,15 +421,27 @@ pub fn idempotency_key() -> BoxedFilter<(String,)> {
             let Some(key) = key else {
                 return Err(reject(ApiError::bad_request("the Idempotency-Key header is required")));
             };
-            match key.to_str() {
-                Ok(key) if !key.trim().is_empty() && key.len() <= 200 => Ok(key.to_owned()),
-                Ok(_) => Err(reject(ApiError::bad_request("Idempotency-Key: must be 1 to 200 characters"))),
-                Err(_) => Err(reject(ApiError::bad_request(
-                    "Idempotency-Key: must be visible ASCII characters (a UUID, say)",
-                ))),
-            }
+            checked_idempotency_key(&key).map_err(reject)
         })
         .boxed()
+}
+
+/// The raw `Idempotency-Key` header where it may be left out; when sent, checked as
+/// [`idempotency_key`] checks it.
+pub fn optional_idempotency_key() -> BoxedFilter<(Option<String>,)> {
+    header_value("idempotency-key")
+        .and_then(|key: Option<HeaderValue>| async move {
+            key.map(|key| checked_idempotency_key(&key)).transpose().map_err(reject)
+        })
+        .boxed()
+}
+
+fn checked_idempotency_key(key: &HeaderValue) -> Result<String, ApiError> {
+    match key.to_str() {
+        Ok(key) if !key.trim().is_empty() && key.len() <= 200 => Ok(key.to_owned()),
+        Ok(_) => Err(ApiError::bad_request("Idempotency-Key: must be 1 to 200 characters")),
+        Err(_) => Err(ApiError::bad_request("Idempotency-Key: must be visible ASCII characters (a UUID, say)")),
+    }
 }
 
 /// Scopes an idempotency key to its caller and fingerprints the request it came with (the
@@ -431,8 +483,18 @@ pub fn text_param<'q>(query: &'q HashMap<String, String>, name: &'static str) ->
     }
 }
 
-/// Every route of the API, with JSON errors and request metrics.
-pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+/// Which listener a set of routes is for (see `ops_http_addr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The API's listener (`http_addr`): every route, and `/metrics` and `/cluster` too unless
+    /// they have a listener of their own.
+    Api,
+    /// The operations listener (`ops_http_addr`): the probes, `/metrics`, `/cluster`, `/info`.
+    Operations,
+}
+
+/// Every route of `listener`, with the in-flight gate, CORS, the access log and one `recover`.
+pub fn routes(app: Arc<App>, listener: Listener) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let in_flight = app.in_flight.clone();
     // A bounded number of requests at once: past it, 503 at the door instead of queues that grow
     // in unbounded actor mailboxes.
@@ -447,7 +509,35 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
             })
         }
     });
-    let api = auth::routes(app.clone())
+    let own_ops_listener = !app.settings.ops_http_addr.is_empty();
+    let api: BoxedFilter<(Response,)> = match listener {
+        // Not behind the API's gate: a node swamped with API requests still shows its metrics
+        // (the reason to look at them) on a listener of their own.
+        Listener::Operations => operations::routes(app.clone(), true),
+        Listener::Api => gate
+            .and(api_routes(app.clone(), !own_ops_listener))
+            .map(|_permit: tokio::sync::OwnedSemaphorePermit, reply: Response| reply)
+            .boxed(),
+    };
+    // The probes answer whatever the requests in flight are doing: an orchestrator that sees 503
+    // from /healthz restarts a node that is merely busy.
+    let origins = app.settings.cors_origins().unwrap_or_default();
+    // Only the table's rows are served: a route missing from it (and so from /openapi.json) is
+    // never reached.
+    let served = endpoints::known().and(operations::probes(app).or(api).unify()).recover(recover).unify().boxed();
+    let served = cors::wrap(served, &origins);
+    // `start` never rejects; the second `recover` only gives the whole the type warp serves.
+    access_log::start()
+        .and(served)
+        .map(access_log::finish)
+        .recover(recover)
+        .unify()
+        .with(warp::log::custom(record_request))
+}
+
+/// The routes of the API's listener; `/metrics` and `/cluster` with `internal`.
+fn api_routes(app: Arc<App>, internal: bool) -> BoxedFilter<(Response,)> {
+    auth::routes(app.clone())
         .or(catalog::routes(app.clone()))
         .unify()
         .or(orders::routes(app.clone()))
@@ -458,16 +548,13 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .unify()
         .or(ws::routes(app.clone()))
         .unify()
-        .or(operations::routes(app.clone()))
-        .unify();
-    // The probes answer whatever the requests in flight are doing: an orchestrator that sees 503
-    // from /healthz restarts a node that is merely busy.
-    operations::probes(app)
-        .or(gate.and(api).map(|_permit: tokio::sync::OwnedSemaphorePermit, reply: Response| reply))
+        .or(operations::routes(app.clone(), internal))
         .unify()
-        .recover(recover)
+        .or(console::routes())
         .unify()
-        .with(warp::log::custom(record_request))
+        .or(openapi::routes())
+        .unify()
+        .boxed()
 }
 
 /// Turns every rejection into the API's JSON error body.
@@ -486,6 +573,8 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::bad_request(format!("header {} is required", header.name()))
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         ApiError::bad_request("the query string is malformed")
+    } else if let Some(refused) = rejection.find::<warp::cors::CorsForbidden>() {
+        ApiError::new(ErrorCode::Forbidden, format!("cross-origin request refused: {refused}"))
     } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
         ApiError::new(ErrorCode::UnsupportedMediaType, "unsupported content type")
     } else {
@@ -513,6 +602,7 @@ fn route_label(path: &str) -> String {
                 | "cancel"
                 | "payments"
                 | "refund"
+                | "webhooks"
                 | "chat"
                 | "rooms"
                 | "messages"
@@ -521,6 +611,11 @@ fn route_label(path: &str) -> String {
                 | "readyz"
                 | "metrics"
                 | "cluster"
+                | "info"
+                | "console"
+                | "docs"
+                | "reference.js"
+                | "openapi.json"
         );
         if index > 5 {
             return "other".into();

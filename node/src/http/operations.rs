@@ -1,8 +1,9 @@
-//! Operations: liveness and readiness ([`probes`], outside the request limit), Prometheus metrics
-//! and the cluster view.
+//! Operations: liveness and readiness ([`probes`], outside the request limit), Prometheus metrics,
+//! the cluster view, and what this node is (`/info`).
 
 use crate::app::App;
 use bazaar_actors::cluster::router::{NodeStats, RouterMsg};
+use bazaar_actors::store::backend::{Backend, OnBackend};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,8 +32,10 @@ pub fn probes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     healthz.or(readyz).unify().boxed()
 }
 
-/// The other operations routes: metrics and the cluster view.
-pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+/// The other operations routes: `/info`, and with `internal` the metrics and the cluster view
+/// (which name every node, its address and its load: for the operators' network only, see
+/// `ops_http_addr`).
+pub fn routes(app: Arc<App>, internal: bool) -> BoxedFilter<(Response,)> {
     let with_app = warp::any().map(move || app.clone());
     let metrics = warp::path!("metrics").and(warp::get()).and(with_app.clone()).map(|app: Arc<App>| {
         // Read off the gate at scrape time (this scrape counts itself): no bookkeeping per request.
@@ -46,11 +49,42 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         metrics::gauge!("bazaar_sqlite_memory_bytes").set(crate::allocator::sqlite_in_use() as f64);
         warp::reply::with_header(app.metrics.render(), "content-type", "text/plain; version=0.0.4").into_response()
     });
+    let info = warp::path!("info")
+        .and(warp::get())
+        .and(with_app.clone())
+        .map(|app: Arc<App>| warp::reply::json(&info(&app)).into_response());
     let cluster = warp::path!("cluster")
         .and(warp::get())
         .and(with_app)
         .then(|app: Arc<App>| async move { warp::reply::json(&cluster_view(&app).await).into_response() });
-    metrics.or(cluster).unify().boxed()
+    match internal {
+        true => metrics.or(cluster).unify().or(info).unify().boxed(),
+        false => info.boxed(),
+    }
+}
+
+/// `GET /info`: the version and build, the node's name, and which backends it runs on, by kind
+/// only (a URL can hold a password; none is shown).
+fn info(app: &App) -> serde_json::Value {
+    let settings = &app.settings;
+    let database = match app.store.backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+        Backend::Mysql => "mysql",
+    };
+    json!({
+        "name": "bazaar",
+        "version": env!("CARGO_PKG_VERSION"),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "node": settings.node_name,
+        "clustered": app.view.is_some(),
+        "backends": {
+            "database": database,
+            "eventLog": if settings.kafka_brokers.trim().is_empty() { "embedded" } else { "kafka" },
+            "cache": if settings.redis_url.trim().is_empty() { "none" } else { "redis" },
+            "paymentGateway": settings.gateway,
+        },
+    })
 }
 
 /// `GET /cluster`: every configured node with its status and live entities, and the entities of

@@ -96,10 +96,11 @@ fn concerns_one_connection(error: &std::io::Error) -> bool {
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    routes: super::Listener,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let service = warp::service(super::routes(app));
+    let service = warp::service(super::routes(app, routes));
     let places = Arc::new(Semaphore::new(limits.max_connections));
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let mut connections = JoinSet::new();

@@ -56,7 +56,7 @@ async fn an_idle_node_uses_almost_no_cpu_and_writes_nothing() {
 #[tokio::test]
 async fn the_database_files_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    if std::env::var("TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty()) {
+    if crate::common::database_server().is_some() {
         // The database is a server's; no file of it lives in the data directory.
         return;
     }

@@ -95,7 +95,7 @@ async fn read_topic(broker: &str, topic: &str, partitions: i32) -> Vec<Value> {
             for record in records {
                 let value = record.record.value.expect("a value");
                 let envelope: Value = serde_json::from_slice(&value).expect("a JSON envelope");
-                // Keyed by entity id, as API.md says.
+                // Keyed by entity id, as docs/API.md says.
                 assert_eq!(record.record.key.as_deref(), envelope["entityId"].as_str().map(str::as_bytes));
                 all.push(envelope);
             }

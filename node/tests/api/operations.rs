@@ -31,6 +31,29 @@ async fn metrics_are_prometheus_text_with_bazaar_series() {
 }
 
 #[tokio::test]
+async fn info_names_the_version_the_node_and_its_backends_by_kind_only() {
+    let node = TestNode::spawn().await;
+    let info = node.get("/info").await.expect(200);
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"), "{info}");
+    assert_eq!(info["node"], node.name.as_str(), "{info}");
+    assert!(["debug", "release"].contains(&info["build"].as_str().unwrap_or_default()), "{info}");
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let database = if set("TEST_MYSQL_URL") {
+        "mysql"
+    } else if set("TEST_POSTGRES_URL") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let backends = &info["backends"];
+    assert_eq!(backends["database"], database, "{info}");
+    assert_eq!(backends["eventLog"], if set("TEST_KAFKA_BROKERS") { "kafka" } else { "embedded" }, "{info}");
+    assert_eq!(backends["cache"], if set("TEST_REDIS_URL") { "redis" } else { "none" }, "{info}");
+    assert_eq!(backends["paymentGateway"], "simulated", "{info}");
+    assert!(!info.to_string().contains("://"), "no URL is shown: {info}");
+}
+
+#[tokio::test]
 async fn the_cluster_view_lists_the_node_itself() {
     let node = TestNode::spawn().await;
     let cluster = node.get("/cluster").await.expect(200);
@@ -167,6 +190,8 @@ async fn every_series_the_dashboard_charts_is_exported() {
                     "bazaar_saga_retries_total",
                     "bazaar_entity_failures_total",
                     "bazaar_entity_passivations_total",
+                    // Only in a cluster that is not whole, or just changed its members.
+                    "bazaar_entity_refreshes_total",
                     "bazaar_rate_limited_total",
                     "bazaar_ws_connections",
                     "bazaar_chat_deliveries_total",
@@ -184,4 +209,32 @@ async fn every_series_the_dashboard_charts_is_exported() {
         }
     }
     assert!(missing.is_empty(), "charted but not exported: {missing:?}\n{scrape}");
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_the_access_log_has_a_line_for_it_without_the_query() {
+    let node = TestNode::spawn().await;
+    let given = node.send(Method::GET, "/healthz", None, Body::None, &[("X-Request-Id", "gateway-7f3a")]).await;
+    assert_eq!(given.header("x-request-id").as_deref(), Some("gateway-7f3a"), "the client's id comes back");
+    // A line break cannot come in a header value; a space (or a huge id) is not kept.
+    let replaced = node.send(Method::GET, "/healthz", None, Body::None, &[("X-Request-Id", "two words")]).await;
+    let fresh = replaced.header("x-request-id").expect("an id is made");
+    assert!(uuid::Uuid::parse_str(&fresh).is_ok(), "a fresh id is a UUID: {fresh}");
+    let missing = node.get("/products/nope?secret=in-the-query").await;
+    assert_eq!(missing.status, 404);
+    let id = missing.header("x-request-id").expect("errors carry the id too");
+
+    eventually(EVENT_DEADLINE, "the access log lines", || async {
+        let log = node.log_tail(200);
+        let line = log.lines().find(|l| l.contains(&id)).map(str::to_owned);
+        match line {
+            Some(line) if line.contains("/products/nope") && line.contains("404") => {
+                assert!(!line.contains("secret=in-the-query"), "the query is not logged: {line}");
+                assert!(log.contains("gateway-7f3a") && log.contains(&fresh), "{log}");
+                Ok(())
+            }
+            other => Err(format!("no access line for {id}: {other:?}")),
+        }
+    })
+    .await;
 }

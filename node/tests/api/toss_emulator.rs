@@ -7,6 +7,7 @@
 //!   `amount`, `orderId`, `orderName`); a second charge of one order number is refused with
 //!   `DUPLICATED_ORDER_ID`, a card issued to decline is refused with `REJECT_CARD_PAYMENT`;
 //! - `GET /v1/payments/orders/{orderId}`: the order's payment, or 404 `NOT_FOUND_PAYMENT`;
+//! - `GET /v1/payments/{paymentKey}`: the payment of that key, or 404 `NOT_FOUND_PAYMENT`;
 //! - `POST /v1/payments/{paymentKey}/cancel`: `cancelReason`, optional `cancelAmount`, never more
 //!   than what is left.
 //!
@@ -15,7 +16,14 @@
 //! Toss does; a repeat with another body, a second charge of an order under a new key, a missing
 //! key or a malformed body is recorded as a violation, which the tests assert never happens.
 //! Faults are queued by the test: a slow answer (charged, answered late), a 5xx (nothing charged,
-//! nothing remembered) and a lost answer (charged, connection closed without a response).
+//! nothing remembered), a lost answer (charged, connection closed without a response), a bare
+//! 4xx after charging (a proxy's page) and a charge recorded at another amount. An outage makes
+//! charges and lookups by order number answer 5xx (lookups by payment key still work), and the
+//! test may cancel a payment as Toss's dashboard would, outside bazaar.
+//!
+//! Webhooks: [`TossEmulator::webhook`] builds the `PAYMENT_STATUS_CHANGED` body Toss posts
+//! (`{eventType, createdAt, data: Payment}`) from a payment as it is now; the test posts it to the
+//! node, as often and as late as it likes (duplicates, stale copies).
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -41,6 +49,11 @@ pub enum Fault {
     ServerError,
     /// Does the work, then closes the connection without answering.
     LoseResponse,
+    /// Does the work, then answers 400 with a body that is not Toss's error object (a proxy's
+    /// page), which the node reads as `HTTP_400`.
+    BareRefusalAfterCharging,
+    /// Records the charge at this many won more than asked, and answers with it.
+    ChargeMore(i64),
 }
 
 /// One payment as the emulator recorded it.
@@ -76,6 +89,8 @@ struct State {
     answered: HashMap<String, (String, u16, Value)>,
     charge_faults: VecDeque<Fault>,
     cancel_faults: VecDeque<Fault>,
+    /// Charges and lookups by order number answer 500 (queued faults still go first).
+    outage: bool,
     violations: Vec<String>,
     seen: Vec<Seen>,
 }
@@ -147,6 +162,32 @@ impl TossEmulator {
         self.lock().cancel_faults.extend(faults.iter().copied());
     }
 
+    /// Starts or ends an outage of charges and lookups by order number.
+    pub fn set_outage(&self, on: bool) {
+        self.lock().outage = on;
+    }
+
+    /// Cancels `amount` of the order's payment as Toss's dashboard would, outside bazaar.
+    pub fn cancel_outside(&self, order_id: &str, amount: i64) {
+        let mut state = self.lock();
+        let payment = state.payments.iter_mut().find(|p| p.order_id == order_id).expect("a payment for the order");
+        assert!(amount <= payment.balance_amount, "cancelling more than is left");
+        payment.balance_amount -= amount;
+        payment.cancels.push(amount);
+        payment.status = if payment.balance_amount == 0 { "CANCELED" } else { "PARTIAL_CANCELED" };
+    }
+
+    /// The `PAYMENT_STATUS_CHANGED` webhook body Toss posts for the order's payment as it is now.
+    pub fn webhook(&self, order_id: &str) -> Value {
+        let state = self.lock();
+        let payment = state.payments.iter().find(|p| p.order_id == order_id).expect("a payment for the order");
+        json!({
+            "eventType": "PAYMENT_STATUS_CHANGED",
+            "createdAt": "2026-01-01T00:00:00.000000",
+            "data": payment_json(payment),
+        })
+    }
+
     /// The payments recorded for an order number (Toss keeps at most one).
     pub fn payments_of(&self, order_id: &str) -> Vec<TossPayment> {
         self.lock().payments.iter().filter(|p| p.order_id == order_id).cloned().collect()
@@ -205,6 +246,16 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Answer 
         match (&parts.method, segments.as_slice()) {
             (&Method::GET, ["v1", "payments", "orders", order_id]) => {
                 let (status, answer) = match state.payments.iter().find(|p| p.order_id == *order_id) {
+                    _ if state.outage => {
+                        (500, error_body("FAILED_INTERNAL_SYSTEM_PROCESSING", "내부 시스템 처리 작업이 실패했습니다."))
+                    }
+                    Some(payment) => (200, payment_json(payment)),
+                    None => (404, error_body("NOT_FOUND_PAYMENT", "존재하지 않는 결제 정보 입니다.")),
+                };
+                (status, answer, None)
+            }
+            (&Method::GET, ["v1", "payments", payment_key]) => {
+                let (status, answer) = match state.payments.iter().find(|p| p.payment_key == *payment_key) {
                     Some(payment) => (200, payment_json(payment)),
                     None => (404, error_body("NOT_FOUND_PAYMENT", "존재하지 않는 결제 정보 입니다.")),
                 };
@@ -213,12 +264,19 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Answer 
             (&Method::POST, ["v1", "billing", billing_key]) => {
                 let fault = state.charge_faults.pop_front();
                 let billing_key = (*billing_key).to_owned();
+                let extra = match fault {
+                    Some(Fault::ChargeMore(extra)) => extra,
+                    _ => 0,
+                };
                 let (status, answer) = match fault {
                     Some(Fault::ServerError) => {
                         (500, error_body("FAILED_INTERNAL_SYSTEM_PROCESSING", "내부 시스템 처리 작업이 실패했습니다."))
                     }
+                    None if state.outage => {
+                        (500, error_body("FAILED_INTERNAL_SYSTEM_PROCESSING", "내부 시스템 처리 작업이 실패했습니다."))
+                    }
                     _ => idempotent(&mut state, &parts.method, &path, idempotency_key.as_deref(), &body, |state| {
-                        charge(state, &billing_key, &body)
+                        charge(state, &billing_key, &body, extra)
                     }),
                 };
                 (status, answer, fault)
@@ -245,7 +303,13 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Answer 
     match fault {
         Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::LoseResponse) => return Err("the answer is lost".into()),
-        Some(Fault::ServerError) | None => {}
+        Some(Fault::BareRefusalAfterCharging) => {
+            return Ok(Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from_static(b"<html>400 Bad Request</html>")))?);
+        }
+        Some(Fault::ServerError | Fault::ChargeMore(_)) | None => {}
     }
     reply(status, &answer)
 }
@@ -278,7 +342,7 @@ fn idempotent(
     (status, answer)
 }
 
-fn charge(state: &mut State, billing_key: &str, body: &Value) -> (u16, Value) {
+fn charge(state: &mut State, billing_key: &str, body: &Value, extra: i64) -> (u16, Value) {
     let customer_key = body["customerKey"].as_str().unwrap_or_default().to_owned();
     let amount = body["amount"].as_i64().unwrap_or(0);
     let order_id = body["orderId"].as_str().unwrap_or_default().to_owned();
@@ -315,8 +379,8 @@ fn charge(state: &mut State, billing_key: &str, body: &Value) -> (u16, Value) {
         order_name,
         customer_key,
         status: "DONE",
-        total_amount: amount,
-        balance_amount: amount,
+        total_amount: amount + extra,
+        balance_amount: amount + extra,
         cancels: Vec::new(),
         failure: None,
     };

@@ -3,11 +3,14 @@
 //! it (see [`support`], built on [`common`], which the `api` tests share), and talks to them over
 //! HTTP and WebSocket only.
 //!
-//! One module per concern: `by_name` forms a cluster whose peers are all host names; `consistency` reads entities through nodes other than the one that
-//! wrote them; `chat` joins sockets on different nodes to one room; `membership` covers the cookie
-//! and a node joining under load; `cluster_up` starts and stops a whole cluster with one command;
-//! `silent_peer` stops a node without closing its connections; `failover` kills a node under load; `frame_limit` sends a routed
-//! request larger than the inter-node frame limit; `idle` measures what an idle cluster costs.
+//! One module per concern: `by_name` forms a cluster whose peers are all host names;
+//! `consistency` reads entities through nodes other than the one that wrote them; `chat` joins
+//! sockets on different nodes to one room; `kafka_chat` cuts a node's peer links while Kafka
+//! carries its chat; `membership` covers the cookie, a node joining under load and the framework's
+//! session lines kept out of the default log; `cluster_up`
+//! starts and stops a whole cluster with one command; `silent_peer` stops a node without closing
+//! its connections; `failover` kills a node under load; `frame_limit` sends a routed request
+//! larger than the inter-node frame limit; `idle` measures what an idle cluster costs.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -20,6 +23,7 @@ mod consistency;
 mod failover;
 mod frame_limit;
 mod idle;
+mod kafka_chat;
 mod membership;
 mod revocation;
 mod silent_peer;

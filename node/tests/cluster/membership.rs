@@ -205,3 +205,19 @@ async fn assert_each_listed_once(node: &Api, buyer: &User, expected: Vec<String>
     let expected: std::collections::BTreeSet<&String> = expected.iter().collect();
     assert_eq!(unique, expected, "the order list via {} is exactly the acknowledged orders", node.name);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actor_frameworks_session_chatter_stays_out_of_the_default_log() {
+    // ractor_cluster says "TCP Session opened" and "Node Session ... is authenticated" at info for
+    // every peer link; an operator reads our own lines (membership changes) instead.
+    let cluster = Cluster::start(2, 2, &[]).await;
+    for index in 0..2 {
+        let log = cluster.log_tail(index, 100_000);
+        let framework: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(" ractor") && !line.contains(" WARN ") && !line.contains(" ERROR "))
+            .collect();
+        assert!(framework.is_empty(), "{}: {framework:#?}", cluster.name(index));
+        assert!(log.contains("serving"), "the node's own lines are there: {log}");
+    }
+}

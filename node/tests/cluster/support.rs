@@ -245,6 +245,8 @@ pub struct NodeSpec {
 pub struct Cluster {
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// The config file each node is started with: `config`, unless a test gave a node its own.
+    node_configs: Vec<PathBuf>,
     specs: Vec<NodeSpec>,
     children: Vec<Option<Child>>,
     starts: Vec<u32>,
@@ -288,6 +290,7 @@ impl Cluster {
         let client = http_client_builder().connect_timeout(Duration::from_secs(3)).build().expect("an HTTP client");
         Cluster {
             dir,
+            node_configs: vec![config.clone(); listed],
             config,
             children: (0..listed).map(|_| None).collect(),
             starts: vec![0; listed],
@@ -311,6 +314,14 @@ impl Cluster {
     /// The cluster.toml this cluster was configured with.
     pub fn config_path(&self) -> &std::path::Path {
         &self.config
+    }
+
+    /// Starts node `index` (from now on) with `toml` as its config file instead of the shared
+    /// one: how a test gives each node its own view of its peers' addresses.
+    pub fn set_node_config(&mut self, index: usize, toml: &str) {
+        let path = self.dir.path().join(format!("{}.toml", self.specs[index].name));
+        std::fs::write(&path, toml).expect("the node's config file");
+        self.node_configs[index] = path;
     }
 
     /// The data directory every node of this config shares.
@@ -375,7 +386,7 @@ impl Cluster {
         let mut command = serve_command();
         command
             .arg("--config")
-            .arg(&self.config)
+            .arg(&self.node_configs[index])
             .args(["--node", &spec.name])
             .envs(server_env(self.dir.path()))
             .envs(database_env(&self.data_dir()).await)

@@ -268,18 +268,21 @@ pub fn server_env(scope: &Path) -> Vec<(String, String)> {
     env
 }
 
+/// The admin URL of the database server the tests run on, if one is named: `TEST_MYSQL_URL`
+/// (MySQL or MariaDB) first, then `TEST_POSTGRES_URL`; none means SQLite.
+pub fn database_server() -> Option<String> {
+    ["TEST_MYSQL_URL", "TEST_POSTGRES_URL"].iter().find_map(|var| std::env::var(var).ok().filter(|url| !url.is_empty()))
+}
+
 /// The environment that chooses a node's database: none for SQLite (the file in `data_dir`),
-/// or `BAZAAR_DATABASE_URL` naming a PostgreSQL database of its own when
-/// `TEST_POSTGRES_URL` names a server (an admin URL). The database is named after
-/// `data_dir`, so a restarted node, and every node of one cluster, finds the same one.
+/// or `BAZAAR_DATABASE_URL` naming a database of its own on the server [`database_server`]
+/// names (an admin URL). The database is named after `data_dir`, so a restarted node, and every
+/// node of one cluster, finds the same one.
 pub async fn database_env(data_dir: &Path) -> Vec<(&'static str, String)> {
-    let admin_url = match std::env::var("TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => return Vec::new(),
-    };
+    let Some(admin_url) = database_server() else { return Vec::new() };
     let key = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, data_dir.to_string_lossy().as_bytes());
     let name = format!("t_{}", key.simple());
-    let url = bazaar_actors::store::backend::create_postgres_database(&admin_url, &name)
+    let url = bazaar_actors::store::backend::create_database(&admin_url, &name)
         .await
         .unwrap_or_else(|e| panic!("creating test database {name} on {admin_url}: {e}"));
     vec![("BAZAAR_DATABASE_URL", url)]
