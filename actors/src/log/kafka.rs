@@ -239,12 +239,15 @@ impl KafkaLog {
     }
 }
 
-/// The Kafka record of an event: key the entity id, value the JSON envelope of docs/API.md.
+/// The Kafka record of an event: key the entity id, value the JSON envelope of docs/API.md
+/// (which names the event's type). No record headers: tansu 0.6 scans its whole header table
+/// for every record a fetch returns, so one header per event made every fetch slower with each
+/// event ever published (docs/decisions.md, 37).
 pub fn record(envelope: &Envelope, body: Vec<u8>) -> Record {
     Record {
         key: Some(envelope.entity_id.as_bytes().to_vec()),
         value: Some(body),
-        headers: BTreeMap::from([("type".to_owned(), envelope.event.type_name().as_bytes().to_vec())]),
+        headers: BTreeMap::new(),
         timestamp: envelope.at,
     }
 }
