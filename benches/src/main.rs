@@ -263,8 +263,9 @@ pub struct FaultArgs {
     /// The nodes' reservation_hold_secs: short, so orders left unpaid expire during the run.
     #[arg(long, default_value_t = 20)]
     pub reservation_hold_secs: u64,
-    /// How long after the heal every order and payment must be decided.
-    #[arg(long, default_value_t = 60)]
+    /// How long after the heal every order and payment must be decided and every unit of a
+    /// cancelled or refunded order back in stock.
+    #[arg(long, default_value_t = 120)]
     pub settle_secs: u64,
     /// The seed of the clients' choices.
     #[arg(long, default_value_t = 1)]

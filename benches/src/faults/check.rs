@@ -195,6 +195,63 @@ impl Report {
 }
 
 /// Checks a history against the final state read after the faults healed.
+/// Where one product's units are: what was put up is on hand, held by an open order, or sold;
+/// cancelled and refunded orders gave theirs back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockBalance<'a> {
+    pub product: &'a ProductId,
+    pub created: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+impl StockBalance<'_> {
+    /// Whether every unit put up is accounted for.
+    pub fn conserved(&self) -> bool {
+        self.created == self.on_hand + self.reserved + self.sold
+    }
+}
+
+impl fmt::Display for StockBalance<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "created with {}, now {} on hand + {} reserved + {} sold = {}",
+            self.created,
+            self.on_hand,
+            self.reserved,
+            self.sold,
+            self.on_hand + self.reserved + self.sold
+        )
+    }
+}
+
+/// The stock balance of every final product a create request in `history` explains.
+pub fn stock_balances<'a>(history: &'a [Entry], state: &'a FinalState) -> Vec<StockBalance<'a>> {
+    let initial: HashMap<(&UserId, &str), i64> = history
+        .iter()
+        .filter_map(|entry| match &entry.call {
+            Call::CreateProduct { request, .. } => Some(((&request.seller, request.name.as_str()), request.stock)),
+            _ => None,
+        })
+        .collect();
+    let mut balances = Vec::new();
+    for product in &state.products {
+        let Some(&created) = initial.get(&(&product.seller_id, product.name.as_str())) else { continue };
+        let (mut reserved, mut sold) = (0_i64, 0_i64);
+        for order in state.orders.iter().filter(|o| o.product_id == product.id) {
+            match order.status {
+                OrderStatus::Ordered | OrderStatus::PaymentPending => reserved += i64::from(order.quantity),
+                OrderStatus::Paid => sold += i64::from(order.quantity),
+                OrderStatus::Refunded | OrderStatus::Cancelled => {}
+            }
+        }
+        balances.push(StockBalance { product: &product.id, created, on_hand: product.stock, reserved, sold });
+    }
+    balances
+}
+
 pub fn check(history: &[Entry], state: &FinalState) -> Report {
     let mut checker = Checker { history, state, report: Report::default() };
     checker.count();
@@ -472,31 +529,9 @@ impl<'a> Checker<'a> {
                 );
             }
         }
-        // Stock: what was put up is on hand, held by an open order, or sold; cancelled and
-        // refunded orders gave theirs back.
-        let initial: HashMap<(&UserId, &str), i64> =
-            creates.iter().map(|(key, attempts)| (*key, attempts.request().stock)).collect();
-        let orders = self.final_orders();
-        for product in &self.state.products {
-            let Some(&created) = initial.get(&(&product.seller_id, product.name.as_str())) else { continue };
-            let (mut reserved, mut sold) = (0_i64, 0_i64);
-            for order in orders.values().filter(|o| o.product_id == product.id) {
-                match order.status {
-                    OrderStatus::Ordered | OrderStatus::PaymentPending => reserved += i64::from(order.quantity),
-                    OrderStatus::Paid => sold += i64::from(order.quantity),
-                    OrderStatus::Refunded | OrderStatus::Cancelled => {}
-                }
-            }
-            if created != product.stock + reserved + sold {
-                self.flag(
-                    Rule::StockNotConserved,
-                    format!(
-                        "product {}: created with {created}, now {} on hand + {reserved} reserved + {sold} sold = {}",
-                        product.id,
-                        product.stock,
-                        product.stock + reserved + sold
-                    ),
-                );
+        for balance in stock_balances(self.history, self.state) {
+            if !balance.conserved() {
+                self.flag(Rule::StockNotConserved, format!("product {}: {balance}", balance.product));
             }
         }
     }
