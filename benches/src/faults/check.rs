@@ -194,7 +194,6 @@ impl Report {
     }
 }
 
-/// Checks a history against the final state read after the faults healed.
 /// Where one product's units are: what was put up is on hand, held by an open order, or sold;
 /// cancelled and refunded orders gave theirs back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,11 +235,13 @@ pub fn stock_balances<'a>(history: &'a [Entry], state: &'a FinalState) -> Vec<St
             _ => None,
         })
         .collect();
+    // By id: an order listed twice is the checker's `listed_once` finding, not twice the units.
+    let orders: BTreeMap<&OrderId, &Order> = state.orders.iter().map(|o| (&o.id, o)).collect();
     let mut balances = Vec::new();
     for product in &state.products {
         let Some(&created) = initial.get(&(&product.seller_id, product.name.as_str())) else { continue };
         let (mut reserved, mut sold) = (0_i64, 0_i64);
-        for order in state.orders.iter().filter(|o| o.product_id == product.id) {
+        for order in orders.values().filter(|o| o.product_id == product.id) {
             match order.status {
                 OrderStatus::Ordered | OrderStatus::PaymentPending => reserved += i64::from(order.quantity),
                 OrderStatus::Paid => sold += i64::from(order.quantity),
@@ -252,6 +253,7 @@ pub fn stock_balances<'a>(history: &'a [Entry], state: &'a FinalState) -> Vec<St
     balances
 }
 
+/// Checks a history against the final state read after the faults healed.
 pub fn check(history: &[Entry], state: &FinalState) -> Report {
     let mut checker = Checker { history, state, report: Report::default() };
     checker.count();
