@@ -53,6 +53,10 @@ pub struct EntitySettings {
     /// How long a placed order holds its stock unpaid: an order still ORDERED after it is
     /// cancelled by the system and its stock released.
     pub reservation_hold: Duration,
+    /// The most changes an order's timeline shows (`order_timeline_max_events`).
+    pub order_timeline_max_events: usize,
+    /// The most products a buyer's cart holds (`cart_max_items`).
+    pub cart_max_items: usize,
 }
 
 /// One kind of entity: how to load it and how it handles its messages.
@@ -807,6 +811,8 @@ pub(crate) mod test_support {
             passivate_after,
             max_remote_bytes: 1 << 20,
             reservation_hold: Duration::from_secs(900),
+            order_timeline_max_events: 500,
+            cart_max_items: 50,
         });
         Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }
     }

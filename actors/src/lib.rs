@@ -17,12 +17,14 @@
 
 pub mod attempt;
 pub mod cache;
+pub mod cart;
 pub mod chat_gateway;
 pub mod chat_room;
 pub mod cluster;
 pub mod entity;
 pub mod log;
 pub mod order;
+pub mod order_timeline;
 pub mod payment;
 pub mod payment_gateway;
 pub mod placement;

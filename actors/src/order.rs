@@ -6,7 +6,7 @@ use crate::entity::{Ctx, Entity, EntityRef};
 use crate::store::{self, orders, payments, payments::PaymentRecord, IdempotencyKey, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
-use bazaar_protocol::orders::{Order, OrderStatus};
+use bazaar_protocol::orders::{Order, OrderStatus, OrderTimeline};
 use bazaar_protocol::payments::{Payment, PaymentStatus};
 use bazaar_protocol::{EventId, OrderId, PaymentId, UserId};
 use chrono::{DateTime, Utc};
@@ -47,6 +47,8 @@ pub struct RequestPayment {
 pub enum OrderMsg {
     /// Reads the order for its buyer or seller.
     Get { viewer: UserId, reply: Reply<Order> },
+    /// Reads the order's timeline for its buyer or seller.
+    Timeline { viewer: UserId, reply: Reply<OrderTimeline> },
     /// Tells which payment pays the order, if any (for a provider's notification, which names
     /// only the order).
     PaymentOf { reply: Reply<Option<PaymentId>> },
@@ -69,6 +71,13 @@ pub struct GetOrder {
     pub viewer: UserId,
 }
 crate::request!(read GetOrder, OrderState, "order.get", Result<Order, OrderError>, |self, reply| OrderMsg::Get { viewer: self.viewer, reply });
+
+/// Reads the order's timeline (its events and its payment's) for its buyer or seller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetOrderTimeline {
+    pub viewer: UserId,
+}
+crate::request!(read GetOrderTimeline, OrderState, "order.timeline", Result<OrderTimeline, OrderError>, |self, reply| OrderMsg::Timeline { viewer: self.viewer, reply });
 
 /// Tells which payment pays the order, if any; unknown orders are `NotFound`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +115,7 @@ crate::request!(SettleRefund, OrderState, "order.settle_refund", Result<(), Orde
 pub struct ExpireOrder;
 crate::request!(ExpireOrder, OrderState, "order.expire", Result<bool, OrderError>, |self, reply| OrderMsg::Expire { reply });
 
-crate::remote_requests!(OrderState: GetOrder, PaymentOfOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund, ExpireOrder);
+crate::remote_requests!(OrderState: GetOrder, GetOrderTimeline, PaymentOfOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund, ExpireOrder);
 
 /// The `OrderCancelled` reason of an order whose reservation hold ended unpaid.
 pub const RESERVATION_EXPIRED: &str = "reservation_expired";
@@ -352,6 +361,24 @@ impl Entity for OrderState {
             OrderMsg::Get { viewer, reply } => {
                 let _ = reply.send(self.visible_to(&viewer).cloned());
             }
+            OrderMsg::Timeline { viewer, reply } => match self.visible_to(&viewer) {
+                Err(refused) => {
+                    let _ = reply.send(Err(refused));
+                }
+                Ok(order) => {
+                    // The read is a few indexed rows but still a round trip: off the mailbox, so
+                    // commands to the order never wait behind it.
+                    let (store, order, max) =
+                        (ctx.store.clone(), order.clone(), ctx.settings.order_timeline_max_events);
+                    tokio::spawn(async move {
+                        let read = crate::order_timeline::read(&store, &order, max).await;
+                        let _ = reply.send(read.map_err(|error| {
+                            warn!(order_id = %order.id, %error, "order timeline unreadable");
+                            OrderError::Unavailable
+                        }));
+                    });
+                }
+            },
             OrderMsg::PaymentOf { reply } => {
                 let _ = reply.send(self.order.as_ref().map(|o| o.payment_id.clone()).ok_or(OrderError::NotFound));
             }
@@ -406,6 +433,9 @@ impl Entity for OrderState {
                 let _ = reply.send(Err(OrderError::Unavailable));
             }
             OrderMsg::PaymentOf { reply } => {
+                let _ = reply.send(Err(OrderError::Unavailable));
+            }
+            OrderMsg::Timeline { reply, .. } => {
                 let _ = reply.send(Err(OrderError::Unavailable));
             }
         }

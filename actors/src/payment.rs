@@ -245,7 +245,7 @@ impl PaymentState {
                     return None;
                 }
                 let next = refunded_by(current, given);
-                Some((next.clone(), Event::PaymentRefunded { payment: next, amount: Some(given) }))
+                Some((next.clone(), Event::PaymentRefunded { payment: next, amount: Some(given), at_provider: true }))
             }
             PaymentStatus::Declined => {
                 if found.state == ChargeState::Charged && found.refunded < found.amount {
@@ -302,7 +302,7 @@ impl PaymentState {
         }
         let (next, given) = self.refund(&cmd.by, cmd.amount).map_err(Attempt::Refused)?;
         payments::update(&mut tx, &next, record.version, now).await?;
-        let event = Event::PaymentRefunded { payment: next.clone(), amount: Some(given) };
+        let event = Event::PaymentRefunded { payment: next.clone(), amount: Some(given), at_provider: false };
         store::append_events(&mut tx, &[Envelope::new(next.id.as_str(), record.version + 1, now, event)]).await?;
         if let Some(key) = &cmd.idempotency {
             store::save_idempotency(&mut tx, key, next.id.as_str(), now).await?;

@@ -92,7 +92,7 @@ fn send(
             .ask(payment.order_id.as_str(), SettlePayment { payment: payment.clone(), cause })
             .map(flat)
             .boxed(),
-        (Event::PaymentRefunded { payment, amount }, Step::RefundAtGateway) => regions
+        (Event::PaymentRefunded { payment, amount, .. }, Step::RefundAtGateway) => regions
             .payments
             .ask_within(payment.id.as_str(), charge_timeout, RefundAtGateway { cause, amount: *amount })
             .map(flat)
@@ -462,7 +462,12 @@ mod tests {
         };
         let approved =
             Envelope::new("pay1", 2, chrono::Utc::now(), Event::PaymentApproved { payment: payment.clone() });
-        let refunded = Envelope::new("pay1", 3, chrono::Utc::now(), Event::PaymentRefunded { payment, amount: None });
+        let refunded = Envelope::new(
+            "pay1",
+            3,
+            chrono::Utc::now(),
+            Event::PaymentRefunded { payment, amount: None, at_provider: false },
+        );
         // Both are the payment's events, so they share its lane: the refund's steps cannot start
         // before the settlement of the approval completed.
         assert_eq!(approved.entity_id, refunded.entity_id);

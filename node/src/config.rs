@@ -191,6 +191,12 @@ pub struct Settings {
     /// requested) after this is cancelled by the system (`reservation_expired`) and its stock
     /// released. At least 1.
     pub reservation_hold_secs: u64,
+    /// The most changes `GET /orders/{id}/events` shows (the oldest; `truncated` says more were
+    /// left out): bounds the read and the answer. 1 to 100,000.
+    pub order_timeline_max_events: usize,
+    /// The most products a buyer's cart holds: a new one past it is 409 `cart_full` (changing a
+    /// line already there always works). 1 to 1,000.
+    pub cart_max_items: usize,
     // --- saga lanes and chat replay (issue 9: one buyer never stalls another; replay of any
     // length in bounded memory) ---
     /// Saga records read and not yet done per log partition; steps of different entities run
@@ -339,6 +345,8 @@ impl Default for Settings {
             shutdown_grace_ms: 5_000,
             // Orders: the reservation hold (15 minutes).
             reservation_hold_secs: 900,
+            order_timeline_max_events: 500,
+            cart_max_items: 50,
             saga_max_in_flight: 10_000,
             chat_replay_page: 100,
             ws_replay_send_timeout_ms: 10_000,
@@ -686,6 +694,12 @@ impl Settings {
         }
         if self.reservation_hold_secs == 0 {
             bail!("reservation_hold_secs must be at least 1");
+        }
+        if !(1..=100_000).contains(&self.order_timeline_max_events) {
+            bail!("order_timeline_max_events must be 1 to 100000");
+        }
+        if !(1..=1_000).contains(&self.cart_max_items) {
+            bail!("cart_max_items must be 1 to 1000");
         }
         self.cluster_listen_addr()?;
         if self.cluster_max_nodes == 0 || self.cluster_max_nodes > 1024 || self.cluster_dial_timeout_ms == 0 {

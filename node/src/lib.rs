@@ -132,6 +132,8 @@ impl Node {
                 passivate_after: Duration::from_secs(settings.passivate_after_secs.max(1)),
                 max_remote_bytes: settings.cluster_max_frame_bytes,
                 reservation_hold: Duration::from_secs(settings.reservation_hold_secs),
+                order_timeline_max_events: settings.order_timeline_max_events,
+                cart_max_items: settings.cart_max_items,
             },
             gateway: settings.gateway_settings(),
             relay_batch: settings.relay_batch.max(1),

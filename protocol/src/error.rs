@@ -21,6 +21,8 @@ pub enum ErrorCode {
     PaymentNotRefundable,
     /// A partial refund asked for more than the payment has left to give back.
     RefundExceedsPayment,
+    /// A new product in a cart that holds `cart_max_items` already.
+    CartFull,
     PayloadTooLarge,
     UnsupportedMediaType,
     Invalid,
@@ -47,7 +49,8 @@ impl ErrorCode {
             | ErrorCode::OrderNotCancellable
             | ErrorCode::OrderNotPayable
             | ErrorCode::PaymentNotRefundable
-            | ErrorCode::RefundExceedsPayment => 409,
+            | ErrorCode::RefundExceedsPayment
+            | ErrorCode::CartFull => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Invalid => 422,
@@ -74,6 +77,7 @@ impl ErrorCode {
             ErrorCode::OrderNotPayable => "order_not_payable",
             ErrorCode::PaymentNotRefundable => "payment_not_refundable",
             ErrorCode::RefundExceedsPayment => "refund_exceeds_payment",
+            ErrorCode::CartFull => "cart_full",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Invalid => "invalid",

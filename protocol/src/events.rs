@@ -68,6 +68,10 @@ pub enum Event {
         /// written before partial refunds, which gave back the whole payment.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         amount: Option<i64>,
+        /// The refund was made at the provider (its dashboard, say) and found there by
+        /// reconciliation, not asked for through bazaar; absent (false) otherwise.
+        #[serde(default, rename = "atProvider", skip_serializing_if = "std::ops::Not::not")]
+        at_provider: bool,
     },
     OrderPaid {
         order: Order,

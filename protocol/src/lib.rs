@@ -1,6 +1,6 @@
 //! Wire types of bazaar: what crosses the HTTP, WebSocket and event-log boundaries.
 //!
-//! A request enters as one of the bodies in [`auth`], [`catalog`], [`orders`], [`payments`] or
+//! A request enters as one of the bodies in [`auth`], [`cart`], [`catalog`], [`orders`], [`payments`] or
 //! [`chat`], is checked into the domain types of [`values`] by the front end, becomes a command for
 //! an entity actor, and leaves as the same module's view type (or an [`error::ErrorCode`]). What an
 //! entity decided is recorded as an [`events::Envelope`]; WebSocket traffic is the
@@ -9,6 +9,7 @@
 //! schemas of `/openapi.json` are these definitions.
 
 pub mod auth;
+pub mod cart;
 pub mod catalog;
 pub mod chat;
 pub mod error;

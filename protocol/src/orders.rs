@@ -1,6 +1,6 @@
 //! Orders: the placing body, the order view, and the status machine the API allows.
 
-use crate::ids::{OrderId, PaymentId, ProductId, UserId};
+use crate::ids::{EventId, OrderId, PaymentId, ProductId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +101,60 @@ pub struct Order {
     /// The payment that is paying (or paid) for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<PaymentId>,
+}
+
+/// Who made a change of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChangedBy {
+    Buyer,
+    Seller,
+    /// bazaar itself or the payment provider: a hold that ended, a charge's outcome, a refund
+    /// found at the provider.
+    System,
+}
+
+/// One change of an order, as its timeline shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OrderEvent {
+    /// The stored event's id (unique; the same in the event log).
+    pub id: EventId,
+    /// The event's type: `OrderPlaced`, `PaymentRequested`, `PaymentApproved`, `PaymentDeclined`,
+    /// `OrderPaid`, `PaymentRefunded`, `OrderRefunded` or `OrderCancelled`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it was decided.
+    pub at: DateTime<Utc>,
+    /// Who made it.
+    pub by: ChangedBy,
+    /// The order's status after it.
+    pub status: OrderStatus,
+    /// Why, where the event says: a cancellation's or a decline's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Money moved by it: the charge's amount for a payment's request and approval, what a refund
+    /// gave back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    /// The payment it concerns, for payment events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<PaymentId>,
+}
+
+/// `GET /orders/{id}/events`: every change of an order, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OrderTimeline {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its changes, oldest first.
+    pub events: Vec<OrderEvent>,
+    /// Whether changes past `order_timeline_max_events` were left out (the newest ones).
+    pub truncated: bool,
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ fn payment_status() -> impl Strategy<Value = PaymentStatus> {
 }
 
 /// Every error code; the exhaustive match in `error_code_index` keeps this list complete.
-const ERROR_CODES: [ErrorCode; 20] = [
+const ERROR_CODES: [ErrorCode; 21] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
@@ -128,6 +128,7 @@ const ERROR_CODES: [ErrorCode; 20] = [
     ErrorCode::Internal,
     ErrorCode::RequestTimeout,
     ErrorCode::RefundExceedsPayment,
+    ErrorCode::CartFull,
 ];
 
 /// The position of a code in [`ERROR_CODES`]; no wildcard, so a new code breaks the build here.
@@ -153,6 +154,7 @@ fn error_code_index(code: ErrorCode) -> usize {
         ErrorCode::Internal => 17,
         ErrorCode::RequestTimeout => 18,
         ErrorCode::RefundExceedsPayment => 19,
+        ErrorCode::CartFull => 20,
     }
 }
 
@@ -418,8 +420,8 @@ fn event() -> BoxedStrategy<Event> {
         (payment(), order()).prop_map(|(payment, order)| Event::PaymentRequested { payment, order }),
         payment().prop_map(|payment| Event::PaymentApproved { payment }),
         payment().prop_map(|payment| Event::PaymentDeclined { payment }),
-        (payment(), prop::option::of(any::<i64>()))
-            .prop_map(|(payment, amount)| Event::PaymentRefunded { payment, amount }),
+        (payment(), prop::option::of(any::<i64>()), any::<bool>())
+            .prop_map(|(payment, amount, at_provider)| Event::PaymentRefunded { payment, amount, at_provider }),
         order().prop_map(|order| Event::OrderPaid { order }),
         order().prop_map(|order| Event::OrderRefunded { order }),
         room().prop_map(|room| Event::ChatRoomOpened { room }),

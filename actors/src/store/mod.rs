@@ -18,8 +18,10 @@
 //! by every writer waiting at that moment.
 
 pub mod backend;
+pub mod carts;
 pub mod catalog;
 pub mod chat;
+pub mod history;
 pub mod log;
 pub mod orders;
 pub mod outbox;

@@ -6,6 +6,7 @@ use crate::app::App;
 use crate::passwords::PasswordError;
 use crate::rate_limit::{client_key, AuthRefusal};
 use crate::tokens::{self, Caller};
+use bazaar_actors::cart::CartError;
 use bazaar_actors::store::{tokens as token_store, users};
 use bazaar_actors::user::{GetUser, NewUser, Register, UserError};
 use bazaar_protocol::auth::{LoginRequest, RefreshRequest, SignupRequest, TokenPair, UserView};
@@ -24,6 +25,8 @@ impl From<UserError> for ApiError {
         match error {
             UserError::NotFound => ApiError::not_found("user"),
             UserError::EmailTaken => ApiError::new(ErrorCode::EmailTaken, "the e-mail address is already registered"),
+            UserError::NotABuyer => ApiError::forbidden("only buyers have a cart"),
+            UserError::Cart(refused @ CartError::Full(_)) => ApiError::new(ErrorCode::CartFull, refused.to_string()),
             UserError::Unavailable => ApiError::unavailable(),
         }
     }

@@ -8,9 +8,10 @@
 
 use super::ApiError;
 use bazaar_protocol::auth::{LoginRequest, RefreshRequest, SignupRequest, TokenPair, UserView};
+use bazaar_protocol::cart::{Cart, SetCartItemRequest};
 use bazaar_protocol::catalog::{CreateProduct, PatchProduct, Product};
 use bazaar_protocol::chat::{HistoryPage, OpenRoomRequest, Room};
-use bazaar_protocol::orders::{Order, PlaceOrderRequest};
+use bazaar_protocol::orders::{Order, OrderTimeline, PlaceOrderRequest};
 use bazaar_protocol::payments::{Payment, PaymentRequest, RefundRequest};
 use bazaar_protocol::ErrorCode;
 use std::borrow::Cow;
@@ -27,6 +28,8 @@ pub enum Verb {
     Get,
     Post,
     Patch,
+    Put,
+    Delete,
 }
 
 impl Verb {
@@ -36,6 +39,8 @@ impl Verb {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
             Verb::Patch => Method::PATCH,
+            Verb::Put => Method::PUT,
+            Verb::Delete => Method::DELETE,
         }
     }
 }
@@ -502,6 +507,22 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         verb: Verb::Get,
+        path: "/orders/{id}/events",
+        tag: "orders",
+        summary: "An order's timeline (its buyer or its seller)",
+        description: "Every change of the order and of its payment, oldest first: when, by whom (BUYER, SELLER or \
+                      SYSTEM), why, the status after it. At most `order_timeline_max_events` (500) changes; \
+                      `truncated` says more were left out. 404 for anyone else.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer { status: 200, description: "The timeline", body: Output::Json(typed::<OrderTimeline>()) }],
+        errors: &[NotFound],
+    },
+    Endpoint {
+        verb: Verb::Get,
         path: "/orders",
         tag: "orders",
         summary: "The caller's own orders, in pages",
@@ -540,6 +561,52 @@ pub const ENDPOINTS: &[Endpoint] = &[
         idempotency: Idempotency::Unused,
         answers: &[Answer { status: 200, description: "Status CANCELLED", body: Output::Json(typed::<Order>()) }],
         errors: &[NotFound, OrderNotCancellable],
+    },
+    // Cart
+    Endpoint {
+        verb: Verb::Get,
+        path: "/cart",
+        tag: "cart",
+        summary: "The caller's cart, priced as of now (buyers)",
+        description: "Each line shows the product's price and stock now, and whether the stock covers the \
+                      quantity; `totals` sums the lines per currency. Prices and stock are checked again at \
+                      checkout.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer { status: 200, description: "The cart", body: Output::Json(typed::<Cart>()) }],
+        errors: &[Forbidden, Invalid],
+    },
+    Endpoint {
+        verb: Verb::Put,
+        path: "/cart/items/{productId}",
+        tag: "cart",
+        summary: "Sets how many units of a product the cart holds (buyers)",
+        description: "Adds the line, or replaces its quantity. A product that does not exist: 404. A new product \
+                      past `cart_max_items` (50): 409 `cart_full`. Sending the same body again changes nothing.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Json(typed::<SetCartItemRequest>()),
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer { status: 200, description: "The cart after it", body: Output::Json(typed::<Cart>()) }],
+        errors: &[Forbidden, NotFound, CartFull, Invalid],
+    },
+    Endpoint {
+        verb: Verb::Delete,
+        path: "/cart/items/{productId}",
+        tag: "cart",
+        summary: "Takes a product out of the cart (buyers)",
+        description: "A product the cart does not hold changes nothing: the same 200.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer { status: 200, description: "The cart after it", body: Output::Json(typed::<Cart>()) }],
+        errors: &[Forbidden, Invalid],
     },
     // Payments
     Endpoint {

@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod cart;
 pub mod catalog;
 pub mod chat;
 pub mod client_addr;
@@ -542,6 +543,8 @@ fn api_routes(app: Arc<App>, internal: bool) -> BoxedFilter<(Response,)> {
         .unify()
         .or(orders::routes(app.clone()))
         .unify()
+        .or(cart::routes(app.clone()))
+        .unify()
         .or(payments::routes(app.clone()))
         .unify()
         .or(chat::routes(app.clone()))
@@ -599,7 +602,10 @@ fn route_label(path: &str) -> String {
                 | "user"
                 | "products"
                 | "orders"
+                | "cart"
+                | "items"
                 | "cancel"
+                | "events"
                 | "payments"
                 | "refund"
                 | "webhooks"

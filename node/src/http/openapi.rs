@@ -72,6 +72,8 @@ fn verb_name(verb: Verb) -> &'static str {
         Verb::Get => "get",
         Verb::Post => "post",
         Verb::Patch => "patch",
+        Verb::Put => "put",
+        Verb::Delete => "delete",
     }
 }
 
@@ -228,6 +230,7 @@ fn example_message(code: ErrorCode) -> &'static str {
         ErrorCode::OrderNotPayable => "order 0193... is CANCELLED",
         ErrorCode::PaymentNotRefundable => "payment 0193... is DECLINED",
         ErrorCode::RefundExceedsPayment => "only 4000 of the payment is left to refund",
+        ErrorCode::CartFull => "the cart holds at most 50 products",
         ErrorCode::PayloadTooLarge => "the request body is larger than 65536 bytes",
         ErrorCode::UnsupportedMediaType => "the body must be JSON, sent with Content-Type: application/json",
         ErrorCode::Invalid => "password: must be at least 8 characters",

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::app::App;
 use crate::tokens::Caller;
-use bazaar_actors::order::{CancelOrder, GetOrder, OrderError};
+use bazaar_actors::order::{CancelOrder, GetOrder, GetOrderTimeline, OrderError};
 use bazaar_actors::product::PlaceOrder;
 use bazaar_actors::store::{self, orders};
 use bazaar_protocol::orders::{OrderStatus, PlaceOrderRequest};
@@ -59,12 +59,17 @@ pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(with_app.clone())
         .and(caller(app.clone()))
         .and_then(|id, app, who| async move { render(get(app, who, id).await) });
+    let timeline = warp::path!("orders" / String / "events")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(caller(app.clone()))
+        .and_then(|id, app, who| async move { render(timeline(app, who, id).await) });
     let cancel = warp::path!("orders" / String / "cancel")
         .and(warp::post())
         .and(with_app)
         .and(caller(app))
         .and_then(|id, app, who| async move { render(cancel(app, who, id).await) });
-    place.or(list).unify().or(get).unify().or(cancel).unify().boxed()
+    place.or(list).unify().or(get).unify().or(timeline).unify().or(cancel).unify().boxed()
 }
 
 async fn place(app: Arc<App>, who: Caller, key: String, body: PlaceOrderRequest) -> ApiResult {
@@ -114,6 +119,12 @@ async fn get(app: Arc<App>, who: Caller, id: String) -> ApiResult {
     let viewer = who.id;
     let order = settle(app.regions.orders.ask(&id, GetOrder { viewer }).await)?;
     Ok(json(StatusCode::OK, &order))
+}
+
+async fn timeline(app: Arc<App>, who: Caller, id: String) -> ApiResult {
+    let viewer = who.id;
+    let timeline = settle(app.regions.orders.ask(&id, GetOrderTimeline { viewer }).await)?;
+    Ok(json(StatusCode::OK, &timeline))
 }
 
 async fn cancel(app: Arc<App>, who: Caller, id: String) -> ApiResult {

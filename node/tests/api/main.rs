@@ -16,6 +16,7 @@ mod support;
 
 mod auth;
 mod bad_input;
+mod cart;
 mod catalog;
 mod chat_http;
 mod concurrency;
@@ -39,6 +40,7 @@ mod orders;
 mod payments;
 mod redis;
 mod refunds;
+mod timeline;
 mod toss;
 mod toss_emulator;
 mod websocket;

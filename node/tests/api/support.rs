@@ -378,6 +378,16 @@ impl TestUser {
         self.send(Method::PATCH, path, Body::Json(body), &[]).await
     }
 
+    /// PUT of JSON with the bearer token.
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PUT, path, Body::Json(body), &[]).await
+    }
+
+    /// DELETE with the bearer token.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, Body::None, &[]).await
+    }
+
     /// Lists a product (as a seller) and returns it.
     pub async fn list_product(&self, price: i64, stock: i64) -> Value {
         self.post(

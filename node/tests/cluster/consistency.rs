@@ -94,6 +94,17 @@ async fn entities_created_through_one_node_read_the_same_through_the_others() {
         // The seller sees the same order as the buyer, through any node.
         let as_seller = n2.get(&order_path, Some(&seller.token)).await.expect(200);
         assert_eq!(as_seller, seen_orders[0], "the seller reads {order_path} like the buyer does");
+        // Its timeline, asked of the order's owner through any node, reads the same story (the
+        // order's events and its payment's, which may live on another node).
+        let timeline_path = format!("{order_path}/events");
+        let timelines: Vec<Value> = futures_util::future::join_all(
+            nodes.iter().map(|n| async { n.get(&timeline_path, Some(&buyer.token)).await.expect(200) }),
+        )
+        .await;
+        assert!(timelines.windows(2).all(|w| w[0] == w[1]), "{timeline_path} differs between nodes: {timelines:?}");
+        let kinds: Vec<&str> =
+            timelines[0]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["OrderPlaced", "PaymentRequested", "PaymentApproved", "OrderPaid"], "{}", timelines[0]);
     }
     for (product, order) in products.iter().zip(&orders) {
         let path = format!("/products/{}", product["id"].as_str().unwrap());
@@ -102,6 +113,22 @@ async fn entities_created_through_one_node_read_the_same_through_the_others() {
             assert_eq!(stock, Some(50 - order["quantity"].as_i64().unwrap()), "stock of {path} via {}", node.name);
         }
     }
+    // A cart filled through two nodes (the buyer's entity lives on one of the three, the products
+    // on several) reads the same, priced, through all three.
+    for (via, product) in [n2, n3, n2].into_iter().zip(products.iter().skip(3)) {
+        let path = format!("/cart/items/{}", product["id"].as_str().unwrap());
+        let body = serde_json::json!({"quantity": 2});
+        via.send(reqwest::Method::PUT, &path, Some(&buyer.token), Some(&body), &[]).await.expect(200);
+    }
+    let carts: Vec<Value> = futures_util::future::join_all(
+        nodes.iter().map(|n| async { n.get("/cart", Some(&buyer.token)).await.expect(200) }),
+    )
+    .await;
+    assert!(carts.windows(2).all(|w| w[0] == w[1]), "the cart differs between nodes: {carts:?}");
+    let priced: Vec<i64> =
+        carts[0]["items"].as_array().unwrap().iter().map(|l| l["amount"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = products.iter().skip(3).take(3).map(|p| 2 * p["price"].as_i64().unwrap()).collect();
+    assert_eq!(priced, expected, "{}", carts[0]);
     let order_lists: Vec<Vec<Value>> = futures_util::future::join_all(
         nodes.iter().map(|n| n.list_all("/orders?role=buyer&limit=2", Some(&buyer.token))),
     )

@@ -1,5 +1,5 @@
 // The bazaar web console: plain JavaScript over the public API (docs/API.md), from the origin it is
-// served from. Views are chosen by the URL's hash (#/login, #/products, #/orders, #/chat/ROOM,
+// served from. Views are chosen by the URL's hash (#/login, #/products, #/cart, #/orders, #/chat/ROOM,
 // #/cluster); one WebSocket per signed-in tab carries order updates and chat.
 //
 // The session (the access and refresh tokens) lives in memory and in sessionStorage (so a reload
@@ -13,6 +13,7 @@ const SESSION_KEY = "bazaar.session";
 const state = {
   session: JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null"), // {accessToken, refreshToken, me}
   orders: new Map(), // id -> order, as last seen (list or `order` frame)
+  timeline: null, // the order timeline shown under the orders (GET /orders/{id}/events), or null
   products: new Map(), // id -> product
   users: new Map(), // id -> profile (or null when not visible)
   rooms: new Map(), // id -> {id, members, messages: Map(seq -> message), nextBefore, lastSeq, online, readBy}
@@ -177,6 +178,7 @@ function signOutLocally(message) {
   saveSession();
   stopSocket();
   state.orders.clear();
+  state.timeline = null;
   state.rooms.clear();
   renderHeader();
   location.hash = "#/login";
@@ -198,6 +200,7 @@ function renderHeader() {
   document.getElementById("nav").hidden = !state.session;
   if (!state.session) return;
   const me = state.session.me;
+  document.getElementById("nav-cart").hidden = me.role !== "BUYER";
   who.append(
     h("span", { id: "me", dataset: { role: me.role } }, `${me.name || me.email} (${me.role})`),
     h("button", { class: "secondary", id: "logout", onclick: action(signOut) }, "Log out"),
@@ -289,6 +292,7 @@ function onFrame(frame) {
 const routes = [
   [/^#\/login$/, renderLogin],
   [/^#\/products$/, renderProducts],
+  [/^#\/cart$/, renderCart],
   [/^#\/orders$/, renderOrders],
   [/^#\/chat$/, renderRooms],
   [/^#\/chat\/([^/]+)$/, (id) => renderRoom(decodeURIComponent(id))],
@@ -466,6 +470,17 @@ function productRow(product, me) {
       },
       "Order",
     );
+    const toCart = h(
+      "button",
+      {
+        class: "secondary add-to-cart",
+        onclick: action(async () => {
+          await api("PUT", `/cart/items/${encodeURIComponent(product.id)}`, { quantity: Number(quantity.value) });
+          notice(`In your cart: ${quantity.value} × ${product.name}`);
+        }),
+      },
+      "Add to cart",
+    );
     const chat = h(
       "button",
       {
@@ -477,7 +492,7 @@ function productRow(product, me) {
       },
       "Chat with seller",
     );
-    cells.push(h("td", {}, h("div", { class: "row-actions" }, quantity, order, chat)));
+    cells.push(h("td", {}, h("div", { class: "row-actions" }, quantity, order, toCart, chat)));
   }
   return h("tr", { dataset: { productId: product.id } }, cells);
 }
@@ -491,6 +506,76 @@ async function productName(id) {
     }
   }
   return state.products.get(id).name;
+}
+
+// ---- the cart ----
+
+// The buyer's cart, priced as the products are now (GET /cart), grouped by seller as a
+// checkout will split it.
+async function renderCart() {
+  drawCart(await api("GET", "/cart"));
+}
+
+function drawCart(cart) {
+  if (location.hash !== "#/cart") return;
+  const sellers = [...new Set(cart.items.map((line) => line.sellerId))];
+  const rows = cart.items.map((line) => cartRow(line, sellers.indexOf(line.sellerId) + 1));
+  view().replaceChildren(
+    h(
+      "section",
+      {},
+      h("h2", {}, "Your cart"),
+      rows.length
+        ? h(
+            "table",
+            { id: "cart" },
+            h(
+              "tr",
+              {},
+              h("th", {}, "Product"),
+              h("th", {}, "Seller"),
+              h("th", {}, "Price"),
+              h("th", {}, "Qty"),
+              h("th", {}, "Amount"),
+              h("th", {}, ""),
+            ),
+            rows,
+          )
+        : h("p", { class: "muted" }, "Your cart is empty. Add products from the ", h("a", { href: "#/products" }, "list"), "."),
+      cart.totals.map((total) =>
+        h("p", { class: "cart-total", dataset: { currency: total.currency } }, "Total: ", h("strong", {}, money(total.amount, total.currency))),
+      ),
+      sellers.length > 1 ? h("p", { class: "muted" }, `From ${sellers.length} sellers: each gets an order of their own.`) : null,
+    ),
+  );
+}
+
+function cartRow(line, sellerNumber) {
+  const path = `/cart/items/${encodeURIComponent(line.productId)}`;
+  const quantity = h("input", { name: "quantity", type: "number", min: "1", class: "small", value: line.quantity });
+  return h(
+    "tr",
+    { dataset: { productId: line.productId } },
+    h("td", { class: "name" }, line.name, line.available ? null : h("div", { class: "short" }, `only ${line.stock} in stock`)),
+    h("td", { class: "seller" }, `Seller ${sellerNumber}`),
+    h("td", { class: "price" }, money(line.unitPrice, line.currency)),
+    h("td", {}, quantity),
+    h("td", { class: "amount" }, money(line.amount, line.currency)),
+    h(
+      "td",
+      {},
+      h(
+        "div",
+        { class: "row-actions" },
+        h(
+          "button",
+          { class: "secondary update", onclick: action(async () => drawCart(await api("PUT", path, { quantity: Number(quantity.value) }))) },
+          "Update",
+        ),
+        h("button", { class: "secondary remove", onclick: action(async () => drawCart(await api("DELETE", path))) }, "Remove"),
+      ),
+    ),
+  );
 }
 
 async function renderOrders() {
@@ -533,7 +618,41 @@ async function drawOrders() {
             rows,
           )
         : h("p", { class: "muted" }, "No orders yet."),
+      state.timeline && state.orders.has(state.timeline.orderId) ? timelineView(state.timeline) : null,
     ),
+  );
+}
+
+// Reads an order's timeline and shows it under the orders.
+async function showTimeline(orderId) {
+  state.timeline = await api("GET", `/orders/${encodeURIComponent(orderId)}/events`);
+  if (location.hash === "#/orders") await drawOrders();
+}
+
+function timelineView(timeline) {
+  const currency = state.orders.get(timeline.orderId)?.currency;
+  return h(
+    "section",
+    { id: "timeline" },
+    h("h3", {}, "History of order ", h("code", {}, timeline.orderId.slice(-12))),
+    h(
+      "ol",
+      { class: "timeline" },
+      timeline.events.map((event) =>
+        h(
+          "li",
+          { dataset: { type: event.type } },
+          h("time", { datetime: event.at }, new Date(event.at).toLocaleString()),
+          " ",
+          h("strong", {}, event.type),
+          ` by ${event.by.toLowerCase()} `,
+          statusBadge(event.status),
+          event.amount !== undefined ? ` ${money(event.amount, currency)}` : "",
+          event.reason ? ` (${event.reason})` : "",
+        ),
+      ),
+    ),
+    timeline.truncated ? h("p", { class: "muted" }, "The oldest changes only: the rest were left out.") : null,
   );
 }
 
@@ -595,6 +714,13 @@ function orderRow(order, name, me) {
       ),
     );
   }
+  actions.push(
+    h(
+      "button",
+      { class: "secondary history", onclick: action(async () => showTimeline(order.id)) },
+      "History",
+    ),
+  );
   return h(
     "tr",
     { dataset: { orderId: order.id } },
@@ -612,7 +738,9 @@ function onOrder(order) {
   // Frames of one order may overtake a list read: keep the latest by updatedAt.
   if (known && known.updatedAt && order.updatedAt && known.updatedAt > order.updatedAt) return;
   state.orders.set(order.id, order);
-  if (location.hash === "#/orders") drawOrders().catch(showError);
+  // The timeline on show gains the change too.
+  if (state.timeline && state.timeline.orderId === order.id) showTimeline(order.id).catch(showError);
+  else if (location.hash === "#/orders") drawOrders().catch(showError);
 }
 
 // ---- chat ----

@@ -1,0 +1,138 @@
+//! `/cart`: a buyer's cart. The buyer's user entity keeps the lines (product and quantity); this
+//! module prices them as of now by asking each product, so what the buyer sees is never a price
+//! remembered from when the line was added (checkout reads the prices again).
+
+use super::{caller, json, json_body, render, settle, ApiError, ApiResult};
+use crate::app::App;
+use crate::tokens::Caller;
+use bazaar_actors::product::{GetProduct, ProductError};
+use bazaar_actors::user::{GetCart, RemoveCartItem, SetCartItem};
+use bazaar_protocol::cart::{Cart, CartItem, CartLine, CartTotal, SetCartItemRequest};
+use bazaar_protocol::values::{Quantity, Role};
+use bazaar_protocol::{ErrorCode, ProductId};
+use futures_util::future::join_all;
+use std::sync::Arc;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+/// The routes of this resource.
+pub fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let limit = app.settings.body_limit_bytes;
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let get = warp::path!("cart")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(caller(app.clone()))
+        .and_then(|app, who| async move { render(get(app, who).await) });
+    let set = warp::path!("cart" / "items" / String)
+        .and(warp::put())
+        .and(with_app.clone())
+        .and(caller(app.clone()))
+        .and(json_body::<SetCartItemRequest>(limit))
+        .and_then(|product, app, who, body| async move { render(set(app, who, product, body).await) });
+    let remove = warp::path!("cart" / "items" / String)
+        .and(warp::delete())
+        .and(with_app)
+        .and(caller(app))
+        .and_then(|product, app, who| async move { render(remove(app, who, product).await) });
+    get.or(set).unify().or(remove).unify().boxed()
+}
+
+fn buyer_only(who: &Caller) -> Result<(), ApiError> {
+    if who.role == Role::Buyer {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only buyers have a cart"))
+    }
+}
+
+async fn get(app: Arc<App>, who: Caller) -> ApiResult {
+    buyer_only(&who)?;
+    let items = settle(app.regions.users.ask(who.id.as_str(), GetCart).await)?;
+    Ok(json(StatusCode::OK, &priced(&app, items).await?))
+}
+
+async fn set(app: Arc<App>, who: Caller, product: String, body: SetCartItemRequest) -> ApiResult {
+    buyer_only(&who)?;
+    let quantity = Quantity::try_from(body.quantity)?;
+    // Only a product that exists goes in a cart (404 otherwise); its price is read again below.
+    settle(app.regions.products.ask(&product, GetProduct).await)?;
+    let product_id = ProductId::from(product);
+    let before = settle(app.regions.users.ask(who.id.as_str(), GetCart).await)?;
+    let cmd = SetCartItem { product_id: product_id.clone(), quantity };
+    let items = settle(app.regions.users.ask(who.id.as_str(), cmd).await)?;
+    match priced(&app, items).await {
+        Err(too_much) if too_much.code == ErrorCode::Invalid => {
+            // The new quantity makes the total pass what an amount can hold: put the line back
+            // as it was, so a refused change leaves nothing behind.
+            let undo = match before.iter().find(|item| item.product_id == product_id) {
+                Some(was) => match Quantity::try_from(i64::from(was.quantity)) {
+                    Ok(quantity) => {
+                        settle(app.regions.users.ask(who.id.as_str(), SetCartItem { product_id, quantity }).await)
+                    }
+                    Err(_) => Ok(Vec::new()),
+                },
+                None => settle(app.regions.users.ask(who.id.as_str(), RemoveCartItem { product_id }).await),
+            };
+            undo?;
+            Err(too_much)
+        }
+        other => Ok(json(StatusCode::OK, &other?)),
+    }
+}
+
+async fn remove(app: Arc<App>, who: Caller, product: String) -> ApiResult {
+    buyer_only(&who)?;
+    let cmd = RemoveCartItem { product_id: product.into() };
+    let items = settle(app.regions.users.ask(who.id.as_str(), cmd).await)?;
+    Ok(json(StatusCode::OK, &priced(&app, items).await?))
+}
+
+/// The cart with every line priced as each product is now (asked side by side), and its totals
+/// per currency. A line whose product is gone is left out.
+async fn priced(app: &App, items: Vec<CartItem>) -> Result<Cart, ApiError> {
+    let asks = items.iter().map(|item| app.regions.products.ask(item.product_id.as_str(), GetProduct));
+    let products = join_all(asks).await;
+    let mut lines = Vec::with_capacity(items.len());
+    let mut totals: Vec<CartTotal> = Vec::new();
+    for (item, answer) in items.into_iter().zip(products) {
+        let product = match answer.map_err(ApiError::from)? {
+            Ok(product) => product,
+            Err(ProductError::NotFound) => continue,
+            Err(other) => return Err(other.into()),
+        };
+        let too_much = || {
+            ApiError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "quantity: the cart's total in {} would pass the largest amount ({}); lower a quantity",
+                    product.currency,
+                    i64::MAX
+                ),
+            )
+        };
+        let amount = product.price.checked_mul(i64::from(item.quantity)).ok_or_else(too_much)?;
+        match totals.iter_mut().find(|total| total.currency == product.currency) {
+            Some(total) => total.amount = total.amount.checked_add(amount).ok_or_else(too_much)?,
+            None => totals.push(CartTotal { currency: product.currency.clone(), amount }),
+        }
+        lines.push(CartLine {
+            available: product.stock >= i64::from(item.quantity),
+            product_id: item.product_id,
+            seller_id: product.seller_id,
+            name: product.name,
+            quantity: item.quantity,
+            unit_price: product.price,
+            currency: product.currency,
+            amount,
+            stock: product.stock,
+            added_at: item.added_at,
+        });
+    }
+    Ok(Cart { items: lines, totals })
+}
