@@ -33,9 +33,11 @@ pub async fn read(store: &Store, order: &Order, max: usize) -> Result<OrderTimel
 /// The timeline of order `order_id` from its events (`own`) and its payment's (`paying`), each in
 /// version order; at most `max` entries.
 pub fn timeline(order_id: OrderId, own: &[Envelope], paying: &[Envelope], max: usize) -> OrderTimeline {
+    // A stream read to `max + 1` rows may go on past them.
+    let cut = (own.len() > max, paying.len() > max);
     let own: Vec<&Envelope> = own.iter().filter(|e| is_order_change(&e.event)).collect();
     let paying: Vec<&Envelope> = paying.iter().filter(|e| is_payment_change(&e.event)).collect();
-    let merged = merge(&own, &paying);
+    let merged = merge(&own, &paying, cut);
     let truncated = merged.len() > max;
     let mut events = Vec::with_capacity(merged.len().min(max));
     let mut status = OrderStatus::Ordered;
@@ -71,9 +73,13 @@ fn is_payment_change(event: &Event) -> bool {
     )
 }
 
-/// The event of the other stream that `event` follows from, as an index into it.
-fn cause_of(event: &Event, other: &[&Envelope]) -> Option<usize> {
-    let first = |wanted: fn(&Event) -> bool| other.iter().position(|e| wanted(&e.event));
+/// The event of the other stream that `event` follows from, as an index into it. When the other
+/// stream was cut and the cause is not among its rows, the cause is past them: `other.len()`,
+/// so the effect waits for the other stream's end.
+fn cause_of(event: &Event, other: &[&Envelope], other_cut: bool) -> Option<usize> {
+    let first = |wanted: fn(&Event) -> bool| {
+        other.iter().position(|e| wanted(&e.event)).or(if other_cut { Some(other.len()) } else { None })
+    };
     match event {
         Event::OrderPaid { .. } => first(|e| matches!(e, Event::PaymentApproved { .. })),
         Event::OrderCancelled { .. } => first(|e| matches!(e, Event::PaymentDeclined { .. })),
@@ -81,15 +87,24 @@ fn cause_of(event: &Event, other: &[&Envelope]) -> Option<usize> {
             first(|e| matches!(e, Event::PaymentRefunded { payment, .. } if payment.status == PaymentStatus::Refunded))
         }
         Event::PaymentRequested { .. } => first(|e| matches!(e, Event::OrderPlaced { .. })),
-        _ => None,
+        // What starts a stream, or follows from nothing in the other.
+        Event::OrderPlaced { .. }
+        | Event::PaymentApproved { .. }
+        | Event::PaymentDeclined { .. }
+        | Event::PaymentRefunded { .. }
+        | Event::UserRegistered { .. }
+        | Event::ProductListed { .. }
+        | Event::StockChanged(_)
+        | Event::ChatRoomOpened { .. }
+        | Event::ChatMessagePosted { .. } => None,
     }
 }
 
 /// Both streams in one order that keeps each stream's own order and every cause before its
 /// effect; otherwise by time, the order's event first on a tie.
-fn merge<'a>(own: &[&'a Envelope], paying: &[&'a Envelope]) -> Vec<&'a Envelope> {
-    let own_causes: Vec<Option<usize>> = own.iter().map(|e| cause_of(&e.event, paying)).collect();
-    let paying_causes: Vec<Option<usize>> = paying.iter().map(|e| cause_of(&e.event, own)).collect();
+fn merge<'a>(own: &[&'a Envelope], paying: &[&'a Envelope], (own_cut, paying_cut): (bool, bool)) -> Vec<&'a Envelope> {
+    let own_causes: Vec<Option<usize>> = own.iter().map(|e| cause_of(&e.event, paying, paying_cut)).collect();
+    let paying_causes: Vec<Option<usize>> = paying.iter().map(|e| cause_of(&e.event, own, own_cut)).collect();
     let (mut i, mut j) = (0, 0);
     let mut merged = Vec::with_capacity(own.len() + paying.len());
     while i < own.len() || j < paying.len() {
@@ -359,6 +374,33 @@ mod tests {
         let timeline = timeline("o1".into(), &own, &paying, 3);
         assert_eq!(kinds(&timeline), STORY[..3]);
         assert!(timeline.truncated);
+    }
+
+    #[test]
+    fn an_effect_whose_cause_was_cut_off_waits_for_it() {
+        // The payment's clock runs ahead, and its stream is read only to max + 1 = 6 rows: the
+        // refund that refunded the order is past them, so the order's refund must not show.
+        let (own, mut paying) = refunded_story(100);
+        let partial = |seq: i64, seconds: i64| {
+            env(
+                "pay1",
+                seq,
+                seconds,
+                Event::PaymentRefunded {
+                    payment: payment(PaymentStatus::Approved, 10 * seq),
+                    amount: Some(10),
+                    at_provider: false,
+                },
+            )
+        };
+        paying.truncate(2);
+        paying.extend((3..7).map(|seq| partial(seq, 100 + seq)));
+        let timeline = timeline("o1".into(), &own, &paying, 5);
+        assert!(timeline.truncated);
+        assert_eq!(
+            kinds(&timeline),
+            ["OrderPlaced", "PaymentRequested", "PaymentApproved", "OrderPaid", "PaymentRefunded"]
+        );
     }
 
     #[test]

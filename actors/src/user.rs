@@ -210,6 +210,9 @@ impl Entity for UserState {
                 let _ = reply.send(self.user.clone().ok_or(UserError::NotFound));
             }
             UserMsg::Cart(reply) => {
+                // Read again, not from memory: this activation may not be the owner (a read too
+                // large to cross, an old owner during a view change), and the row is one read.
+                self.cart = None;
                 let read = self.cart(ctx).await.map(|cart| cart.items.clone());
                 let _ = reply.send(
                     read.map_err(|a| crate::attempt::settle(Self::KIND, self.id.as_str(), a, UserError::Unavailable)),

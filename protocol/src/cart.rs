@@ -1,5 +1,5 @@
 //! A buyer's cart: the body that sets a line, the lines as stored, and the cart as the buyer sees
-//! it, priced as of now (prices are checked again when the cart is checked out).
+//! it, priced as of now. A cart reserves nothing.
 
 use crate::ids::{ProductId, UserId};
 use chrono::{DateTime, Utc};
@@ -33,7 +33,7 @@ pub struct CartItem {
 pub struct CartLine {
     /// The product.
     pub product_id: ProductId,
-    /// Its seller (a checkout makes one order per seller).
+    /// Its seller.
     pub seller_id: UserId,
     /// Its name now.
     pub name: String,
@@ -47,7 +47,7 @@ pub struct CartLine {
     pub amount: i64,
     /// Units the product has for sale now.
     pub stock: i64,
-    /// Whether the stock covers the quantity now (it is reserved only at checkout).
+    /// Whether the stock covers the quantity now (nothing is reserved by a cart).
     pub available: bool,
     /// When the line was added.
     pub added_at: DateTime<Utc>,
@@ -60,8 +60,9 @@ pub struct CartLine {
 pub struct CartTotal {
     /// The currency.
     pub currency: String,
-    /// The sum of the lines' amounts in it.
-    pub amount: i64,
+    /// The sum of the lines' amounts in it. Wider than a line's amount: up to 1,000 lines of at
+    /// most 10^18 each.
+    pub amount: i128,
 }
 
 /// `GET /cart`: the buyer's cart, oldest line first.

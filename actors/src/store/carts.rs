@@ -1,7 +1,7 @@
 //! Cart rows: one per buyer who has ever put something in a cart, the lines as JSON (a cart is
 //! read and written whole, by its user entity only).
 
-use super::{expect_one, query, timestamp, Store, StoreError, Tx};
+use super::{expect_one, query, timestamp, LongText, Store, StoreError, Tx};
 use bazaar_protocol::cart::CartItem;
 use chrono::{DateTime, Utc};
 
@@ -16,13 +16,14 @@ pub struct CartRecord {
 
 /// Loads `user_id`'s cart (empty, version 0, when there is none).
 pub async fn load(store: &Store, user_id: &str) -> Result<CartRecord, StoreError> {
-    let row: Option<(String, i64)> = super::query_as(store, "SELECT items, version FROM carts WHERE user_id = $1")
+    // MySQL keeps the lines as MEDIUMTEXT, which its driver reports as a blob: read through LongText.
+    let row: Option<(LongText, i64)> = super::query_as(store, "SELECT items, version FROM carts WHERE user_id = $1")
         .bind(user_id)
         .fetch_optional(store.reader())
         .await?;
     match row {
         None => Ok(CartRecord::default()),
-        Some((items, version)) => Ok(CartRecord {
+        Some((LongText(items), version)) => Ok(CartRecord {
             items: serde_json::from_str(&items).map_err(|e| StoreError::Corrupt(format!("cart of {user_id}: {e}")))?,
             version,
         }),

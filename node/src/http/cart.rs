@@ -1,6 +1,6 @@
 //! `/cart`: a buyer's cart. The buyer's user entity keeps the lines (product and quantity); this
 //! module prices them as of now by asking each product, so what the buyer sees is never a price
-//! remembered from when the line was added (checkout reads the prices again).
+//! remembered from when the line was added. A cart reserves nothing.
 
 use super::{caller, json, json_body, render, settle, ApiError, ApiResult};
 use crate::app::App;
@@ -9,7 +9,7 @@ use bazaar_actors::product::{GetProduct, ProductError};
 use bazaar_actors::user::{GetCart, RemoveCartItem, SetCartItem};
 use bazaar_protocol::cart::{Cart, CartItem, CartLine, CartTotal, SetCartItemRequest};
 use bazaar_protocol::values::{Quantity, Role};
-use bazaar_protocol::{ErrorCode, ProductId};
+use bazaar_protocol::ProductId;
 use futures_util::future::join_all;
 use std::sync::Arc;
 use warp::filters::BoxedFilter;
@@ -62,28 +62,9 @@ async fn set(app: Arc<App>, who: Caller, product: String, body: SetCartItemReque
     let quantity = Quantity::try_from(body.quantity)?;
     // Only a product that exists goes in a cart (404 otherwise); its price is read again below.
     settle(app.regions.products.ask(&product, GetProduct).await)?;
-    let product_id = ProductId::from(product);
-    let before = settle(app.regions.users.ask(who.id.as_str(), GetCart).await)?;
-    let cmd = SetCartItem { product_id: product_id.clone(), quantity };
+    let cmd = SetCartItem { product_id: ProductId::from(product), quantity };
     let items = settle(app.regions.users.ask(who.id.as_str(), cmd).await)?;
-    match priced(&app, items).await {
-        Err(too_much) if too_much.code == ErrorCode::Invalid => {
-            // The new quantity makes the total pass what an amount can hold: put the line back
-            // as it was, so a refused change leaves nothing behind.
-            let undo = match before.iter().find(|item| item.product_id == product_id) {
-                Some(was) => match Quantity::try_from(i64::from(was.quantity)) {
-                    Ok(quantity) => {
-                        settle(app.regions.users.ask(who.id.as_str(), SetCartItem { product_id, quantity }).await)
-                    }
-                    Err(_) => Ok(Vec::new()),
-                },
-                None => settle(app.regions.users.ask(who.id.as_str(), RemoveCartItem { product_id }).await),
-            };
-            undo?;
-            Err(too_much)
-        }
-        other => Ok(json(StatusCode::OK, &other?)),
-    }
+    Ok(json(StatusCode::OK, &priced(&app, items).await?))
 }
 
 async fn remove(app: Arc<App>, who: Caller, product: String) -> ApiResult {
@@ -106,20 +87,12 @@ async fn priced(app: &App, items: Vec<CartItem>) -> Result<Cart, ApiError> {
             Err(ProductError::NotFound) => continue,
             Err(other) => return Err(other.into()),
         };
-        let too_much = || {
-            ApiError::new(
-                ErrorCode::Invalid,
-                format!(
-                    "quantity: the cart's total in {} would pass the largest amount ({}); lower a quantity",
-                    product.currency,
-                    i64::MAX
-                ),
-            )
-        };
-        let amount = product.price.checked_mul(i64::from(item.quantity)).ok_or_else(too_much)?;
+        // At most MAX_PRICE × 10^6 = 10^18: a line always fits an i64, and a total (at most
+        // 1,000 lines) an i128.
+        let amount = product.price.saturating_mul(i64::from(item.quantity));
         match totals.iter_mut().find(|total| total.currency == product.currency) {
-            Some(total) => total.amount = total.amount.checked_add(amount).ok_or_else(too_much)?,
-            None => totals.push(CartTotal { currency: product.currency.clone(), amount }),
+            Some(total) => total.amount += i128::from(amount),
+            None => totals.push(CartTotal { currency: product.currency.clone(), amount: i128::from(amount) }),
         }
         lines.push(CartLine {
             available: product.stock >= i64::from(item.quantity),

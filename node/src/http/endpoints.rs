@@ -569,15 +569,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         tag: "cart",
         summary: "The caller's cart, priced as of now (buyers)",
         description: "Each line shows the product's price and stock now, and whether the stock covers the \
-                      quantity; `totals` sums the lines per currency. Prices and stock are checked again at \
-                      checkout.",
+                      quantity; `totals` sums the lines per currency. A cart reserves nothing.",
         access: Access::Bearer,
         ungated: false,
         input: Input::Nothing,
         query: &[],
         idempotency: Idempotency::Unused,
         answers: &[Answer { status: 200, description: "The cart", body: Output::Json(typed::<Cart>()) }],
-        errors: &[Forbidden, Invalid],
+        errors: &[Forbidden],
     },
     Endpoint {
         verb: Verb::Put,
@@ -606,7 +605,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         query: &[],
         idempotency: Idempotency::Unused,
         answers: &[Answer { status: 200, description: "The cart after it", body: Output::Json(typed::<Cart>()) }],
-        errors: &[Forbidden, Invalid],
+        errors: &[Forbidden],
     },
     // Payments
     Endpoint {

@@ -510,8 +510,7 @@ async function productName(id) {
 
 // ---- the cart ----
 
-// The buyer's cart, priced as the products are now (GET /cart), grouped by seller as a
-// checkout will split it.
+// The buyer's cart, priced as the products are now (GET /cart), each line naming its seller.
 async function renderCart() {
   drawCart(await api("GET", "/cart"));
 }
@@ -545,7 +544,7 @@ function drawCart(cart) {
       cart.totals.map((total) =>
         h("p", { class: "cart-total", dataset: { currency: total.currency } }, "Total: ", h("strong", {}, money(total.amount, total.currency))),
       ),
-      sellers.length > 1 ? h("p", { class: "muted" }, `From ${sellers.length} sellers: each gets an order of their own.`) : null,
+      sellers.length > 1 ? h("p", { class: "muted" }, `From ${sellers.length} sellers.`) : null,
     ),
   );
 }
@@ -623,9 +622,14 @@ async function drawOrders() {
   );
 }
 
-// Reads an order's timeline and shows it under the orders.
+// Reads an order's timeline and shows it under the orders; of reads that overlap, only the last
+// one asked is shown.
+let timelineAsked = 0;
 async function showTimeline(orderId) {
-  state.timeline = await api("GET", `/orders/${encodeURIComponent(orderId)}/events`);
+  const asked = ++timelineAsked;
+  const timeline = await api("GET", `/orders/${encodeURIComponent(orderId)}/events`);
+  if (asked !== timelineAsked) return;
+  state.timeline = timeline;
   if (location.hash === "#/orders") await drawOrders();
 }
 
@@ -739,8 +743,9 @@ function onOrder(order) {
   if (known && known.updatedAt && order.updatedAt && known.updatedAt > order.updatedAt) return;
   state.orders.set(order.id, order);
   // The timeline on show gains the change too.
+  if (location.hash !== "#/orders") return;
   if (state.timeline && state.timeline.orderId === order.id) showTimeline(order.id).catch(showError);
-  else if (location.hash === "#/orders") drawOrders().catch(showError);
+  else drawOrders().catch(showError);
 }
 
 // ---- chat ----
