@@ -166,7 +166,18 @@ impl Cache {
             Event::OrderPaid { order } => {
                 self.remember_paid_relation(order.buyer_id.as_str(), order.seller_id.as_str()).await
             }
-            _ => {}
+            // Nothing else is cached.
+            Event::ProductListed { .. }
+            | Event::StockChanged(_)
+            | Event::OrderPlaced { .. }
+            | Event::OrderCancelled { .. }
+            | Event::PaymentRequested { .. }
+            | Event::PaymentApproved { .. }
+            | Event::PaymentDeclined { .. }
+            | Event::PaymentRefunded { .. }
+            | Event::OrderRefunded { .. }
+            | Event::ChatRoomOpened { .. }
+            | Event::ChatMessagePosted { .. } => {}
         }
     }
 }

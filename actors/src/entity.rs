@@ -5,7 +5,7 @@
 //! leaves memory after a longer idle time. A panic in one entity fails only the message that
 //! caused it, and the entity reloads from storage on its next message.
 
-use crate::cluster::router::{call_route, failure, RouteFailure, RouteRequest, RouterMsg};
+use crate::cluster::router::{call_route, RouteFailure, RouteRequest, Routed, RouterMsg};
 use crate::cluster::{ClusterView, Placement};
 use crate::payment_gateway::PaymentGateway;
 use crate::store::{Store, StoreError};
@@ -720,16 +720,17 @@ impl<E: Entity> RegionRef<E> {
         let local = self.local();
         let id = id.to_owned();
         async move {
-            let text = call.await.map_err(|failure| match failure {
+            let routed = call.await.map_err(|failure| match failure {
                 RouteFailure::Unreachable => CallError::Unavailable,
                 RouteFailure::Timeout => CallError::Timeout,
             })?;
-            match text.as_str() {
-                failure::BUSY => Err(CallError::Busy),
-                failure::TOO_LARGE if Q::READ_ONLY => local.ask_within(&id, timeout, request).await,
-                failure::TOO_LARGE => Err(CallError::TooLarge),
-                t if t.starts_with('!') => Err(CallError::Dropped),
-                t => serde_json::from_str(t).map_err(|_| CallError::Dropped),
+            match routed {
+                Routed::Answered(json) => serde_json::from_str(&json).map_err(|_| CallError::Dropped),
+                Routed::Busy => Err(CallError::Busy),
+                // A read answered too large to cross is read here instead, from the shared store.
+                Routed::TooLarge if Q::READ_ONLY => local.ask_within(&id, timeout, request).await,
+                Routed::TooLarge => Err(CallError::TooLarge),
+                Routed::Dropped | Routed::Unknown => Err(CallError::Dropped),
             }
         }
         .boxed()
@@ -741,16 +742,20 @@ impl<E: Entity> RegionRef<E> {
     }
 
     /// Delivers a request that arrived from another node; `None` when the kind has no such request.
-    pub fn deliver_remote(&self, id: &str, name: &str, payload: &str) -> Option<BoxFuture<'static, Option<String>>>
+    pub fn deliver_remote(&self, id: &str, name: &str, payload: &str) -> Option<BoxFuture<'static, Routed>>
     where
         E: Remote,
     {
         match E::decode(name, payload)? {
             Ok(decoded) => {
                 let sent = self.actor.send_message(RegionMsg::Deliver(id.to_owned(), decoded.msg));
-                Some(if sent.is_ok() { decoded.answer } else { futures_util::future::ready(None).boxed() })
+                Some(if sent.is_ok() {
+                    decoded.answer.map(|answer| answer.map_or(Routed::Dropped, Routed::Answered)).boxed()
+                } else {
+                    futures_util::future::ready(Routed::Dropped).boxed()
+                })
             }
-            Err(_) => Some(futures_util::future::ready(Some(failure::UNKNOWN.to_owned())).boxed()),
+            Err(_) => Some(futures_util::future::ready(Routed::Unknown).boxed()),
         }
     }
 

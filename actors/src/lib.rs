@@ -10,7 +10,7 @@
 //! decided again ([`attempt`]). The [`relay`] moves committed events into the embedded event log
 //! and on to every node; the [`saga`] consumer reads the log and drives the next steps (charge,
 //! mark paid, release stock); [`reservations`] cancels orders left unpaid past their hold; the
-//! [`chat_gateway`] pushes chat messages and order updates to the WebSocket [`session`]s of this
+//! [`socket_hub`] pushes chat messages and order updates to the WebSocket [`session`]s of this
 //! node, fed by the relay and, on a Kafka cluster, by its own reader of the log
 //! ([`socket_feed`]). [`payment_gateway`] is where money moves, [`cache`]
 //! is Redis in front of SQL, and [`system`] starts all of it.
@@ -18,23 +18,26 @@
 pub mod attempt;
 pub mod cache;
 pub mod cart;
-pub mod chat_gateway;
 pub mod chat_room;
 pub mod cluster;
 pub mod entity;
-pub mod log;
+pub mod event_log;
+pub mod idempotency;
+pub mod login_sessions;
 pub mod order;
 pub mod order_timeline;
 pub mod payment;
 pub mod payment_gateway;
 pub mod placement;
 pub mod product;
+pub mod read_side;
 pub mod regions;
 pub mod relay;
 pub mod reservations;
 pub mod saga;
 pub mod session;
 pub mod socket_feed;
+pub mod socket_hub;
 pub mod store;
 pub mod system;
 pub mod user;

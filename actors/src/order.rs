@@ -3,7 +3,8 @@
 
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityRef};
-use crate::store::{self, orders, payments, payments::PaymentRecord, IdempotencyKey, StoreError};
+use crate::idempotency::{self, Earlier, IdempotencyKey};
+use crate::store::{self, orders, payments, payments::PaymentRecord, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::orders::{Order, OrderStatus, OrderTimeline};
@@ -303,20 +304,21 @@ impl OrderState {
     async fn try_request_payment(&mut self, cmd: &RequestPayment, ctx: &Ctx) -> Result<Payment, Attempt<OrderError>> {
         let mut tx = ctx.store.begin().await?;
         let key = &cmd.idempotency;
-        if let Some(earlier) = store::find_idempotency(&mut tx, &key.user_id, &key.key).await? {
-            if earlier.request_hash != key.request_hash {
-                return Err(Attempt::Refused(OrderError::IdempotencyMismatch));
+        match idempotency::check(&mut tx, key).await? {
+            Earlier::Nothing => {}
+            Earlier::Mismatch => return Err(Attempt::Refused(OrderError::IdempotencyMismatch)),
+            Earlier::Done(payment_id) => {
+                let record = payments::load_in(&mut tx, &payment_id)
+                    .await?
+                    .ok_or_else(|| Attempt::Store(StoreError::Corrupt("idempotency record without payment".into())))?;
+                return Ok(record.payment);
             }
-            let record = payments::load_in(&mut tx, &earlier.result_id)
-                .await?
-                .ok_or_else(|| Attempt::Store(StoreError::Corrupt("idempotency record without payment".into())))?;
-            return Ok(record.payment);
         }
         let now = Utc::now();
         let (pending, payment) = self.start_payment(cmd, now).map_err(Attempt::Refused)?;
         orders::update(&mut tx, &pending, self.version).await?;
         payments::insert(&mut tx, &payment, now).await?;
-        store::save_idempotency(&mut tx, key, payment.payment.id.as_str(), now).await?;
+        idempotency::record(&mut tx, key, payment.payment.id.as_str(), now).await?;
         let requested = Envelope::new(
             payment.payment.id.as_str(),
             1,

@@ -20,10 +20,11 @@
 
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityRef};
+use crate::idempotency::{self, Earlier, IdempotencyKey};
 use crate::payment_gateway::{
     judge, ChargeRecord, ChargeRequest, ChargeState, Charged, GatewayError, LookupRequest, RefundRequest,
 };
-use crate::store::{self, payments, payments::PaymentRecord, IdempotencyKey, StoreError};
+use crate::store::{self, payments, payments::PaymentRecord, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::payments::{Payment, PaymentStatus};
@@ -186,17 +187,17 @@ impl PaymentState {
         if current.status != PaymentStatus::Requested {
             return None;
         }
-        let (status, reason) = match answer {
-            GatewayAnswer::Approved => (PaymentStatus::Approved, None),
-            GatewayAnswer::Declined(reason) => (PaymentStatus::Declined, Some(reason.clone())),
-            GatewayAnswer::Failed => return None,
-        };
-        let next = Payment { status, reason, ..current.clone() };
-        let event = match status {
-            PaymentStatus::Approved => Event::PaymentApproved { payment: next.clone() },
-            _ => Event::PaymentDeclined { payment: next.clone() },
-        };
-        Some((next, event))
+        match answer {
+            GatewayAnswer::Approved => {
+                let next = Payment { status: PaymentStatus::Approved, reason: None, ..current.clone() };
+                Some((next.clone(), Event::PaymentApproved { payment: next }))
+            }
+            GatewayAnswer::Declined(reason) => {
+                let next = Payment { status: PaymentStatus::Declined, reason: Some(reason.clone()), ..current.clone() };
+                Some((next.clone(), Event::PaymentDeclined { payment: next }))
+            }
+            GatewayAnswer::Failed => None,
+        }
     }
 
     /// Decides a refund of `amount` (`None`: all that is left) by `by`: the payment after it,
@@ -292,12 +293,11 @@ impl PaymentState {
         let now = Utc::now();
         let mut tx = ctx.store.begin().await?;
         if let Some(key) = &cmd.idempotency {
-            if let Some(earlier) = store::find_idempotency(&mut tx, &key.user_id, &key.key).await? {
-                if earlier.request_hash != key.request_hash {
-                    return Err(Attempt::Refused(PaymentError::IdempotencyMismatch));
-                }
+            match idempotency::check(&mut tx, key).await? {
+                Earlier::Nothing => {}
+                Earlier::Mismatch => return Err(Attempt::Refused(PaymentError::IdempotencyMismatch)),
                 // The retry of a refund already made: the payment as it is, nothing given again.
-                return self.visible_to(&cmd.by).cloned().map_err(Attempt::Refused);
+                Earlier::Done(_) => return self.visible_to(&cmd.by).cloned().map_err(Attempt::Refused),
             }
         }
         let (next, given) = self.refund(&cmd.by, cmd.amount).map_err(Attempt::Refused)?;
@@ -305,7 +305,7 @@ impl PaymentState {
         let event = Event::PaymentRefunded { payment: next.clone(), amount: Some(given), at_provider: false };
         store::append_events(&mut tx, &[Envelope::new(next.id.as_str(), record.version + 1, now, event)]).await?;
         if let Some(key) = &cmd.idempotency {
-            store::save_idempotency(&mut tx, key, next.id.as_str(), now).await?;
+            idempotency::record(&mut tx, key, next.id.as_str(), now).await?;
         }
         ctx.store.commit(tx).await?;
         if let Some(record) = self.record.as_mut() {

@@ -3,7 +3,8 @@
 
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityRef};
-use crate::store::{self, catalog, orders, IdempotencyKey, StoreError};
+use crate::idempotency::{self, Earlier, IdempotencyKey};
+use crate::store::{self, catalog, orders, StoreError};
 use crate::with_retries;
 use bazaar_protocol::catalog::Product;
 use bazaar_protocol::events::{Envelope, Event, StockChanged};
@@ -263,21 +264,22 @@ impl ProductState {
     async fn try_place(&mut self, cmd: &PlaceOrder, ctx: &Ctx) -> Result<Placed, Attempt<ProductError>> {
         let mut tx = ctx.store.begin().await?;
         let key = &cmd.idempotency;
-        if let Some(earlier) = store::find_idempotency(&mut tx, &key.user_id, &key.key).await? {
-            if earlier.request_hash != key.request_hash {
-                return Err(Attempt::Refused(ProductError::IdempotencyMismatch));
+        match idempotency::check(&mut tx, key).await? {
+            Earlier::Nothing => {}
+            Earlier::Mismatch => return Err(Attempt::Refused(ProductError::IdempotencyMismatch)),
+            Earlier::Done(order_id) => {
+                let order = orders::load_in(&mut tx, &order_id)
+                    .await?
+                    .ok_or_else(|| Attempt::Store(StoreError::Corrupt("idempotency record without order".into())))?;
+                return Ok(Placed { order, created: false });
             }
-            let order = orders::load_in(&mut tx, &earlier.result_id)
-                .await?
-                .ok_or_else(|| Attempt::Store(StoreError::Corrupt("idempotency record without order".into())))?;
-            return Ok(Placed { order, created: false });
         }
         let now = Utc::now();
         let (after, order) = self.place(cmd, now, ctx.settings.reservation_hold).map_err(Attempt::Refused)?;
         catalog::update(&mut tx, &after, self.version).await?;
         orders::insert(&mut tx, &order).await?;
         catalog::reserve(&mut tx, order.id.as_str(), after.id.as_str(), order.quantity).await?;
-        store::save_idempotency(&mut tx, key, order.id.as_str(), now).await?;
+        idempotency::record(&mut tx, key, order.id.as_str(), now).await?;
         let events = [
             self.stock_event(&after, -i64::from(order.quantity), Some(order.id.clone()), now),
             Envelope::new(order.id.as_str(), 1, now, Event::OrderPlaced { order: order.clone() }),

@@ -1,6 +1,7 @@
 //! Every kind's region on this node, in one handle.
 
 use crate::chat_room::RoomState;
+use crate::cluster::router::Routed;
 use crate::entity::{Entity, RegionRef};
 use crate::order::OrderState;
 use crate::payment::PaymentState;
@@ -22,13 +23,7 @@ pub struct Regions {
 impl Regions {
     /// Delivers a request that came from another node to the region of `kind`; `None` when
     /// the kind or the request is unknown.
-    pub fn dispatch(
-        &self,
-        kind: &str,
-        id: &str,
-        name: &str,
-        payload: &str,
-    ) -> Option<BoxFuture<'static, Option<String>>> {
+    pub fn dispatch(&self, kind: &str, id: &str, name: &str, payload: &str) -> Option<BoxFuture<'static, Routed>> {
         match kind {
             UserState::KIND => self.users.deliver_remote(id, name, payload),
             ProductState::KIND => self.products.deliver_remote(id, name, payload),

@@ -5,7 +5,7 @@
 use crate::cache::Cache;
 use crate::cluster::router::RouterMsg;
 use crate::cluster::ClusterView;
-use crate::log::EventLog;
+use crate::event_log::EventLog;
 use crate::store::Store;
 use bazaar_protocol::events::Envelope;
 use std::sync::Arc;

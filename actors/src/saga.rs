@@ -13,7 +13,7 @@
 
 use crate::cluster::ClusterView;
 use crate::entity::CallError;
-use crate::log::{EventLog, LogRecord, Partition};
+use crate::event_log::{EventLog, LogRecord, Partition};
 use crate::order::{SettlePayment, SettleRefund};
 use crate::payment::{ChargePayment, RefundAtGateway};
 use crate::product::ReleaseStock;
@@ -285,7 +285,7 @@ impl Consumer {
 
     /// The offset of the next record to read, as last saved.
     async fn saved_offset(&self) -> i64 {
-        match store::log::load_offset(&self.store, &self.key).await {
+        match store::embedded_log::load_offset(&self.store, &self.key).await {
             Ok(next) => next,
             Err(e) => {
                 warn!(consumer = %self.key, reason = %e, "saga offset unreadable; starting from the beginning");
@@ -322,7 +322,7 @@ impl Consumer {
             // Saving after every event would double the writes; a redelivery after a crash is
             // harmless, so the offset is saved at most every 200 ms or when idle.
             if committed > saved && (lanes.in_flight() == 0 || saved_at.elapsed() > Duration::from_millis(200)) {
-                if let Err(e) = store::log::save_offset(&self.store, &self.key, committed).await {
+                if let Err(e) = store::embedded_log::save_offset(&self.store, &self.key, committed).await {
                     warn!(consumer = %self.key, reason = %e, "saga offset not saved");
                 } else {
                     saved = committed;
@@ -376,7 +376,7 @@ impl Consumer {
         }
         let committed = lanes.committed();
         if committed > saved {
-            let _ = store::log::save_offset(&self.store, &self.key, committed).await;
+            let _ = store::embedded_log::save_offset(&self.store, &self.key, committed).await;
         }
     }
 }

@@ -13,14 +13,13 @@
 //! in bounded memory. Live messages that arrive meanwhile wait in the session's mailbox and are
 //! delivered after it, each once: `delivered` skips what the replay already sent.
 
-use crate::chat_gateway::GatewayMsg;
 use crate::chat_room::{GetRoom, PostMessage, RoomError, RoomState};
 use crate::entity::RegionRef;
-use crate::store::{chat, Store};
+use crate::read_side::ReadSide;
 use bazaar_protocol::chat::{ChatMessage, ClientFrame, ServerFrame};
 use bazaar_protocol::values::{parse_chat_text, refuse_nul};
 use bazaar_protocol::{RoomId, UserId};
-use ractor::ActorRef;
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,7 +68,7 @@ pub struct SessionId(u64);
 #[error("the session has ended")]
 pub struct SessionGone;
 
-/// How the gateway and the socket reach a session: its mailbox, which the socket's task reads.
+/// How the hub and the socket reach a session: its mailbox, which the socket's task reads.
 #[derive(Debug, Clone)]
 pub struct SessionRef {
     id: SessionId,
@@ -99,9 +98,9 @@ impl SessionRef {
 pub struct SessionArgs {
     pub user: UserId,
     pub out: mpsc::Sender<Outbound>,
-    pub gateway: ActorRef<GatewayMsg>,
+    pub hub: Arc<dyn Hub>,
     pub rooms: RegionRef<RoomState>,
-    pub store: Store,
+    pub reads: ReadSide,
     /// How replays are paged and paced.
     pub replay: ReplaySettings,
 }
@@ -138,13 +137,28 @@ pub fn frame_text(frame: &ServerFrame) -> Arc<str> {
     Arc::from(serde_json::to_string(frame).expect("server frames always serialise"))
 }
 
+/// What a session asks of the node's socket hub ([`crate::socket_hub`], which implements it): the
+/// session knows the hub only through this, so the two files do not import each other.
+pub trait Hub: Send + Sync + 'static {
+    /// Registers session `session` of `user`; `Err` when the hub is gone.
+    fn connect(&self, user: UserId, session: SessionRef) -> Result<(), SessionGone>;
+    /// The session closed.
+    fn disconnect(&self, session: SessionId);
+    /// Subscribes the session to a room; resolves once it receives the room's messages.
+    fn join(&self, room: RoomId, session: SessionId) -> BoxFuture<'static, ()>;
+    /// Tells the room's sessions who is online (after a join's replay).
+    fn announce(&self, room: RoomId);
+    /// The session left a room.
+    fn leave(&self, room: RoomId, session: SessionId);
+    /// A frame (typing, read) for the room's other sessions.
+    fn relay(&self, room: RoomId, from: SessionId, frame: ServerFrame);
+}
+
 impl Session {
-    /// Registers a session with the gateway under `me`; the caller then feeds it what arrives in
-    /// `me`'s mailbox with [`Session::handle`]. `Err` when the gateway is gone.
+    /// Registers a session with the hub under `me`; the caller then feeds it what arrives in
+    /// `me`'s mailbox with [`Session::handle`]. `Err` when the hub is gone.
     pub fn start(args: SessionArgs, me: SessionRef) -> Result<Self, SessionGone> {
-        args.gateway
-            .send_message(GatewayMsg::Connect { user: args.user.clone(), session: me.clone() })
-            .map_err(|_| SessionGone)?;
+        args.hub.connect(args.user.clone(), me.clone())?;
         Ok(Self { args, me, delivered: HashMap::new(), catching_up: false })
     }
 
@@ -158,7 +172,7 @@ impl Session {
                 ClientFrame::Send { room, text, client_msg_id } => self.post(room, text, client_msg_id).await,
                 ClientFrame::Leave { room } => {
                     if self.delivered.remove(&room).is_some() {
-                        let _ = self.args.gateway.send_message(GatewayMsg::Leave { room, session: self.me.get_id() });
+                        self.args.hub.leave(room, self.me.get_id());
                     }
                     true
                 }
@@ -197,7 +211,7 @@ impl Session {
         let page = self.args.replay.page.max(1);
         self.catching_up |= after < upto;
         while after < upto {
-            let messages = chat::range(&self.args.store, room.as_str(), after, upto, page).await.map_err(|_| ())?;
+            let messages = self.args.reads.messages_between(room.as_str(), after, upto, page).await.map_err(|_| ())?;
             let Some(last) = messages.last().map(|m| m.seq) else { break };
             for message in messages {
                 if !self.send_waiting(frame_text(&ServerFrame::Message(message))).await {
@@ -217,11 +231,7 @@ impl Session {
         let user = self.args.user.clone();
         // Subscribe first, then read where the room stands: a message committed after the read
         // arrives live, one committed before is in the replay, none falls between.
-        let _ = ractor::call!(self.args.gateway, |reply| GatewayMsg::Join {
-            room: room.clone(),
-            session: self.me.get_id(),
-            reply
-        });
+        self.args.hub.join(room.clone(), self.me.get_id()).await;
         let view = match self.args.rooms.ask(room.as_str(), GetRoom { viewer: user }).await {
             Ok(Ok(view)) => view,
             Ok(Err(RoomError::Forbidden | RoomError::NotFound)) => {
@@ -230,7 +240,7 @@ impl Session {
                 return false;
             }
             _ => {
-                let _ = self.args.gateway.send_message(GatewayMsg::Leave { room, session: self.me.get_id() });
+                self.args.hub.leave(room, self.me.get_id());
                 return self.send(error_frame("unavailable", "chat is unavailable, try again"));
             }
         };
@@ -245,7 +255,7 @@ impl Session {
             }
         }
         self.delivered.insert(room.clone(), view.last_seq);
-        let _ = self.args.gateway.send_message(GatewayMsg::Announce { room });
+        self.args.hub.announce(room);
         true
     }
 
@@ -296,15 +306,15 @@ impl Session {
         if !self.delivered.contains_key(&room) {
             return self.send(error_frame("forbidden", "join the room first"));
         }
-        let _ = self.args.gateway.send_message(GatewayMsg::Relay { room, from: self.me.get_id(), frame });
+        self.args.hub.relay(room, self.me.get_id(), frame);
         true
     }
 }
 
 impl Drop for Session {
-    // However the socket ends (closed, dropped mid-message, its task aborted), the gateway
+    // However the socket ends (closed, dropped mid-message, its task aborted), the hub
     // forgets the session.
     fn drop(&mut self) {
-        let _ = self.args.gateway.send_message(GatewayMsg::Disconnect { session: self.me.get_id() });
+        self.args.hub.disconnect(self.me.get_id());
     }
 }

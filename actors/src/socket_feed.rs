@@ -1,7 +1,7 @@
 //! The socket hub's own feed from Kafka: on a cluster whose event log is Kafka, each node reads
 //! the topics whose events reach sockets (chat messages, order changes) for the sockets
 //! connected to it, one task per partition, and hands each batch to its
-//! [`ChatGateway`](crate::chat_gateway::ChatGateway).
+//! [`SocketHub`](crate::socket_hub::SocketHub).
 //!
 //! The relay's direct broadcast to every node's router stays as the fast path; this feed is what
 //! makes delivery independent of the cluster's sessions: a node cut off from its peers while
@@ -11,12 +11,12 @@
 //! Each task keeps its partition's position in memory and starts at the partition's end: a node
 //! that starts has no sockets yet, and a socket that joins with `since` gets its history from the
 //! store, so nothing before the start is owed to anyone here. A batch is pushed before the next
-//! is read (the gateway answers once it has handed the batch to its sessions), so the feed never
+//! is read (the hub answers once it has handed the batch to its sessions), so the feed never
 //! runs ahead of the hub by more than one bounded batch per partition.
 
-use crate::chat_gateway::{GatewayMsg, PUSHED_TOPICS};
-use crate::log::kafka::KafkaLog;
-use crate::log::{EventLog, LogError, Partition};
+use crate::event_log::kafka::KafkaLog;
+use crate::event_log::{EventLog, LogError, Partition};
+use crate::socket_hub::{HubMsg, PUSHED_TOPICS};
 use ractor::ActorRef;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,15 +41,15 @@ pub struct FeedSettings {
 /// Starts one task per partition of the pushed topics; each stops when `shutdown` turns true.
 pub fn spawn(
     log: Arc<KafkaLog>,
-    gateway: ActorRef<GatewayMsg>,
+    hub: ActorRef<HubMsg>,
     settings: FeedSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     log.partitions_of(&PUSHED_TOPICS)
         .into_iter()
         .map(|partition| {
-            let (log, gateway, shutdown) = (log.clone(), gateway.clone(), shutdown.clone());
-            tokio::spawn(follow(log, partition, gateway, settings, shutdown))
+            let (log, hub, shutdown) = (log.clone(), hub.clone(), shutdown.clone());
+            tokio::spawn(follow(log, partition, hub, settings, shutdown))
         })
         .collect()
 }
@@ -77,7 +77,7 @@ fn report(e: &LogError, partition: &Partition, last_warning: &mut Option<Instant
 async fn follow(
     log: Arc<KafkaLog>,
     partition: Partition,
-    gateway: ActorRef<GatewayMsg>,
+    hub: ActorRef<HubMsg>,
     settings: FeedSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -119,7 +119,7 @@ async fn follow(
                 metrics::counter!("bazaar_socket_feed_records_total").increment(records.len() as u64);
                 let events = records.into_iter().map(|r| r.envelope).collect();
                 // Waiting for the answer is the back-pressure: one batch in the hub at a time.
-                if ractor::call!(gateway, |reply| GatewayMsg::Feed { events, reply }).is_err() {
+                if ractor::call!(hub, |reply| HubMsg::Feed { events, reply }).is_err() {
                     return;
                 }
             }

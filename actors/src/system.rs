@@ -1,26 +1,29 @@
 //! Starting and stopping everything the actor side runs on one node: storage, the regions, the
-//! chat gateway (with, on a Kafka cluster, its feed from the log), the outbox relay, the saga consumer, the reservation hold sweep, housekeeping and, in a cluster, the router
+//! socket hub (with, on a Kafka cluster, its feed from the log), the outbox relay, the saga consumer, the reservation hold sweep, housekeeping and, in a cluster, the router
 //! and the membership loop.
 
 use crate::cache::Cache;
-use crate::chat_gateway::{self, ChatGateway, GatewayArgs, GatewayMsg};
 use crate::cluster::membership::{self, ClusterConfig, Membership};
-use crate::cluster::router::{Router, RouterArgs, RouterMsg};
+use crate::cluster::router::{Local, PresenceUpdate, RoomFrame, Routed, Router, RouterArgs, RouterMsg};
 use crate::cluster::{router_name, ClusterView, ROUTERS};
 use crate::entity::{Ctx, EntitySettings, RegionRef};
-use crate::log::embedded::EmbeddedLog;
-use crate::log::kafka::{KafkaConfig, KafkaLog};
-use crate::log::EventLog;
+use crate::event_log::embedded::EmbeddedLog;
+use crate::event_log::kafka::{KafkaConfig, KafkaLog};
+use crate::event_log::EventLog;
 use crate::payment_gateway::{self, GatewaySettings};
 use crate::regions::Regions;
 use crate::relay;
 use crate::reservations;
 use crate::saga;
 use crate::socket_feed::{self, FeedSettings};
+use crate::socket_hub::{self, HubArgs, HubMsg, SocketHub};
 use crate::store::{self, Store, Tuning};
 use anyhow::Context;
 use bazaar_protocol::events::Envelope;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use ractor::{Actor, ActorRef};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
@@ -53,9 +56,9 @@ pub struct SystemConfig {
     /// Most saga records read and not yet done per partition (steps of different entities run
     /// side by side up to it).
     pub saga_max_in_flight: usize,
-    /// How the chat gateway's feed reads Kafka for this node's sockets (on a Kafka cluster).
+    /// How the socket hub's feed reads Kafka for this node's sockets (on a Kafka cluster).
     pub socket_feed: FeedSettings,
-    /// Order pushes the gateway remembers by event id.
+    /// Order pushes the hub remembers by event id.
     pub socket_push_dedup_window: usize,
 }
 
@@ -63,7 +66,7 @@ pub struct SystemConfig {
 pub struct System {
     pub store: Store,
     pub regions: Regions,
-    pub gateway: ActorRef<GatewayMsg>,
+    pub socket_hub: ActorRef<HubMsg>,
     /// The payment provider, for the notifications it posts (`POST /payments/webhooks/{name}`).
     pub payment_gateway: Arc<dyn payment_gateway::PaymentGateway>,
     pub settings: Arc<EntitySettings>,
@@ -96,8 +99,8 @@ impl System {
             payments: RegionRef::spawn(ctx.clone()).await?,
             rooms: RegionRef::spawn(ctx.clone()).await?,
         };
-        let gateway_args = GatewayArgs { view: view.clone(), dedup_window: config.socket_push_dedup_window };
-        let (gateway, _) = Actor::spawn(None, ChatGateway, gateway_args).await?;
+        let hub_args = HubArgs { view: view.clone(), dedup_window: config.socket_push_dedup_window };
+        let (socket_hub, _) = Actor::spawn(None, SocketHub, hub_args).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (live, live_rx) = broadcast::channel::<Arc<Envelope>>(65_536);
         let appended = Arc::new(Notify::new());
@@ -114,8 +117,7 @@ impl System {
         let (mut router, mut membership) = (None, None);
         if let (Some(cluster), Some(view)) = (config.cluster.clone(), view.clone()) {
             let args = RouterArgs {
-                regions: regions.clone(),
-                gateway: gateway.clone(),
+                local: Arc::new(ThisNode { regions: regions.clone(), hub: socket_hub.clone() }),
                 view: view.clone(),
                 appended: appended.clone(),
                 outbox_queued: store.commit_signal(),
@@ -127,17 +129,17 @@ impl System {
                 .await
                 .context("starting the router")?;
             ractor::pg::join(ROUTERS.to_owned(), vec![actor.get_cell()]);
-            let (on_regions, on_gateway) = (regions.clone(), gateway.clone());
+            let (on_regions, on_hub) = (regions.clone(), socket_hub.clone());
             let on_change = Box::new(move |members: Vec<String>| {
                 on_regions.rebalance();
-                let _ = on_gateway.send_message(GatewayMsg::MembersChanged(members));
+                let _ = on_hub.send_message(HubMsg::MembersChanged(members));
             });
             membership = Some(membership::start(cluster, view, on_change, shutdown_rx.clone()).await?);
             router = Some(actor);
         }
 
         let mut tasks = vec![
-            chat_gateway::forward(live_rx, gateway.clone()),
+            socket_hub::forward(live_rx, socket_hub.clone()),
             relay::spawn(
                 store.clone(),
                 log.clone(),
@@ -161,7 +163,12 @@ impl System {
         // cluster on Kafka they also read the log, so a node cut off from its peers keeps
         // delivering (docs/decisions.md, "Chat brokered by Kafka").
         if let (Some(kafka), Some(_)) = (&kafka, &view) {
-            tasks.extend(socket_feed::spawn(kafka.clone(), gateway.clone(), config.socket_feed, shutdown_rx.clone()));
+            tasks.extend(socket_feed::spawn(
+                kafka.clone(),
+                socket_hub.clone(),
+                config.socket_feed,
+                shutdown_rx.clone(),
+            ));
         }
         tasks.extend(saga::spawn(
             store.clone(),
@@ -172,7 +179,7 @@ impl System {
             shutdown_rx,
         ));
         info!(database = %redact(&config.database_url), log = log.kind(), clustered = view.is_some(), "actor system started");
-        Ok(Self { store, regions, gateway, payment_gateway, settings, view, router, membership, shutdown, tasks })
+        Ok(Self { store, regions, socket_hub, payment_gateway, settings, view, router, membership, shutdown, tasks })
     }
 
     /// Stops the background tasks (draining the outbox first), leaves the cluster, and stops the
@@ -191,12 +198,42 @@ impl System {
             router.stop(None);
         }
         self.regions.stop();
-        self.gateway.stop(None);
+        self.socket_hub.stop(None);
         self.store.close().await;
     }
 }
 
 /// Hides credentials in a database URL before it is logged.
+/// This node as its router reaches it: the regions for entity requests, the socket hub for what
+/// its sockets get.
+struct ThisNode {
+    regions: Regions,
+    hub: ActorRef<HubMsg>,
+}
+
+impl Local for ThisNode {
+    fn dispatch(&self, kind: &str, id: &str, name: &str, payload: &str) -> Option<BoxFuture<'static, Routed>> {
+        self.regions.dispatch(kind, id, name, payload)
+    }
+
+    fn live(&self) -> BoxFuture<'static, BTreeMap<String, usize>> {
+        let regions = self.regions.clone();
+        async move { regions.live().await }.boxed()
+    }
+
+    fn published(&self, envelope: Envelope) {
+        let _ = self.hub.send_message(HubMsg::Published(Arc::new(envelope)));
+    }
+
+    fn presence(&self, update: PresenceUpdate) {
+        let _ = self.hub.send_message(HubMsg::RemotePresence(update));
+    }
+
+    fn relay(&self, frame: RoomFrame) {
+        let _ = self.hub.send_message(HubMsg::RemoteRelay(frame));
+    }
+}
+
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
@@ -209,12 +246,12 @@ fn housekeeping(store: Store, retention: Duration, mut shutdown: watch::Receiver
         loop {
             let cutoff =
                 chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(1));
-            match store::expire_idempotency(&store, cutoff).await {
+            match crate::idempotency::expire(&store, cutoff).await {
                 Ok(0) => {}
                 Ok(n) => info!(expired = n, "idempotency keys expired"),
                 Err(e) => warn!(reason = %e, "idempotency expiry failed"),
             }
-            if let Ok(backlog) = store::log::outbox_backlog(&store).await {
+            if let Ok(backlog) = store::embedded_log::outbox_backlog(&store).await {
                 metrics::gauge!("bazaar_outbox_backlog").set(backlog as f64);
             }
             tokio::select! {

@@ -4,10 +4,11 @@ use crate::config::Settings;
 use crate::passwords::Passwords;
 use crate::rate_limit::{AuthLimits, KeyedBuckets};
 use crate::tokens::TokenService;
-use bazaar_actors::chat_gateway::GatewayMsg;
 use bazaar_actors::cluster::ClusterView;
+use bazaar_actors::login_sessions::LoginSessions;
+use bazaar_actors::read_side::ReadSide;
 use bazaar_actors::regions::Regions;
-use bazaar_actors::store::Store;
+use bazaar_actors::socket_hub::HubMsg;
 use bazaar_protocol::UserId;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
@@ -22,8 +23,11 @@ pub struct App {
     pub view: Option<Arc<ClusterView>>,
     /// Requests being served now, bounded (`max_in_flight_requests`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
-    pub store: Store,
-    pub gateway: ActorRef<GatewayMsg>,
+    /// The listings and lookups the front end reads without an entity (never the store itself).
+    pub reads: ReadSide,
+    /// The refresh-token families behind logins.
+    pub login_sessions: LoginSessions,
+    pub socket_hub: ActorRef<HubMsg>,
     /// The payment provider, whose notifications `POST /payments/webhooks/{name}` parses.
     pub payment_gateway: Arc<dyn bazaar_actors::payment_gateway::PaymentGateway>,
     pub tokens: Arc<TokenService>,

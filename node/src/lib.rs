@@ -21,7 +21,9 @@ use app::App;
 use bazaar_actors::cache::Cache;
 use bazaar_actors::cluster::membership::ClusterConfig;
 use bazaar_actors::entity::EntitySettings;
-use bazaar_actors::log::kafka::KafkaConfig;
+use bazaar_actors::event_log::kafka::KafkaConfig;
+use bazaar_actors::login_sessions::LoginSessions;
+use bazaar_actors::read_side::ReadSide;
 use bazaar_actors::socket_feed::FeedSettings;
 use bazaar_actors::store::Tuning;
 use bazaar_actors::system::{System, SystemConfig};
@@ -170,8 +172,9 @@ impl Node {
             regions: system.regions.clone(),
             view: system.view.clone(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight_requests)),
-            store: system.store.clone(),
-            gateway: system.gateway.clone(),
+            reads: ReadSide::new(system.store.clone()),
+            login_sessions: LoginSessions::new(system.store.clone()),
+            socket_hub: system.socket_hub.clone(),
             payment_gateway: system.payment_gateway.clone(),
             sockets: Mutex::new(HashMap::new()),
             metrics,
@@ -179,7 +182,7 @@ impl Node {
         });
         // Before the node answers anything: a token revoked before a restart stays refused.
         let revocations_since =
-            tokens::load_revocations(&app.tokens, &app.store).await.context("reading the revoked sessions")?;
+            tokens::load_revocations(&app.tokens, &app.login_sessions).await.context("reading the revoked sessions")?;
         Ok(Self { app, system, listener, ops_listener, revocations_since })
     }
 
@@ -201,7 +204,7 @@ impl Node {
         let (stop_following, following) = tokio::sync::watch::channel(false);
         let revocations = tokens::follow_revocations(
             app.tokens.clone(),
-            app.store.clone(),
+            app.login_sessions.clone(),
             Duration::from_millis(app.settings.revocation_sync_ms.max(1)),
             revocations_since,
             following.clone(),

@@ -3,7 +3,7 @@
 //! early when its session (its refresh-token family, the `sid` claim) is revoked. Password
 //! hashing is in [`crate::passwords`].
 
-use bazaar_actors::store::{tokens as token_store, Store};
+use bazaar_actors::login_sessions::LoginSessions;
 use bazaar_protocol::auth::Claims;
 use bazaar_protocol::values::Role;
 use bazaar_protocol::UserId;
@@ -107,11 +107,11 @@ const REVOCATION_OVERLAP: Duration = Duration::from_secs(60);
 /// starts.
 async fn look_at_revocations(
     tokens: &TokenService,
-    store: &Store,
+    sessions: &LoginSessions,
     since: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, bazaar_actors::store::StoreError> {
     let looked_at = Utc::now();
-    for (session, at) in token_store::revoked_since(store, since).await? {
+    for (session, at) in sessions.revoked_since(since).await? {
         tokens.deny(&session, at);
     }
     let left = tokens.prune(looked_at.timestamp());
@@ -123,10 +123,10 @@ async fn look_at_revocations(
 /// that starts refuses what was revoked before; returns where [`follow_revocations`] goes on.
 pub async fn load_revocations(
     tokens: &TokenService,
-    store: &Store,
+    sessions: &LoginSessions,
 ) -> Result<DateTime<Utc>, bazaar_actors::store::StoreError> {
     let lifetime = chrono::Duration::from_std(tokens.access_ttl).unwrap_or(chrono::Duration::days(1));
-    look_at_revocations(tokens, store, Utc::now() - lifetime).await
+    look_at_revocations(tokens, sessions, Utc::now() - lifetime).await
 }
 
 /// Keeps the deny list in step with the sessions revoked on every node (the `revoked_at` column
@@ -134,7 +134,7 @@ pub async fn load_revocations(
 /// true.
 pub fn follow_revocations(
     tokens: Arc<TokenService>,
-    store: Store,
+    sessions: LoginSessions,
     every: Duration,
     mut since: DateTime<Utc>,
     mut shutdown: watch::Receiver<bool>,
@@ -145,7 +145,7 @@ pub fn follow_revocations(
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
             }
-            match look_at_revocations(&tokens, &store, since).await {
+            match look_at_revocations(&tokens, &sessions, since).await {
                 Ok(next) => since = next,
                 Err(e) => warn!(reason = %e, "revoked sessions unreadable; retrying"),
             }

@@ -1,14 +1,13 @@
 //! The router: the one remotable actor of a node. Peers send it entity requests for entities this
-//! node owns, published events for this node's WebSocket gateway, presence and typing updates,
+//! node owns, published events for this node's WebSocket hub, presence and typing updates,
 //! heartbeats and statistics requests. Everything it carries is a string (JSON), so the wire
 //! format is ours and not the actors' Rust types.
 
-use crate::chat_gateway::GatewayMsg;
 use crate::cluster::{ClusterView, Placement};
-use crate::regions::Regions;
 use bazaar_protocol::chat::ServerFrame;
 use bazaar_protocol::events::Envelope;
 use bazaar_protocol::{RoomId, UserId};
+use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,7 @@ use tracing::warn;
 /// Messages a router accepts; every variant can cross nodes.
 #[derive(RactorClusterMessage)]
 pub enum RouterMsg {
-    /// An entity request ([`RouteRequest`] as JSON); answers the reply's JSON or `!reason`.
+    /// An entity request ([`RouteRequest`] as JSON); answers a [`Routed`] in its wire form.
     #[rpc]
     Route(String, RpcReplyPort<String>),
     /// A published event ([`Envelope`] as JSON), for this node's sockets and saga.
@@ -55,16 +54,44 @@ pub struct RouteRequest {
     pub hops: u8,
 }
 
-/// Reply prefixes for requests that got no answer from the entity.
-pub mod failure {
-    /// The entity failed or its node is shutting down.
-    pub const DROPPED: &str = "!dropped";
+/// How a routed request ended at the node that owns the entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// The entity's reply, as JSON.
+    Answered(String),
+    /// The entity failed, or its node is shutting down: the outcome is unknown.
+    Dropped,
     /// The request was not understood (another version of bazaar?).
-    pub const UNKNOWN: &str = "!unknown";
+    Unknown,
     /// Too many requests in flight on the owning node.
-    pub const BUSY: &str = "!busy";
+    Busy,
     /// The answer would not fit in the caller's frame.
-    pub const TOO_LARGE: &str = "!too_large";
+    TooLarge,
+}
+
+impl Routed {
+    /// The wire form: a reply as its JSON text, a failure as `!reason` (no JSON text starts
+    /// with `!`), so an answer crosses without a second layer of escaping.
+    pub fn encode(self) -> String {
+        match self {
+            Routed::Answered(json) => json,
+            Routed::Dropped => "!dropped".to_owned(),
+            Routed::Unknown => "!unknown".to_owned(),
+            Routed::Busy => "!busy".to_owned(),
+            Routed::TooLarge => "!too_large".to_owned(),
+        }
+    }
+
+    /// Reads the wire form back; a failure this version does not know is [`Routed::Dropped`].
+    pub fn decode(text: String) -> Routed {
+        match text.as_str() {
+            "!unknown" => Routed::Unknown,
+            "!busy" => Routed::Busy,
+            "!too_large" => Routed::TooLarge,
+            failure if failure.starts_with('!') => Routed::Dropped,
+            _ => Routed::Answered(text),
+        }
+    }
 }
 
 /// A node's online users of a room.
@@ -88,10 +115,26 @@ pub struct NodeStats {
     pub entities: std::collections::BTreeMap<String, usize>,
 }
 
+/// What the router hands to this node: requests for its entities and what its sockets are to
+/// get. The node's composition root implements it over its regions and its socket hub, so the
+/// router (the transport) knows no entity kind and no socket.
+pub trait Local: Send + Sync + 'static {
+    /// Delivers request `name` for entity `id` of `kind` and resolves to how it ended; `None`
+    /// when the kind is unknown here.
+    fn dispatch(&self, kind: &str, id: &str, name: &str, payload: &str) -> Option<BoxFuture<'static, Routed>>;
+    /// Live entities per kind on this node.
+    fn live(&self) -> BoxFuture<'static, std::collections::BTreeMap<String, usize>>;
+    /// An event a peer published, for this node's sockets.
+    fn published(&self, envelope: Envelope);
+    /// Who is online in a room, as a peer sees it.
+    fn presence(&self, update: PresenceUpdate);
+    /// A frame (typing, read) for this node's members of a room.
+    fn relay(&self, frame: RoomFrame);
+}
+
 /// What the router works with.
 pub struct RouterArgs {
-    pub regions: Regions,
-    pub gateway: ActorRef<GatewayMsg>,
+    pub local: Arc<dyn Local>,
     pub view: Arc<ClusterView>,
     /// Woken when a peer published events, so the saga (if it runs here) reads them promptly.
     pub appended: Arc<Notify>,
@@ -140,11 +183,11 @@ impl Actor for Router {
             RouterMsg::Route(raw, reply) => {
                 let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
                     metrics::counter!("bazaar_router_busy_total").increment(1);
-                    let _ = reply.send(failure::BUSY.to_owned());
+                    let _ = reply.send(Routed::Busy.encode());
                     return Ok(());
                 };
                 let Ok(request) = serde_json::from_str::<RouteRequest>(&raw) else {
-                    let _ = reply.send(failure::UNKNOWN.to_owned());
+                    let _ = reply.send(Routed::Unknown.encode());
                     return Ok(());
                 };
                 // Dispatching happens here, in order, so requests from one peer reach an entity in
@@ -152,11 +195,11 @@ impl Actor for Router {
                 let answer = route(args, request);
                 let view = args.view.clone();
                 tokio::spawn(async move {
-                    let mut text = answer.await;
+                    let mut text = answer.await.encode();
                     // An answer over the caller's frame limit would drop the session to it.
                     if !view.fits(&text) {
                         metrics::counter!("bazaar_router_refused_too_large_total").increment(1);
-                        text = failure::TOO_LARGE.to_owned();
+                        text = Routed::TooLarge.encode();
                     }
                     let _ = reply.send(text);
                     drop(permit);
@@ -164,7 +207,7 @@ impl Actor for Router {
             }
             RouterMsg::Publish(raw) => match serde_json::from_str::<Envelope>(&raw) {
                 Ok(envelope) => {
-                    let _ = args.gateway.send_message(GatewayMsg::Published(Arc::new(envelope)));
+                    args.local.published(envelope);
                     args.appended.notify_one();
                     args.appended.notify_waiters();
                 }
@@ -172,12 +215,12 @@ impl Actor for Router {
             },
             RouterMsg::Presence(raw) => {
                 if let Ok(update) = serde_json::from_str::<PresenceUpdate>(&raw) {
-                    let _ = args.gateway.send_message(GatewayMsg::RemotePresence(update));
+                    args.local.presence(update);
                 }
             }
             RouterMsg::Relay(raw) => {
                 if let Ok(frame) = serde_json::from_str::<RoomFrame>(&raw) {
-                    let _ = args.gateway.send_message(GatewayMsg::RemoteRelay(frame));
+                    args.local.relay(frame);
                 }
             }
             RouterMsg::Ping(_, reply) => {
@@ -185,9 +228,9 @@ impl Actor for Router {
             }
             RouterMsg::OutboxQueued(_) => args.outbox_queued.notify_one(),
             RouterMsg::Stats(_, reply) => {
-                let regions = args.regions.clone();
+                let live = args.local.live();
                 tokio::spawn(async move {
-                    let stats = NodeStats { entities: regions.live().await };
+                    let stats = NodeStats { entities: live.await };
                     let _ = reply.send(serde_json::to_string(&stats).unwrap_or_default());
                 });
             }
@@ -197,29 +240,23 @@ impl Actor for Router {
 }
 
 /// Sends a routed request to the entity here, or forwards it once to the owner this node sees.
-fn route(args: &RouterArgs, request: RouteRequest) -> futures_util::future::BoxFuture<'static, String> {
+fn route(args: &RouterArgs, request: RouteRequest) -> BoxFuture<'static, Routed> {
     use futures_util::FutureExt;
     if request.hops == 0 {
         if let Placement::Remote(_, owner) = args.view.placement(&request.kind, &request.id) {
             let forwarded = RouteRequest { hops: 1, ..request };
             return match call_route(&owner, &forwarded, args.timeout, args.max_remote_bytes) {
-                Ok(call) => call.map(|r| r.unwrap_or_else(|_| failure::DROPPED.to_owned())).boxed(),
-                Err(TooLarge) => futures_util::future::ready(failure::DROPPED.to_owned()).boxed(),
+                Ok(call) => call.map(|r| r.unwrap_or(Routed::Dropped)).boxed(),
+                Err(TooLarge) => futures_util::future::ready(Routed::Dropped).boxed(),
             };
         }
     }
-    match args.regions.dispatch(&request.kind, &request.id, &request.name, &request.payload) {
+    match args.local.dispatch(&request.kind, &request.id, &request.name, &request.payload) {
         Some(answer) => {
             let timeout = args.timeout;
-            async move {
-                match tokio::time::timeout(timeout, answer).await {
-                    Ok(Some(text)) => text,
-                    _ => failure::DROPPED.to_owned(),
-                }
-            }
-            .boxed()
+            async move { tokio::time::timeout(timeout, answer).await.unwrap_or(Routed::Dropped) }.boxed()
         }
-        None => futures_util::future::ready(failure::UNKNOWN.to_owned()).boxed(),
+        None => futures_util::future::ready(Routed::Unknown).boxed(),
     }
 }
 
@@ -248,7 +285,7 @@ pub fn call_route(
     request: &RouteRequest,
     timeout: Duration,
     max_bytes: usize,
-) -> Result<futures_util::future::BoxFuture<'static, Result<String, RouteFailure>>, TooLarge> {
+) -> Result<BoxFuture<'static, Result<Routed, RouteFailure>>, TooLarge> {
     use futures_util::FutureExt;
     let raw = serde_json::to_string(request).unwrap_or_default();
     if raw.len() + FRAME_OVERHEAD > max_bytes {
@@ -260,9 +297,29 @@ pub fn call_route(
     Ok(async move {
         sent.map_err(|_| RouteFailure::Unreachable)?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(text)) => Ok(text),
+            Ok(Ok(text)) => Ok(Routed::decode(text)),
             Ok(Err(_)) | Err(_) => Err(RouteFailure::Timeout),
         }
     }
     .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_crosses_the_wire_and_back() {
+        for routed in [
+            Routed::Answered(r#"{"Ok":{"id":"o1"}}"#.to_owned()),
+            Routed::Answered("\"text\"".to_owned()),
+            Routed::Dropped,
+            Routed::Unknown,
+            Routed::Busy,
+            Routed::TooLarge,
+        ] {
+            assert_eq!(Routed::decode(routed.clone().encode()), routed);
+        }
+        assert_eq!(Routed::decode("!from_a_newer_version".to_owned()), Routed::Dropped);
+    }
 }

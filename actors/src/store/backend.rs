@@ -295,7 +295,7 @@ impl Backend {
     }
 
     /// The statement a relay runs first in its transaction so relays of several nodes take turns
-    /// (see [`super::log::relay_batch`]); none on SQLite, whose `BEGIN IMMEDIATE` already excludes
+    /// (see [`super::embedded_log::relay_batch`]); none on SQLite, whose `BEGIN IMMEDIATE` already excludes
     /// every other writer. MySQL's `LOCK TABLES` would commit the open batch, so a row of a table
     /// of its own is locked instead, held to the batch's `COMMIT` as PostgreSQL's table lock is.
     pub(super) fn relay_lock(self) -> Option<&'static str> {

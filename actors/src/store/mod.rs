@@ -2,7 +2,7 @@
 //! idempotency records.
 //!
 //! One module per kind of row ([`users`], [`catalog`], [`orders`], [`payments`], [`chat`],
-//! [`tokens`]) plus [`log`] for the outbox and the embedded event log. Reads use a pool of their
+//! [`tokens`], [`carts`], [`idempotency`], [`history`] for reading events back) plus [`log`] for the outbox and the embedded event log. Reads use a pool of their
 //! own so they never queue behind writes.
 //!
 //! Three databases are supported, chosen by the URL's scheme ([`backend`]): SQLite for one
@@ -21,8 +21,9 @@ pub mod backend;
 pub mod carts;
 pub mod catalog;
 pub mod chat;
+pub mod embedded_log;
 pub mod history;
-pub mod log;
+pub mod idempotency;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
@@ -33,7 +34,6 @@ pub mod users;
 pub(crate) use backend::{query, query_as, query_scalar};
 pub use backend::{Backend, OnBackend};
 use bazaar_protocol::events::Envelope;
-use chrono::{DateTime, Utc};
 use sqlx::any::AnyQueryResult;
 use sqlx::{AnyConnection, AnyPool, Executor};
 use std::ops::{Deref, DerefMut};
@@ -125,26 +125,6 @@ impl From<Durability> for Tuning {
             connect_wait: Self::DEFAULT_CONNECT_WAIT,
         }
     }
-}
-
-/// A record that a request with an idempotency key was carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyRecord {
-    /// The hash of the request body it answered.
-    pub request_hash: String,
-    /// The id of the entity it created.
-    pub result_id: String,
-}
-
-/// An idempotency key as the caller sent it, scoped to the caller.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct IdempotencyKey {
-    /// The calling user.
-    pub user_id: String,
-    /// The `Idempotency-Key` header.
-    pub key: String,
-    /// A hash of the request body, to tell a retry from a different request.
-    pub request_hash: String,
 }
 
 /// The one write connection and the batch it is building.
@@ -626,75 +606,6 @@ pub async fn append_events(tx: &mut Tx, events: &[Envelope]) -> Result<(), Store
     Ok(())
 }
 
-/// Looks up an idempotency record inside the caller's transaction.
-pub async fn find_idempotency(tx: &mut Tx, user_id: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-    idempotency_record(tx.backend(), &mut **tx, user_id, key).await
-}
-
-/// Looks up an idempotency record outside any transaction (the fast path for retries).
-pub async fn peek_idempotency(
-    store: &Store,
-    user_id: &str,
-    key: &str,
-) -> Result<Option<IdempotencyRecord>, StoreError> {
-    idempotency_record(store.backend(), store.reader(), user_id, key).await
-}
-
-async fn idempotency_record<'e>(
-    backend: Backend,
-    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    user_id: &str,
-    key: &str,
-) -> Result<Option<IdempotencyRecord>, StoreError> {
-    let row: Option<(String, String)> =
-        query_as(&backend, "SELECT request_hash, result_id FROM idempotency WHERE user_id = $1 AND \"key\" = $2")
-            .bind(user_id)
-            .bind(key)
-            .fetch_optional(executor)
-            .await?;
-    Ok(row.map(|(request_hash, result_id)| IdempotencyRecord { request_hash, result_id }))
-}
-
-/// Stores an idempotency record inside the caller's transaction.
-pub async fn save_idempotency(
-    tx: &mut Tx,
-    key: &IdempotencyKey,
-    result_id: &str,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    query(
-        tx,
-        "INSERT INTO idempotency (user_id, \"key\", request_hash, result_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&key.user_id)
-    .bind(&key.key)
-    .bind(&key.request_hash)
-    .bind(result_id)
-    .bind(timestamp::encode(now))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Forgets idempotency records older than `cutoff`; returns how many.
-pub async fn expire_idempotency(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-    // Looked at through the read pool first: an idle node writes nothing when nothing expired.
-    let due: Option<i64> = query_scalar(store, "SELECT 1 FROM idempotency WHERE created_at < $1 LIMIT 1")
-        .bind(timestamp::encode(cutoff))
-        .fetch_optional(store.reader())
-        .await?;
-    if due.is_none() {
-        return Ok(0);
-    }
-    let mut tx = store.begin().await?;
-    let done = query(store, "DELETE FROM idempotency WHERE created_at < $1")
-        .bind(timestamp::encode(cutoff))
-        .execute(&mut *tx)
-        .await?;
-    store.commit(tx).await?;
-    Ok(done.rows_affected())
-}
-
 /// Marks an event as applied by a consumer; returns false when it already was (a redelivery).
 pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
     let done = query(tx, "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -787,17 +698,16 @@ mod tests {
     #[tokio::test]
     async fn idempotency_records_expire_by_age_only() {
         let (store, _db) = fresh_store().await;
-        let now = Utc::now();
+        let now = chrono::Utc::now();
         for (user, age) in [("old", 3_600), ("young", 1)] {
-            let key = IdempotencyKey { user_id: user.into(), key: "k".into(), request_hash: "h".into() };
             let mut tx = store.begin().await.unwrap();
-            save_idempotency(&mut tx, &key, "r", now - chrono::Duration::seconds(age)).await.unwrap();
+            idempotency::insert(&mut tx, (user, "k", "h"), "r", now - chrono::Duration::seconds(age)).await.unwrap();
             store.commit(tx).await.unwrap();
         }
-        let expired = expire_idempotency(&store, now - chrono::Duration::seconds(60)).await.unwrap();
+        let expired = idempotency::delete_before(&store, now - chrono::Duration::seconds(60)).await.unwrap();
         assert_eq!(expired, 1);
-        assert!(peek_idempotency(&store, "old", "k").await.unwrap().is_none());
-        assert!(peek_idempotency(&store, "young", "k").await.unwrap().is_some());
+        assert!(idempotency::find(&store, "old", "k").await.unwrap().is_none());
+        assert!(idempotency::find(&store, "young", "k").await.unwrap().is_some());
     }
 
     async fn count(store: &Store) -> i64 {

@@ -7,7 +7,7 @@ use crate::passwords::PasswordError;
 use crate::rate_limit::{client_key, AuthRefusal};
 use crate::tokens::{self, Caller};
 use bazaar_actors::cart::CartError;
-use bazaar_actors::store::{tokens as token_store, users};
+use bazaar_actors::login_sessions::Rotation;
 use bazaar_actors::user::{GetUser, NewUser, Register, UserError};
 use bazaar_protocol::auth::{LoginRequest, RefreshRequest, SignupRequest, TokenPair, UserView};
 use bazaar_protocol::values::{parse_name, Email, Password, Role};
@@ -126,7 +126,7 @@ async fn has_paid_order(app: &App, buyer: &str, seller: &str) -> Result<bool, Ap
     if let Some(known) = app.cache.paid_relation(buyer, seller).await {
         return Ok(known);
     }
-    let paid = users::has_paid_order(&app.store, buyer, seller).await?;
+    let paid = app.reads.has_paid_order(buyer, seller).await?;
     if paid {
         app.cache.remember_paid_relation(buyer, seller).await;
     }
@@ -160,7 +160,7 @@ async fn login(app: Arc<App>, client: Option<SocketAddr>, body: LoginRequest) ->
             ApiError::new(ErrorCode::RateLimited, "too many login attempts, retry later").with_retry_after(retry_after)
         );
     }
-    let user = users::find_by_email(&app.store, &email).await?;
+    let user = app.reads.account_by_email(&email).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = app.passwords.verify(body.password, stored).await?;
     let user = match user {
@@ -170,49 +170,48 @@ async fn login(app: Arc<App>, client: Option<SocketAddr>, body: LoginRequest) ->
     let refresh_token = tokens::new_refresh_token();
     let now = Utc::now();
     let session = uuid::Uuid::now_v7().to_string();
-    token_store::start_family(
-        &app.store,
-        &session,
-        user.view.id.as_str(),
-        &tokens::refresh_token_hash(&refresh_token),
-        now + app.tokens.refresh_ttl,
-        now,
-    )
-    .await?;
+    app.login_sessions
+        .start(
+            &session,
+            user.view.id.as_str(),
+            &tokens::refresh_token_hash(&refresh_token),
+            now + app.tokens.refresh_ttl,
+            now,
+        )
+        .await?;
     Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, &session, refresh_token)))
 }
 
 async fn refresh(app: Arc<App>, body: RefreshRequest) -> ApiResult {
     let next = tokens::new_refresh_token();
     let now = Utc::now();
-    let rotation = token_store::rotate(
-        &app.store,
-        &tokens::refresh_token_hash(&body.refresh_token),
-        &tokens::refresh_token_hash(&next),
-        now + app.tokens.refresh_ttl,
-        now,
-    )
-    .await?;
+    let rotation = app
+        .login_sessions
+        .rotate(
+            &tokens::refresh_token_hash(&body.refresh_token),
+            &tokens::refresh_token_hash(&next),
+            now + app.tokens.refresh_ttl,
+            now,
+        )
+        .await?;
     match rotation {
-        token_store::Rotation::Rotated { user_id, family_id } => {
-            let user = users::load(&app.store, &user_id).await?.ok_or_else(ApiError::unauthorized)?;
+        Rotation::Rotated { user_id, family_id } => {
+            let user = app.reads.account(&user_id).await?.ok_or_else(ApiError::unauthorized)?;
             Ok(json(StatusCode::OK, &issue_pair(&app, &user.view.id, user.view.role, &family_id, next)))
         }
-        token_store::Rotation::Reused { family_id } => {
+        Rotation::Reused { family_id } => {
             // Someone holds a copy: the access tokens of the session go with its refresh tokens.
             app.tokens.deny(&family_id, now);
             Err(ApiError::new(ErrorCode::Unauthorized, "refresh token reused; every session of it is revoked"))
         }
-        token_store::Rotation::Invalid => {
-            Err(ApiError::new(ErrorCode::Unauthorized, "refresh token unknown, expired or revoked"))
-        }
+        Rotation::Invalid => Err(ApiError::new(ErrorCode::Unauthorized, "refresh token unknown, expired or revoked")),
     }
 }
 
 async fn logout(app: Arc<App>, who: Caller, body: RefreshRequest) -> ApiResult {
     let hash = tokens::refresh_token_hash(&body.refresh_token);
     let now = Utc::now();
-    let Some(session) = token_store::revoke_family_of(&app.store, &hash, who.id.as_str(), now).await? else {
+    let Some(session) = app.login_sessions.revoke(&hash, who.id.as_str(), now).await? else {
         return Err(ApiError::new(ErrorCode::Unauthorized, "refresh token unknown"));
     };
     // The access tokens of the session end now too; other nodes learn of it from the store.

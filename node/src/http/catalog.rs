@@ -4,7 +4,6 @@ use super::{caller, json, json_body, limit_param, query, render, settle, text_pa
 use crate::app::App;
 use crate::tokens::Caller;
 use bazaar_actors::product::{GetProduct, ListProduct, NewProduct, ProductChanges, ProductError, UpdateProduct};
-use bazaar_actors::store::catalog;
 use bazaar_protocol::catalog::{CreateProduct, PatchProduct};
 use bazaar_protocol::values::{
     parse_currency, parse_name, parse_price, parse_stock, refuse_nul, Invalid, Role, MAX_STOCK,
@@ -104,7 +103,7 @@ async fn list(app: Arc<App>, query: HashMap<String, String>) -> ApiResult {
     let limit = limit_param(&query, 20, 100)?;
     let seller = text_param(&query, "sellerId")?;
     let cursor = text_param(&query, "cursor")?;
-    let page = catalog::list(&app.store, seller, limit, cursor).await?;
+    let page = app.reads.products(seller, limit, cursor).await?;
     Ok(json(StatusCode::OK, &page))
 }
 

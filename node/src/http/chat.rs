@@ -4,7 +4,6 @@ use super::{caller, json, json_body, limit_param, query, render, settle, text_pa
 use crate::app::App;
 use crate::tokens::Caller;
 use bazaar_actors::chat_room::{GetRoom, OpenRoom, RoomError};
-use bazaar_actors::store::chat;
 use bazaar_actors::user::GetUser;
 use bazaar_protocol::chat::{HistoryPage, OpenRoomRequest};
 use bazaar_protocol::values::{Invalid, Role};
@@ -80,7 +79,7 @@ async fn list(app: Arc<App>, who: Caller, query: HashMap<String, String>) -> Api
     let settings = &app.settings;
     let limit = limit_param(&query, settings.chat_rooms_page_default, settings.chat_rooms_page_max)?;
     let cursor = text_param(&query, "cursor")?;
-    let page = chat::rooms_of(&app.store, who.id.as_str(), limit, cursor).await?;
+    let page = app.reads.rooms_of(who.id.as_str(), limit, cursor).await?;
     Ok(json(StatusCode::OK, &page))
 }
 
@@ -92,7 +91,7 @@ async fn history(app: Arc<App>, who: Caller, id: String, query: HashMap<String, 
     };
     let viewer = who.id;
     settle(app.regions.rooms.ask(&id, GetRoom { viewer }).await)?;
-    let items = chat::history(&app.store, &id, before, limit).await?;
+    let items = app.reads.history(&id, before, limit).await?;
     // Seqs are gapless from 1, so the page that reaches seq 1 is the last one.
     let next_before = match items.last() {
         Some(oldest) if items.len() == limit as usize && oldest.seq > 1 => Some(oldest.seq),

@@ -28,14 +28,13 @@ pub mod ws;
 use crate::app::App;
 use crate::tokens::Caller;
 use bazaar_actors::entity::CallError;
-use bazaar_actors::store::{IdempotencyKey, StoreError};
+use bazaar_actors::store::StoreError;
 use bazaar_protocol::error::ErrorBody;
 use bazaar_protocol::values::{refuse_nul, Invalid};
 use bazaar_protocol::ErrorCode;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -443,17 +442,6 @@ fn checked_idempotency_key(key: &HeaderValue) -> Result<String, ApiError> {
         Ok(_) => Err(ApiError::bad_request("Idempotency-Key: must be 1 to 200 characters")),
         Err(_) => Err(ApiError::bad_request("Idempotency-Key: must be visible ASCII characters (a UUID, say)")),
     }
-}
-
-/// Scopes an idempotency key to its caller and fingerprints the request it came with (the
-/// route is part of the fingerprint: one key cannot both order and pay).
-pub fn idempotency(caller: &Caller, key: String, route: &str, body: &impl Serialize) -> IdempotencyKey {
-    let canonical = serde_json::to_vec(body).unwrap_or_default();
-    let mut hasher = Sha256::new();
-    hasher.update(route.as_bytes());
-    hasher.update([0]);
-    hasher.update(&canonical);
-    IdempotencyKey { user_id: caller.id.0.clone(), key, request_hash: hex::encode(hasher.finalize()) }
 }
 
 /// The query string as a map (empty when absent).

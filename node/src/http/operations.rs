@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use bazaar_actors::cluster::router::{NodeStats, RouterMsg};
-use bazaar_actors::store::backend::{Backend, OnBackend};
+use bazaar_actors::store::backend::Backend;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub fn probes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let healthz =
         warp::path!("healthz").and(warp::get()).map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
     let readyz = warp::path!("readyz").and(warp::get()).and(with_app.clone()).then(|app: Arc<App>| async move {
-        if app.store.ping().await {
+        if app.reads.ping().await {
             warp::reply::json(&json!({"status": "ready"})).into_response()
         } else {
             let body = json!({"error": {"code": "unavailable", "message": "storage is unreachable"}});
@@ -67,7 +67,7 @@ pub fn routes(app: Arc<App>, internal: bool) -> BoxedFilter<(Response,)> {
 /// only (a URL can hold a password; none is shown).
 fn info(app: &App) -> serde_json::Value {
     let settings = &app.settings;
-    let database = match app.store.backend() {
+    let database = match app.reads.backend() {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
         Backend::Mysql => "mysql",

@@ -1,14 +1,14 @@
 //! `/orders`: placing (idempotent, stock reserved), reading, listing and cancelling orders.
 
 use super::{
-    caller, idempotency, idempotency_key, json, json_body, limit_param, query, render, settle, text_param, ApiError,
-    ApiResult,
+    caller, idempotency_key, json, json_body, limit_param, query, render, settle, text_param, ApiError, ApiResult,
 };
 use crate::app::App;
 use crate::tokens::Caller;
+use bazaar_actors::idempotency::{Earlier, IdempotencyKey};
 use bazaar_actors::order::{CancelOrder, GetOrder, GetOrderTimeline, OrderError};
 use bazaar_actors::product::PlaceOrder;
-use bazaar_actors::store::{self, orders};
+use bazaar_actors::read_side::Side;
 use bazaar_protocol::orders::{OrderStatus, PlaceOrderRequest};
 use bazaar_protocol::values::{Quantity, Role};
 use bazaar_protocol::{ErrorCode, OrderId};
@@ -76,15 +76,16 @@ async fn place(app: Arc<App>, who: Caller, key: String, body: PlaceOrderRequest)
     if who.role != Role::Buyer {
         return Err(ApiError::forbidden("only buyers place orders"));
     }
-    let key = idempotency(&who, key, "POST /orders", &body);
+    let key = IdempotencyKey::new(who.id.as_str(), key, "POST /orders", &body);
     // A retry is answered from the record without touching the product (which may be busy).
-    if let Some(earlier) = store::peek_idempotency(&app.store, &key.user_id, &key.key).await? {
-        if earlier.request_hash != key.request_hash {
-            return Err(OrderError::IdempotencyMismatch.into());
+    match app.reads.earlier(&key).await? {
+        Earlier::Nothing => {}
+        Earlier::Mismatch => return Err(OrderError::IdempotencyMismatch.into()),
+        Earlier::Done(order_id) => {
+            let viewer = who.id.clone();
+            let order = settle(app.regions.orders.ask(&order_id, GetOrder { viewer }).await)?;
+            return Ok(json(StatusCode::OK, &order));
         }
-        let viewer = who.id.clone();
-        let order = settle(app.regions.orders.ask(&earlier.result_id, GetOrder { viewer }).await)?;
-        return Ok(json(StatusCode::OK, &order));
     }
     let quantity = Quantity::try_from(body.quantity)?;
     let cmd = PlaceOrder { order_id: OrderId::generate(), buyer_id: who.id, quantity, idempotency: key };
@@ -97,11 +98,11 @@ async fn list(app: Arc<App>, who: Caller, query: HashMap<String, String>) -> Api
     let limit = limit_param(&query, 20, 100)?;
     let side = match query.get("role").map(String::as_str) {
         None | Some("") => match who.role {
-            Role::Buyer => orders::Side::Buyer,
-            Role::Seller => orders::Side::Seller,
+            Role::Buyer => Side::Buyer,
+            Role::Seller => Side::Seller,
         },
-        Some("buyer") => orders::Side::Buyer,
-        Some("seller") => orders::Side::Seller,
+        Some("buyer") => Side::Buyer,
+        Some("seller") => Side::Seller,
         Some(_) => return Err(ApiError::bad_request("role: must be buyer or seller")),
     };
     let status = match query.get("status").filter(|s| !s.is_empty()) {
@@ -111,7 +112,7 @@ async fn list(app: Arc<App>, who: Caller, query: HashMap<String, String>) -> Api
         })?),
     };
     let cursor = text_param(&query, "cursor")?;
-    let page = orders::list(&app.store, who.id.as_str(), side, status, limit, cursor).await?;
+    let page = app.reads.orders(who.id.as_str(), side, status, limit, cursor).await?;
     Ok(json(StatusCode::OK, &page))
 }
 

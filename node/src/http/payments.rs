@@ -4,16 +4,16 @@
 
 use super::client_addr::client_addr;
 use super::{
-    caller, idempotency, idempotency_key, json, json_body, optional_idempotency_key, optional_json_body, raw_body,
-    render, settle, ApiError, ApiResult,
+    caller, idempotency_key, json, json_body, optional_idempotency_key, optional_json_body, raw_body, render, settle,
+    ApiError, ApiResult,
 };
 use crate::app::App;
 use crate::rate_limit::client_key;
 use crate::tokens::Caller;
+use bazaar_actors::idempotency::{Earlier, IdempotencyKey};
 use bazaar_actors::order::{OrderError, PaymentOfOrder, RequestPayment};
 use bazaar_actors::payment::{GetPayment, PaymentError, ReconcilePayment, RefundPayment};
 use bazaar_actors::payment_gateway::NoticeError;
-use bazaar_actors::store;
 use bazaar_protocol::payments::{PaymentRequest, PaymentStatus, RefundRequest};
 use bazaar_protocol::values::{Invalid, Role};
 use bazaar_protocol::{ErrorCode, PaymentId};
@@ -96,17 +96,20 @@ async fn pay(app: Arc<App>, who: Caller, key: String, body: PaymentRequest) -> A
     if body.method.token.is_empty() || body.method.token.len() > 200 {
         return Err(Invalid::new("method.token", "must be 1 to 200 characters").into());
     }
-    let key = idempotency(&who, key, "POST /payments", &body);
-    if let Some(earlier) = store::peek_idempotency(&app.store, &key.user_id, &key.key).await? {
-        if earlier.request_hash != key.request_hash {
+    let key = IdempotencyKey::new(who.id.as_str(), key, "POST /payments", &body);
+    match app.reads.earlier(&key).await? {
+        Earlier::Nothing => {}
+        Earlier::Mismatch => {
             return Err(ApiError::new(
                 ErrorCode::IdempotencyMismatch,
                 "this Idempotency-Key was used with a different request",
-            ));
+            ))
         }
-        let viewer = who.id.clone();
-        let payment = settle(app.regions.payments.ask(&earlier.result_id, GetPayment { viewer }).await)?;
-        return Ok(json(status_of(payment.status), &payment));
+        Earlier::Done(payment_id) => {
+            let viewer = who.id.clone();
+            let payment = settle(app.regions.payments.ask(&payment_id, GetPayment { viewer }).await)?;
+            return Ok(json(status_of(payment.status), &payment));
+        }
     }
     let cmd = RequestPayment {
         payment_id: PaymentId::generate(),
@@ -134,7 +137,8 @@ async fn refund(app: Arc<App>, who: Caller, id: String, key: Option<String>, bod
     if body.amount.is_some() && key.is_none() {
         return Err(ApiError::bad_request("the Idempotency-Key header is required for a refund with an amount"));
     }
-    let idempotency = key.map(|key| idempotency(&who, key, &format!("POST /payments/{id}/refund"), &body));
+    let idempotency =
+        key.map(|key| IdempotencyKey::new(who.id.as_str(), key, &format!("POST /payments/{id}/refund"), &body));
     let cmd = RefundPayment { by: who.id, amount: body.amount, idempotency };
     let payment = settle(app.regions.payments.ask(&id, cmd).await)?;
     Ok(json(StatusCode::OK, &payment))

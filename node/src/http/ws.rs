@@ -107,9 +107,9 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
     let args = SessionArgs {
         user: who.id.clone(),
         out: out.clone(),
-        gateway: app.gateway.clone(),
+        hub: Arc::new(app.socket_hub.clone()),
         rooms: app.regions.rooms.clone(),
-        store: app.store.clone(),
+        reads: app.reads.clone(),
         replay: ReplaySettings {
             page: settings.chat_replay_page,
             send_timeout: Duration::from_millis(settings.ws_replay_send_timeout_ms),
@@ -211,7 +211,7 @@ async fn serve(app: Arc<App>, who: Caller, mut socket: LeanSocket<UpgradedIo>) {
         }
     }
     debug!(user = %who.id, "socket closed");
-    // The session ends here (the gateway forgets it), whether it was waiting or mid-message.
+    // The session ends here (the hub forgets it), whether it was waiting or mid-message.
     drop((idle, busy));
     drop(out);
     // Let frames already queued (a close frame with its code, say) go out before the socket is

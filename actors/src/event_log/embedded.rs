@@ -2,7 +2,7 @@
 //! topic in commit order. The relay moves events from the outbox into it in one transaction.
 
 use super::{EventLog, LogError, LogRecord, Partition};
-use crate::store::{log, Store};
+use crate::store::{embedded_log, Store};
 use bazaar_protocol::events::Envelope;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -42,7 +42,8 @@ impl EventLog for EmbeddedLog {
     }
 
     fn relay<'a>(&'a self, store: &'a Store, limit: u32) -> BoxFuture<'a, Result<Vec<Arc<Envelope>>, LogError>> {
-        async move { Ok(log::relay_batch(store, limit).await?.into_iter().map(|r| r.envelope).collect()) }.boxed()
+        async move { Ok(embedded_log::relay_batch(store, limit).await?.into_iter().map(|r| r.envelope).collect()) }
+            .boxed()
     }
 
     fn fetch<'a>(
@@ -54,10 +55,10 @@ impl EventLog for EmbeddedLog {
     ) -> BoxFuture<'a, Result<Vec<LogRecord>, LogError>> {
         async move {
             let limit = limit.min(u32::MAX as usize) as u32;
-            let mut records = log::read(&self.store, from - 1, limit).await?;
+            let mut records = embedded_log::read(&self.store, from - 1, limit).await?;
             if records.is_empty() && !wait.is_zero() {
                 let _ = tokio::time::timeout(wait, self.appended.notified()).await;
-                records = log::read(&self.store, from - 1, limit).await?;
+                records = embedded_log::read(&self.store, from - 1, limit).await?;
             }
             Ok(records.into_iter().map(|r| LogRecord { offset: r.position, envelope: r.envelope }).collect())
         }

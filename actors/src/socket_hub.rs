@@ -1,9 +1,9 @@
-//! The per-node chat gateway: knows which WebSocket sessions of this node joined which room and
+//! The per-node socket hub: knows which WebSocket sessions of this node joined which room and
 //! belong to which user, and pushes published events to them — each chat message is serialised
 //! once and handed to every joined session; order changes go to the buyer's and seller's sockets;
 //! presence is recomputed whenever someone joins or leaves.
 //!
-//! Events reach the gateway by up to two paths: the relay's direct broadcast (on this node, or
+//! Events reach the hub by up to two paths: the relay's direct broadcast (on this node, or
 //! from a peer through the router) and, on a Kafka cluster, this node's own feed from the log
 //! ([`crate::socket_feed`]), which keeps delivering while the cluster's sessions are down. Each
 //! event is pushed once: a chat message only when its seq is above the last one pushed to the
@@ -13,20 +13,21 @@
 
 use crate::cluster::router::{PresenceUpdate, RoomFrame, RouterMsg};
 use crate::cluster::ClusterView;
-use crate::session::{frame_text, SessionId, SessionMsg, SessionRef};
+use crate::session::{frame_text, Hub, SessionGone, SessionId, SessionMsg, SessionRef};
 use bazaar_protocol::chat::ServerFrame;
 use bazaar_protocol::events::{topics, Envelope, Event};
 use bazaar_protocol::orders::Order;
 use bazaar_protocol::{EventId, RoomId, UserId};
+use futures_util::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use tracing::warn;
 
-/// Messages the gateway accepts. Local-only: other nodes reach it through their router.
+/// Messages the hub accepts. Local-only: other nodes reach it through their router.
 #[derive(ractor_cluster::RactorMessage)]
-pub enum GatewayMsg {
+pub enum HubMsg {
     /// A session opened for `user`.
     Connect { user: UserId, session: SessionRef },
     /// A session closed.
@@ -43,7 +44,7 @@ pub enum GatewayMsg {
     /// An event published on the log, from the relay here or a peer's (the fast path).
     Published(Arc<Envelope>),
     /// Events this node's feed read from the log; replies once they are handed to the sessions,
-    /// so the feed reads no faster than the gateway pushes.
+    /// so the feed reads no faster than the hub pushes.
     Feed { events: Vec<Arc<Envelope>>, reply: RpcReplyPort<()> },
     /// Who is online in a room on another node.
     RemotePresence(PresenceUpdate),
@@ -59,7 +60,7 @@ struct Connected {
     rooms: HashSet<RoomId>,
 }
 
-/// The topics whose events the gateway pushes to sockets (chat messages; order changes, which
+/// The topics whose events the hub pushes to sockets (chat messages; order changes, which
 /// `PaymentRequested` on the payments topic is one of).
 pub const PUSHED_TOPICS: [&str; 3] = [topics::CHAT, topics::ORDERS, topics::PAYMENTS];
 
@@ -91,8 +92,8 @@ impl RecentEvents {
     }
 }
 
-/// What the gateway starts with.
-pub struct GatewayArgs {
+/// What the hub starts with.
+pub struct HubArgs {
     /// The cluster as this node sees it, when in one.
     pub view: Option<Arc<ClusterView>>,
     /// Order pushes remembered by event id to drop a second copy; a copy arriving after this
@@ -101,7 +102,7 @@ pub struct GatewayArgs {
 }
 
 /// Who is connected and where.
-pub struct GatewayState {
+pub struct HubState {
     sessions: HashMap<SessionId, Connected>,
     rooms: HashMap<RoomId, HashSet<SessionId>>,
     /// The highest seq pushed to each room that has sessions here (forgotten when the last one
@@ -115,8 +116,8 @@ pub struct GatewayState {
     view: Option<Arc<ClusterView>>,
 }
 
-impl GatewayState {
-    fn new(args: GatewayArgs) -> Self {
+impl HubState {
+    fn new(args: HubArgs) -> Self {
         Self {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
@@ -251,35 +252,61 @@ impl GatewayState {
     }
 }
 
-/// The gateway actor.
-pub struct ChatGateway;
+/// Sessions reach the hub through its mailbox.
+impl Hub for ActorRef<HubMsg> {
+    fn connect(&self, user: UserId, session: SessionRef) -> Result<(), SessionGone> {
+        self.send_message(HubMsg::Connect { user, session }).map_err(|_| SessionGone)
+    }
 
-impl Actor for ChatGateway {
-    type Msg = GatewayMsg;
-    type State = GatewayState;
-    type Arguments = GatewayArgs;
+    fn disconnect(&self, session: SessionId) {
+        let _ = self.send_message(HubMsg::Disconnect { session });
+    }
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<GatewayMsg>,
-        args: GatewayArgs,
-    ) -> Result<GatewayState, ActorProcessingErr> {
-        Ok(GatewayState::new(args))
+    fn join(&self, room: RoomId, session: SessionId) -> BoxFuture<'static, ()> {
+        let hub = self.clone();
+        Box::pin(async move {
+            let _ = ractor::call!(hub, |reply| HubMsg::Join { room, session, reply });
+        })
+    }
+
+    fn announce(&self, room: RoomId) {
+        let _ = self.send_message(HubMsg::Announce { room });
+    }
+
+    fn leave(&self, room: RoomId, session: SessionId) {
+        let _ = self.send_message(HubMsg::Leave { room, session });
+    }
+
+    fn relay(&self, room: RoomId, from: SessionId, frame: ServerFrame) {
+        let _ = self.send_message(HubMsg::Relay { room, from, frame });
+    }
+}
+
+/// The hub actor.
+pub struct SocketHub;
+
+impl Actor for SocketHub {
+    type Msg = HubMsg;
+    type State = HubState;
+    type Arguments = HubArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<HubMsg>, args: HubArgs) -> Result<HubState, ActorProcessingErr> {
+        Ok(HubState::new(args))
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<GatewayMsg>,
-        msg: GatewayMsg,
-        state: &mut GatewayState,
+        _myself: ActorRef<HubMsg>,
+        msg: HubMsg,
+        state: &mut HubState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            GatewayMsg::Connect { user, session } => {
+            HubMsg::Connect { user, session } => {
                 state.users.entry(user.clone()).or_default().insert(session.get_id());
                 state.sessions.insert(session.get_id(), Connected { user, session, rooms: HashSet::new() });
                 metrics::gauge!("bazaar_ws_connections").set(state.sessions.len() as f64);
             }
-            GatewayMsg::Disconnect { session } => {
+            HubMsg::Disconnect { session } => {
                 if let Some(connected) = state.sessions.remove(&session) {
                     if let Some(sessions) = state.users.get_mut(&connected.user) {
                         sessions.remove(&session);
@@ -295,18 +322,18 @@ impl Actor for ChatGateway {
                 }
                 metrics::gauge!("bazaar_ws_connections").set(state.sessions.len() as f64);
             }
-            GatewayMsg::Join { room, session, reply } => {
+            HubMsg::Join { room, session, reply } => {
                 if let Some(connected) = state.sessions.get_mut(&session) {
                     connected.rooms.insert(room.clone());
                     state.rooms.entry(room.clone()).or_default().insert(session);
                 }
                 let _ = reply.send(());
             }
-            GatewayMsg::Announce { room } => {
+            HubMsg::Announce { room } => {
                 state.presence(&room);
                 state.share_presence(&room);
             }
-            GatewayMsg::Leave { room, session } => {
+            HubMsg::Leave { room, session } => {
                 if let Some(connected) = state.sessions.get_mut(&session) {
                     if connected.rooms.remove(&room) {
                         state.leave(&room, &session);
@@ -315,7 +342,7 @@ impl Actor for ChatGateway {
                     }
                 }
             }
-            GatewayMsg::Relay { room, from, frame } => {
+            HubMsg::Relay { room, from, frame } => {
                 if let Some(view) = &state.view {
                     let shared = serde_json::to_string(&RoomFrame { room: room.clone(), frame: frame.clone() })
                         .unwrap_or_default();
@@ -328,14 +355,14 @@ impl Actor for ChatGateway {
                     }
                 }
             }
-            GatewayMsg::Published(envelope) => state.published(&envelope),
-            GatewayMsg::Feed { events, reply } => {
+            HubMsg::Published(envelope) => state.published(&envelope),
+            HubMsg::Feed { events, reply } => {
                 for envelope in &events {
                     state.published(envelope);
                 }
                 let _ = reply.send(());
             }
-            GatewayMsg::RemotePresence(update) => {
+            HubMsg::RemotePresence(update) => {
                 let nodes = state.remote_presence.entry(update.room.clone()).or_default();
                 if update.online.is_empty() {
                     nodes.remove(&update.node);
@@ -344,7 +371,7 @@ impl Actor for ChatGateway {
                 }
                 state.presence(&update.room);
             }
-            GatewayMsg::RemoteRelay(RoomFrame { room, frame }) => {
+            HubMsg::RemoteRelay(RoomFrame { room, frame }) => {
                 let text = frame_text(&frame);
                 for session in state.rooms.get(&room).into_iter().flatten() {
                     if let Some(connected) = state.sessions.get(session) {
@@ -352,7 +379,7 @@ impl Actor for ChatGateway {
                     }
                 }
             }
-            GatewayMsg::MembersChanged(members) => {
+            HubMsg::MembersChanged(members) => {
                 let mut touched = Vec::new();
                 for (room, nodes) in state.remote_presence.iter_mut() {
                     let before = nodes.len();
@@ -374,21 +401,18 @@ impl Actor for ChatGateway {
     }
 }
 
-/// Forwards the node's live events to the gateway until the stream closes.
-pub fn forward(
-    mut live: broadcast::Receiver<Arc<Envelope>>,
-    gateway: ActorRef<GatewayMsg>,
-) -> tokio::task::JoinHandle<()> {
+/// Forwards the node's live events to the hub until the stream closes.
+pub fn forward(mut live: broadcast::Receiver<Arc<Envelope>>, hub: ActorRef<HubMsg>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             match live.recv().await {
                 Ok(envelope) => {
-                    if gateway.send_message(GatewayMsg::Published(envelope)).is_err() {
+                    if hub.send_message(HubMsg::Published(envelope)).is_err() {
                         break;
                     }
                 }
                 // Sessions notice the gap at the next message of the room and fill it from storage.
-                Err(broadcast::error::RecvError::Lagged(missed)) => warn!(missed, "gateway lagged behind the log"),
+                Err(broadcast::error::RecvError::Lagged(missed)) => warn!(missed, "socket hub lagged behind the log"),
                 Err(broadcast::error::RecvError::Closed) => break,
             }
         }
@@ -399,8 +423,8 @@ pub fn forward(
 mod tests {
     use super::*;
 
-    fn state_with_room(room: &RoomId, dedup_window: usize) -> GatewayState {
-        let mut state = GatewayState::new(GatewayArgs { view: None, dedup_window });
+    fn state_with_room(room: &RoomId, dedup_window: usize) -> HubState {
+        let mut state = HubState::new(HubArgs { view: None, dedup_window });
         let (session, _mailbox) = SessionRef::new();
         state.rooms.entry(room.clone()).or_default().insert(session.get_id());
         state
