@@ -1,9 +1,10 @@
 //! The actor side of bazaar: domain state machines, the entity actors that wrap them, and the
 //! machinery that keeps them durable and spreads them over a cluster.
 //!
-//! A command from the front end goes to a kind's region ([`entity::RegionRef`], all of them in
+//! A command from the front end goes to a kind's region ([`region::RegionRef`], all of them in
 //! [`regions`]). If this node owns the entity ([`placement`], [`cluster`]) the region activates
-//! the entity actor ([`user`], [`product`], [`order`], [`payment`], [`chat_room`]); otherwise the
+//! the entity actor ([`user`], [`product`], [`order`], [`payment`], [`chat_room`], each an
+//! [`entity::Entity`]); otherwise the
 //! request travels to the owner's router ([`cluster::router`]). The entity decides with plain
 //! functions on its state, then commits state, events, outbox row and idempotency record in one
 //! transaction ([`store`], group-committed) before it replies; a command that lost a race is
@@ -31,6 +32,7 @@ pub mod payment_gateway;
 pub mod placement;
 pub mod product;
 pub mod read_side;
+pub mod region;
 pub mod regions;
 pub mod relay;
 pub mod reservations;

@@ -570,8 +570,8 @@ impl Entity for PaymentState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::test_support::ctx as test_ctx;
-    use crate::entity::RegionRef;
+    use crate::region::test_support::ctx as test_ctx;
+    use crate::region::RegionRef;
     use std::time::Duration;
 
     fn state(status: PaymentStatus) -> PaymentState {

@@ -381,8 +381,8 @@ impl Entity for ProductState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::test_support::{ctx_idle, ctx_over};
-    use crate::entity::{EntityCounts, RegionRef};
+    use crate::region::test_support::{ctx_idle, ctx_over};
+    use crate::region::{EntityCounts, RegionRef};
     use crate::store::{Durability, Store};
     use std::sync::Arc;
     use std::time::{Duration, Instant};

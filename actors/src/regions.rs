@@ -2,10 +2,11 @@
 
 use crate::chat_room::RoomState;
 use crate::cluster::router::Routed;
-use crate::entity::{Entity, RegionRef};
+use crate::entity::Entity;
 use crate::order::OrderState;
 use crate::payment::PaymentState;
 use crate::product::ProductState;
+use crate::region::RegionRef;
 use crate::user::UserState;
 use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;

@@ -12,11 +12,11 @@
 //! delivered again, which each entity applies at most once (processed-events table, state checks).
 
 use crate::cluster::ClusterView;
-use crate::entity::CallError;
 use crate::event_log::{EventLog, LogRecord, Partition};
 use crate::order::{SettlePayment, SettleRefund};
 use crate::payment::{ChargePayment, RefundAtGateway};
 use crate::product::ReleaseStock;
+use crate::region::CallError;
 use crate::regions::Regions;
 use crate::store::{self, Store};
 use bazaar_protocol::events::{topics, Envelope, Event};

@@ -14,8 +14,8 @@
 //! delivered after it, each once: `delivered` skips what the replay already sent.
 
 use crate::chat_room::{GetRoom, PostMessage, RoomError, RoomState};
-use crate::entity::RegionRef;
 use crate::read_side::ReadSide;
+use crate::region::RegionRef;
 use bazaar_protocol::chat::{ChatMessage, ClientFrame, ServerFrame};
 use bazaar_protocol::values::{parse_chat_text, refuse_nul};
 use bazaar_protocol::{RoomId, UserId};

@@ -27,7 +27,7 @@ pub mod ws;
 
 use crate::app::App;
 use crate::tokens::Caller;
-use bazaar_actors::entity::CallError;
+use bazaar_actors::region::CallError;
 use bazaar_actors::store::StoreError;
 use bazaar_protocol::error::ErrorBody;
 use bazaar_protocol::values::{refuse_nul, Invalid};
