@@ -4,8 +4,8 @@
 //! A command from the front end goes to a kind's region ([`region::RegionRef`], all of them in
 //! [`regions`]). If this node owns the entity ([`placement`], [`cluster`]) the region activates
 //! the entity actor ([`user`], [`product`], [`order`], [`payment`], [`chat_room`], each an
-//! [`entity::Entity`]); otherwise the
-//! request travels to the owner's router ([`cluster::router`]). The entity decides with plain
+//! [`entity::Entity`]); otherwise the request travels to the owner's router
+//! ([`cluster::router`]). The entity decides with plain
 //! functions on its state, then commits state, events, outbox row and idempotency record in one
 //! transaction ([`store`], group-committed) before it replies; a command that lost a race is
 //! decided again ([`attempt`]). The [`relay`] moves committed events into the embedded event log
