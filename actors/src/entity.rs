@@ -171,7 +171,7 @@ macro_rules! remote_requests {
 }
 
 /// How a message reaches an entity through its region: `(id, message)`.
-pub type Post<E> = Arc<dyn Fn(String, <E as Entity>::Msg) + Send + Sync>;
+pub(crate) type Post<E> = Arc<dyn Fn(String, <E as Entity>::Msg) + Send + Sync>;
 
 /// An entity's way to message itself later (the payment, when the gateway answers): through its
 /// region, so the message reaches whichever activation holds the entity by then, woken from
@@ -188,8 +188,8 @@ impl<E: Entity> Clone for EntityRef<E> {
 }
 
 impl<E: Entity> EntityRef<E> {
-    /// The handle of entity `id`, whose messages go through `post`.
-    pub fn new(id: String, post: Post<E>) -> Self {
+    /// The handle of entity `id`, whose messages go through `post` (made by its region only).
+    pub(crate) fn new(id: String, post: Post<E>) -> Self {
         Self { id, post }
     }
 

@@ -204,7 +204,6 @@ impl System {
     }
 }
 
-/// Hides credentials in a database URL before it is logged.
 /// This node as its router reaches it: the regions for entity requests, the socket hub for what
 /// its sockets get.
 struct ThisNode {
@@ -235,6 +234,7 @@ impl Local for ThisNode {
     }
 }
 
+/// Hides credentials in a database URL before it is logged.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),

@@ -2,8 +2,9 @@
 //! idempotency records.
 //!
 //! One module per kind of row ([`users`], [`catalog`], [`orders`], [`payments`], [`chat`],
-//! [`tokens`], [`carts`], [`idempotency`], [`history`] for reading events back) plus [`log`] for the outbox and the embedded event log. Reads use a pool of their
-//! own so they never queue behind writes.
+//! [`tokens`], [`carts`], [`idempotency`], [`history`] for reading events back) plus
+//! [`embedded_log`] for the embedded event log and [`outbox`] for the relay to an outside log.
+//! Reads use a pool of their own so they never queue behind writes.
 //!
 //! Three databases are supported, chosen by the URL's scheme ([`backend`]): SQLite for one
 //! machine, PostgreSQL or MySQL/MariaDB for nodes on several. Queries are written once, in the
