@@ -45,7 +45,7 @@ pub fn timeline(order_id: OrderId, own: &[Envelope], paying: &[Envelope], max: u
     for envelope in merged.into_iter().take(max) {
         let entry = entry(envelope, status, last_refund_by);
         status = entry.status;
-        if envelope.event.type_name() == "PaymentRefunded" {
+        if matches!(envelope.event, Event::PaymentRefunded { .. }) {
             last_refund_by = entry.by;
         }
         events.push(entry);

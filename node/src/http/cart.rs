@@ -5,9 +5,10 @@
 use super::{caller, json, json_body, render, settle, ApiError, ApiResult};
 use crate::app::App;
 use crate::tokens::Caller;
+use bazaar_actors::cart;
 use bazaar_actors::product::{GetProduct, ProductError};
 use bazaar_actors::user::{GetCart, RemoveCartItem, SetCartItem};
-use bazaar_protocol::cart::{Cart, CartItem, CartLine, CartTotal, SetCartItemRequest};
+use bazaar_protocol::cart::{Cart, CartItem, SetCartItemRequest};
 use bazaar_protocol::values::{Quantity, Role};
 use bazaar_protocol::ProductId;
 use futures_util::future::join_all;
@@ -74,38 +75,16 @@ async fn remove(app: Arc<App>, who: Caller, product: String) -> ApiResult {
     Ok(json(StatusCode::OK, &priced(&app, items).await?))
 }
 
-/// The cart with every line priced as each product is now (asked side by side), and its totals
-/// per currency. A line whose product is gone is left out.
+/// The cart with every line priced as each product is now (the products asked side by side).
 async fn priced(app: &App, items: Vec<CartItem>) -> Result<Cart, ApiError> {
     let asks = items.iter().map(|item| app.regions.products.ask(item.product_id.as_str(), GetProduct));
-    let products = join_all(asks).await;
-    let mut lines = Vec::with_capacity(items.len());
-    let mut totals: Vec<CartTotal> = Vec::new();
-    for (item, answer) in items.into_iter().zip(products) {
-        let product = match answer.map_err(ApiError::from)? {
-            Ok(product) => product,
-            Err(ProductError::NotFound) => continue,
+    let mut products = Vec::with_capacity(items.len());
+    for answer in join_all(asks).await {
+        products.push(match answer.map_err(ApiError::from)? {
+            Ok(product) => Some(product),
+            Err(ProductError::NotFound) => None,
             Err(other) => return Err(other.into()),
-        };
-        // At most MAX_PRICE × 10^6 = 10^18: a line always fits an i64, and a total (at most
-        // 1,000 lines) an i128.
-        let amount = product.price.saturating_mul(i64::from(item.quantity));
-        match totals.iter_mut().find(|total| total.currency == product.currency) {
-            Some(total) => total.amount += i128::from(amount),
-            None => totals.push(CartTotal { currency: product.currency.clone(), amount: i128::from(amount) }),
-        }
-        lines.push(CartLine {
-            available: product.stock >= i64::from(item.quantity),
-            product_id: item.product_id,
-            seller_id: product.seller_id,
-            name: product.name,
-            quantity: item.quantity,
-            unit_price: product.price,
-            currency: product.currency,
-            amount,
-            stock: product.stock,
-            added_at: item.added_at,
         });
     }
-    Ok(Cart { items: lines, totals })
+    Ok(cart::priced(items, products))
 }
