@@ -10,7 +10,8 @@
 //! transaction ([`store`], group-committed) before it replies; a command that lost a race is
 //! decided again ([`attempt`]). The [`relay`] moves committed events into the embedded event log
 //! and on to every node; the [`saga`] consumer reads the log and drives the next steps (charge,
-//! mark paid, release stock); [`reservations`] cancels orders left unpaid past their hold; the
+//! mark paid, release stock); [`webhooks`] turns the log into signed deliveries to sellers'
+//! endpoints, retried until answered; [`reservations`] cancels orders left unpaid past their hold; the
 //! [`socket_hub`] pushes chat messages and order updates to the WebSocket [`session`]s of this
 //! node, fed by the relay and, on a Kafka cluster, by its own reader of the log
 //! ([`socket_feed`]). [`payment_gateway`] is where money moves, [`cache`]
@@ -43,3 +44,4 @@ pub mod socket_hub;
 pub mod store;
 pub mod system;
 pub mod user;
+pub mod webhooks;

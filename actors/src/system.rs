@@ -1,5 +1,5 @@
 //! Starting and stopping everything the actor side runs on one node: storage, the regions, the
-//! socket hub (with, on a Kafka cluster, its feed from the log), the outbox relay, the saga consumer, the reservation hold sweep, housekeeping and, in a cluster, the router
+//! socket hub (with, on a Kafka cluster, its feed from the log), the outbox relay, the saga consumer, the webhook dispatcher and sender, the reservation hold sweep, housekeeping and, in a cluster, the router
 //! and the membership loop.
 
 use crate::cache::Cache;
@@ -19,6 +19,7 @@ use crate::saga;
 use crate::socket_feed::{self, FeedSettings};
 use crate::socket_hub::{self, HubArgs, HubMsg, SocketHub};
 use crate::store::{self, Store, Tuning};
+use crate::webhooks::{self, WebhookSettings, Webhooks};
 use anyhow::Context;
 use bazaar_protocol::events::Envelope;
 use futures_util::future::BoxFuture;
@@ -61,6 +62,8 @@ pub struct SystemConfig {
     pub socket_feed: FeedSettings,
     /// Order pushes the hub remembers by event id.
     pub socket_push_dedup_window: usize,
+    /// Outbound webhooks: retries, timeouts, address rules, the operator's endpoint.
+    pub webhooks: WebhookSettings,
 }
 
 /// The running actor side of a node.
@@ -71,6 +74,8 @@ pub struct System {
     /// The payment provider, for the notifications it posts (`POST /payments/webhooks/{name}`).
     pub payment_gateway: Arc<dyn payment_gateway::PaymentGateway>,
     pub settings: Arc<EntitySettings>,
+    /// Sellers' webhook endpoints and their deliveries, for the front end.
+    pub webhooks: Webhooks,
     /// The cluster as this node sees it, when in one.
     pub view: Option<Arc<ClusterView>>,
     router: Option<ActorRef<RouterMsg>>,
@@ -171,6 +176,34 @@ impl System {
                 shutdown_rx.clone(),
             ));
         }
+        let webhook_settings = Arc::new(config.webhooks.clone());
+        webhooks::configure_operator(&store, &webhook_settings, chrono::Utc::now())
+            .await
+            .context("writing the operator's webhook endpoint")?;
+        let webhook_wake = Arc::new(Notify::new());
+        let with_accounts = webhook_settings
+            .operator
+            .as_ref()
+            .is_some_and(|operator| operator.events.iter().any(|e| e == "UserRegistered"));
+        tasks.extend(webhooks::dispatch::spawn(
+            store.clone(),
+            log.clone(),
+            view.clone(),
+            with_accounts,
+            webhook_wake.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.push(
+            webhooks::sender::spawn(
+                store.clone(),
+                view.clone(),
+                webhook_settings.clone(),
+                webhook_wake.clone(),
+                shutdown_rx.clone(),
+            )
+            .context("building the webhook sender's HTTP client")?,
+        );
+        let webhooks = Webhooks::new(store.clone(), webhook_settings, webhook_wake);
         tasks.extend(saga::spawn(
             store.clone(),
             log.clone(),
@@ -180,7 +213,19 @@ impl System {
             shutdown_rx,
         ));
         info!(database = %redact(&config.database_url), log = log.kind(), clustered = view.is_some(), "actor system started");
-        Ok(Self { store, regions, socket_hub, payment_gateway, settings, view, router, membership, shutdown, tasks })
+        Ok(Self {
+            store,
+            regions,
+            socket_hub,
+            payment_gateway,
+            settings,
+            webhooks,
+            view,
+            router,
+            membership,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stops the background tasks (draining the outbox first), leaves the cluster, and stops the

@@ -9,6 +9,7 @@ use bazaar_actors::login_sessions::LoginSessions;
 use bazaar_actors::read_side::ReadSide;
 use bazaar_actors::regions::Regions;
 use bazaar_actors::socket_hub::HubMsg;
+use bazaar_actors::webhooks::Webhooks;
 use bazaar_protocol::UserId;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
@@ -27,6 +28,8 @@ pub struct App {
     pub reads: ReadSide,
     /// The refresh-token families behind logins.
     pub login_sessions: LoginSessions,
+    /// Sellers' outbound webhook endpoints and their deliveries.
+    pub webhooks: Webhooks,
     pub socket_hub: ActorRef<HubMsg>,
     /// The payment provider, whose notifications `POST /payments/webhooks/{name}` parses.
     pub payment_gateway: Arc<dyn bazaar_actors::payment_gateway::PaymentGateway>,

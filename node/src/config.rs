@@ -197,6 +197,33 @@ pub struct Settings {
     /// The most products a buyer's cart holds: a new one past it is 409 `cart_full` (changing a
     /// line already there always works). 1 to 1,000.
     pub cart_max_items: usize,
+    // --- outbound webhooks (issue 15) ---
+    /// How long a delivery is retried before it is FAILED. 1 second to 30 days.
+    pub webhook_retry_for_secs: u64,
+    /// The wait before the first retry; it doubles with each one. At least 1.
+    pub webhook_retry_base_ms: u64,
+    /// The longest wait between two tries. At least `webhook_retry_base_ms`.
+    pub webhook_retry_max_ms: u64,
+    /// How long one attempt may take, connection included. 1 to 60,000.
+    pub webhook_timeout_ms: u64,
+    /// Whether sellers' URLs may point at loopback, private and link-local addresses (for a
+    /// receiver on the same network; off in production: it lets a seller reach internal services).
+    pub webhook_allow_private_addresses: bool,
+    /// The most live endpoints one seller registers. 1 to 100.
+    pub webhook_max_endpoints: usize,
+    /// Attempts in flight at once on the sending node. 1 to 10,000.
+    pub webhook_max_in_flight: usize,
+    /// How often the sender looks for due deliveries when nothing woke it. At least 1.
+    pub webhook_poll_ms: u64,
+    /// How long a rotated-out secret still signs, as a second signature.
+    pub webhook_secret_overlap_secs: u64,
+    /// How long finished deliveries and their attempts are kept. At least 1.
+    pub webhook_retention_days: u64,
+    /// The operator's endpoint, which receives events of every seller; empty: none. Its
+    /// secret is read from `BAZAAR_WEBHOOK_OPERATOR_SECRET` only.
+    pub webhook_operator_url: String,
+    /// The event types the operator's endpoint receives: `*` or a comma-separated list.
+    pub webhook_operator_events: String,
     // --- saga lanes and chat replay (issue 9: one buyer never stalls another; replay of any
     // length in bounded memory) ---
     /// Saga records read and not yet done per log partition; steps of different entities run
@@ -347,6 +374,19 @@ impl Default for Settings {
             reservation_hold_secs: 900,
             order_timeline_max_events: 500,
             cart_max_items: 50,
+            // Outbound webhooks: retried for three days, 10 s doubling up to an hour.
+            webhook_retry_for_secs: 3 * 24 * 3600,
+            webhook_retry_base_ms: 10_000,
+            webhook_retry_max_ms: 3_600_000,
+            webhook_timeout_ms: 10_000,
+            webhook_allow_private_addresses: false,
+            webhook_max_endpoints: 10,
+            webhook_max_in_flight: 64,
+            webhook_poll_ms: 1_000,
+            webhook_secret_overlap_secs: 24 * 3600,
+            webhook_retention_days: 30,
+            webhook_operator_url: String::new(),
+            webhook_operator_events: "*".to_owned(),
             saga_max_in_flight: 10_000,
             chat_replay_page: 100,
             ws_replay_send_timeout_ms: 10_000,
@@ -580,6 +620,9 @@ impl ClusterFile {
 /// The environment variable (after `BAZAAR_`) holding Toss's secret key.
 const TOSS_SECRET_KEY_VAR: &str = "TOSS_SECRET_KEY";
 
+/// The environment variable (after `BAZAAR_`) holding the operator's webhook secret.
+const WEBHOOK_OPERATOR_SECRET_VAR: &str = "WEBHOOK_OPERATOR_SECRET";
+
 /// Toss's secret key from the environment, when set and not empty.
 fn toss_secret_key() -> Option<String> {
     std::env::var(format!("BAZAAR_{TOSS_SECRET_KEY_VAR}")).ok().filter(|k| !k.is_empty())
@@ -604,7 +647,12 @@ impl Settings {
         }
         // BAZAAR_LOG (the log filter), BAZAAR_CLUSTER_COOKIE and BAZAAR_TOSS_SECRET_KEY (secrets)
         // are read elsewhere.
-        figment = figment.merge(Env::prefixed("BAZAAR_").ignore(&["CLUSTER_COOKIE", "LOG", TOSS_SECRET_KEY_VAR]));
+        figment = figment.merge(Env::prefixed("BAZAAR_").ignore(&[
+            "CLUSTER_COOKIE",
+            "LOG",
+            TOSS_SECRET_KEY_VAR,
+            WEBHOOK_OPERATOR_SECRET_VAR,
+        ]));
         if let Some(node) = &args.node {
             figment = figment.merge(Serialized::default("node_name", node));
         }
@@ -701,6 +749,7 @@ impl Settings {
         if !(1..=1_000).contains(&self.cart_max_items) {
             bail!("cart_max_items must be 1 to 1000");
         }
+        self.webhook_settings()?;
         self.cluster_listen_addr()?;
         if self.cluster_max_nodes == 0 || self.cluster_max_nodes > 1024 || self.cluster_dial_timeout_ms == 0 {
             bail!("cluster_max_nodes must be 1 to 1024 and cluster_dial_timeout_ms at least 1");
@@ -752,6 +801,63 @@ impl Settings {
                 timeout: Duration::from_millis(self.toss_timeout_ms),
             },
         }
+    }
+
+    /// The outbound webhook settings, the operator's endpoint with its secret from the
+    /// environment; refused when out of range.
+    pub fn webhook_settings(&self) -> anyhow::Result<bazaar_actors::webhooks::WebhookSettings> {
+        use bazaar_protocol::webhooks::OPERATOR_EVENTS;
+        if !(1..=30 * 24 * 3600).contains(&self.webhook_retry_for_secs) {
+            bail!("webhook_retry_for_secs must be 1 to 2592000 (30 days)");
+        }
+        if self.webhook_retry_base_ms == 0 || self.webhook_retry_max_ms < self.webhook_retry_base_ms {
+            bail!("webhook_retry_base_ms must be at least 1 and webhook_retry_max_ms at least webhook_retry_base_ms");
+        }
+        if !(1..=60_000).contains(&self.webhook_timeout_ms) {
+            bail!("webhook_timeout_ms must be 1 to 60000");
+        }
+        if !(1..=100).contains(&self.webhook_max_endpoints) || !(1..=10_000).contains(&self.webhook_max_in_flight) {
+            bail!("webhook_max_endpoints must be 1 to 100 and webhook_max_in_flight 1 to 10000");
+        }
+        if self.webhook_poll_ms == 0 || !(1..=36_500).contains(&self.webhook_retention_days) {
+            bail!("webhook_poll_ms must be at least 1 and webhook_retention_days 1 to 36500");
+        }
+        let operator = if self.webhook_operator_url.is_empty() {
+            None
+        } else {
+            bazaar_actors::webhooks::address::parse(&self.webhook_operator_url)
+                .map_err(|e| anyhow::anyhow!("webhook_operator_url: {e}"))?;
+            let var = format!("BAZAAR_{WEBHOOK_OPERATOR_SECRET_VAR}");
+            let secret = std::env::var(&var).unwrap_or_default();
+            if !(24..=255).contains(&secret.len()) {
+                bail!("webhook_operator_url is set: its signing secret goes in {var}, 24 to 255 characters");
+            }
+            let listed: Vec<&str> =
+                self.webhook_operator_events.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+            if let Some(unknown) = listed.iter().find(|e| **e != "*" && !OPERATOR_EVENTS.contains(e)) {
+                bail!(
+                    "webhook_operator_events: {unknown:?} is not an event type; \"*\" or some of {}",
+                    OPERATOR_EVENTS.join(", ")
+                );
+            }
+            let all = listed.is_empty() || listed.contains(&"*");
+            let events =
+                OPERATOR_EVENTS.iter().filter(|e| all || listed.contains(e)).map(|e| (*e).to_owned()).collect();
+            Some(bazaar_actors::webhooks::OperatorEndpoint { url: self.webhook_operator_url.clone(), secret, events })
+        };
+        Ok(bazaar_actors::webhooks::WebhookSettings {
+            retry_for: Duration::from_secs(self.webhook_retry_for_secs),
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms),
+            retry_max: Duration::from_millis(self.webhook_retry_max_ms),
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            allow_private: self.webhook_allow_private_addresses,
+            max_endpoints: self.webhook_max_endpoints,
+            max_in_flight: self.webhook_max_in_flight,
+            poll: Duration::from_millis(self.webhook_poll_ms),
+            secret_overlap: Duration::from_secs(self.webhook_secret_overlap_secs),
+            retention: Duration::from_secs(self.webhook_retention_days.saturating_mul(24 * 3600)),
+            operator,
+        })
     }
 
     /// `ops_http_addr` as an address to bind; `None` when empty.

@@ -151,6 +151,7 @@ impl Node {
                 retry_max: Duration::from_millis(settings.socket_feed_retry_max_ms),
             },
             socket_push_dedup_window: settings.socket_push_dedup_window,
+            webhooks: settings.webhook_settings()?,
         })
         .await?;
         let app = Arc::new(App {
@@ -174,6 +175,7 @@ impl Node {
             in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight_requests)),
             reads: ReadSide::new(system.store.clone()),
             login_sessions: LoginSessions::new(system.store.clone()),
+            webhooks: system.webhooks.clone(),
             socket_hub: system.socket_hub.clone(),
             payment_gateway: system.payment_gateway.clone(),
             sockets: Mutex::new(HashMap::new()),

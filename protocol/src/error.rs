@@ -23,6 +23,10 @@ pub enum ErrorCode {
     RefundExceedsPayment,
     /// A new product in a cart that holds `cart_max_items` already.
     CartFull,
+    /// A seller who has `webhook_max_endpoints` endpoints already registered another.
+    TooManyWebhooks,
+    /// A webhook URL whose host is (or resolves to) an address deliveries may not go to.
+    UrlNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
     Invalid,
@@ -50,10 +54,11 @@ impl ErrorCode {
             | ErrorCode::OrderNotPayable
             | ErrorCode::PaymentNotRefundable
             | ErrorCode::RefundExceedsPayment
-            | ErrorCode::CartFull => 409,
+            | ErrorCode::CartFull
+            | ErrorCode::TooManyWebhooks => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::Invalid => 422,
+            ErrorCode::Invalid | ErrorCode::UrlNotAllowed => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
@@ -78,6 +83,8 @@ impl ErrorCode {
             ErrorCode::PaymentNotRefundable => "payment_not_refundable",
             ErrorCode::RefundExceedsPayment => "refund_exceeds_payment",
             ErrorCode::CartFull => "cart_full",
+            ErrorCode::TooManyWebhooks => "too_many_webhooks",
+            ErrorCode::UrlNotAllowed => "url_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Invalid => "invalid",

@@ -1,7 +1,7 @@
 //! Wire types of bazaar: what crosses the HTTP, WebSocket and event-log boundaries.
 //!
-//! A request enters as one of the bodies in [`auth`], [`cart`], [`catalog`], [`orders`], [`payments`] or
-//! [`chat`], is checked into the domain types of [`values`] by the front end, becomes a command for
+//! A request enters as one of the bodies in [`auth`], [`cart`], [`catalog`], [`orders`], [`payments`],
+//! [`webhooks`] or [`chat`], is checked into the domain types of [`values`] by the front end, becomes a command for
 //! an entity actor, and leaves as the same module's view type (or an [`error::ErrorCode`]). What an
 //! entity decided is recorded as an [`events::Envelope`]; WebSocket traffic is the
 //! [`chat::ClientFrame`] and [`chat::ServerFrame`] pair. Plain data and serde only: no runtime, no I/O.
@@ -18,6 +18,7 @@ pub mod ids;
 pub mod orders;
 pub mod payments;
 pub mod values;
+pub mod webhooks;
 
 pub use error::ErrorCode;
 pub use ids::{EventId, OrderId, PaymentId, ProductId, RoomId, UserId};

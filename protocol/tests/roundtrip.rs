@@ -107,7 +107,7 @@ fn payment_status() -> impl Strategy<Value = PaymentStatus> {
 }
 
 /// Every error code; the exhaustive match in `error_code_index` keeps this list complete.
-const ERROR_CODES: [ErrorCode; 21] = [
+const ERROR_CODES: [ErrorCode; 23] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
@@ -129,6 +129,8 @@ const ERROR_CODES: [ErrorCode; 21] = [
     ErrorCode::RequestTimeout,
     ErrorCode::RefundExceedsPayment,
     ErrorCode::CartFull,
+    ErrorCode::TooManyWebhooks,
+    ErrorCode::UrlNotAllowed,
 ];
 
 /// The position of a code in [`ERROR_CODES`]; no wildcard, so a new code breaks the build here.
@@ -155,6 +157,8 @@ fn error_code_index(code: ErrorCode) -> usize {
         ErrorCode::RequestTimeout => 18,
         ErrorCode::RefundExceedsPayment => 19,
         ErrorCode::CartFull => 20,
+        ErrorCode::TooManyWebhooks => 21,
+        ErrorCode::UrlNotAllowed => 22,
     }
 }
 

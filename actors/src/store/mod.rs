@@ -2,7 +2,7 @@
 //! idempotency records.
 //!
 //! One module per kind of row ([`users`], [`catalog`], [`orders`], [`payments`], [`chat`],
-//! [`tokens`], [`carts`], [`idempotency`], [`history`] for reading events back) plus
+//! [`tokens`], [`carts`], [`idempotency`], [`webhooks`], [`history`] for reading events back) plus
 //! [`embedded_log`] for the embedded event log and [`outbox`] for the relay to an outside log.
 //! Reads use a pool of their own so they never queue behind writes.
 //!
@@ -31,6 +31,7 @@ pub mod payments;
 pub mod timestamp;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 pub(crate) use backend::{query, query_as, query_scalar};
 pub use backend::{Backend, OnBackend};

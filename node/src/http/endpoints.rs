@@ -13,6 +13,7 @@ use bazaar_protocol::catalog::{CreateProduct, PatchProduct, Product};
 use bazaar_protocol::chat::{HistoryPage, OpenRoomRequest, Room};
 use bazaar_protocol::orders::{Order, OrderTimeline, PlaceOrderRequest};
 use bazaar_protocol::payments::{Payment, PaymentRequest, RefundRequest};
+use bazaar_protocol::webhooks::{CreateWebhookRequest, WebhookDelivery, WebhookEndpoint};
 use bazaar_protocol::ErrorCode;
 use std::borrow::Cow;
 use utoipa::openapi::{RefOr, Schema};
@@ -606,6 +607,110 @@ pub const ENDPOINTS: &[Endpoint] = &[
         idempotency: Idempotency::Unused,
         answers: &[Answer { status: 200, description: "The cart after it", body: Output::Json(typed::<Cart>()) }],
         errors: &[Forbidden],
+    },
+    // Webhooks
+    Endpoint {
+        verb: Verb::Post,
+        path: "/webhooks",
+        tag: "webhooks",
+        summary: "Registers a webhook endpoint (sellers)",
+        description: "Events of the seller's products, orders and payments decided from now on are posted to `url`, \
+                      signed with the secret in this answer (shown only here and on rotation): `Bazaar-Signature: \
+                      t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`. Unanswered deliveries are retried \
+                      with backoff for `webhook_retry_for_secs` (3 days). A host that is or resolves to a loopback, \
+                      private or link-local address: 422 `url_not_allowed`; past `webhook_max_endpoints` (10): 409 \
+                      `too_many_webhooks`.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Json(typed::<CreateWebhookRequest>()),
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer {
+            status: 201,
+            description: "The endpoint, with its secret",
+            body: Output::Json(typed::<WebhookEndpoint>()),
+        }],
+        errors: &[Forbidden, TooManyWebhooks, UrlNotAllowed, Invalid],
+    },
+    Endpoint {
+        verb: Verb::Get,
+        path: "/webhooks",
+        tag: "webhooks",
+        summary: "The caller's webhook endpoints (sellers)",
+        description: "Oldest first, without their secrets; one page holds them all.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer {
+            status: 200,
+            description: "Every endpoint",
+            body: Output::Page(typed::<WebhookEndpoint>()),
+        }],
+        errors: &[Forbidden],
+    },
+    Endpoint {
+        verb: Verb::Delete,
+        path: "/webhooks/{id}",
+        tag: "webhooks",
+        summary: "Deletes a webhook endpoint (its seller)",
+        description: "Nothing more is sent to it: its pending deliveries end FAILED, unsent.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer { status: 204, description: "Deleted", body: Output::Empty }],
+        errors: &[Forbidden, NotFound],
+    },
+    Endpoint {
+        verb: Verb::Post,
+        path: "/webhooks/{id}/rotate-secret",
+        tag: "webhooks",
+        summary: "Gives a webhook endpoint a new signing secret (its seller)",
+        description: "The new secret is in this answer only. The old one keeps signing, as a second `v1`, for \
+                      `webhook_secret_overlap_secs` (24 hours), so the receiver can switch without losing a delivery.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer {
+            status: 200,
+            description: "The endpoint, with its new secret",
+            body: Output::Json(typed::<WebhookEndpoint>()),
+        }],
+        errors: &[Forbidden, NotFound],
+    },
+    Endpoint {
+        verb: Verb::Get,
+        path: "/webhooks/{id}/deliveries",
+        tag: "webhooks",
+        summary: "The deliveries to a webhook endpoint, each with its attempts (its seller)",
+        description: "Newest first. Each shows its status (PENDING, DELIVERED, FAILED), when the next try is due, and \
+                      its last 25 attempts with the receiver's status, the error and the time taken.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[LIMIT, CURSOR],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer { status: 200, description: "One page", body: Output::Page(typed::<WebhookDelivery>()) }],
+        errors: &[Forbidden, NotFound, BadRequest],
+    },
+    Endpoint {
+        verb: Verb::Post,
+        path: "/webhooks/{id}/deliveries/{deliveryId}/resend",
+        tag: "webhooks",
+        summary: "Sends a delivery again (its seller)",
+        description: "Whatever its status: it is due at once, with the same event id and delivery id.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer { status: 202, description: "Due now", body: Output::Empty }],
+        errors: &[Forbidden, NotFound],
     },
     // Payments
     Endpoint {

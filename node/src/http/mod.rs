@@ -23,6 +23,7 @@ pub mod orders;
 pub mod payments;
 pub mod server;
 pub mod upgrade;
+pub mod webhooks;
 pub mod ws;
 
 use crate::app::App;
@@ -536,6 +537,8 @@ fn api_routes(app: Arc<App>, internal: bool) -> BoxedFilter<(Response,)> {
         .or(payments::routes(app.clone()))
         .unify()
         .or(chat::routes(app.clone()))
+        .unify()
+        .or(webhooks::routes(app.clone()))
         .unify()
         .or(ws::routes(app.clone()))
         .unify()

@@ -13,6 +13,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod support;
+#[path = "../common/webhook_receiver.rs"]
+mod webhook_receiver;
 
 mod auth;
 mod bad_input;
@@ -43,4 +45,5 @@ mod refunds;
 mod timeline;
 mod toss;
 mod toss_emulator;
+mod webhooks;
 mod websocket;

@@ -10,11 +10,14 @@
 //! session lines kept out of the default log; `cluster_up`
 //! starts and stops a whole cluster with one command; `silent_peer` stops a node without closing
 //! its connections; `failover` kills a node under load; `frame_limit` sends a routed request
-//! larger than the inter-node frame limit; `idle` measures what an idle cluster costs.
+//! larger than the inter-node frame limit; `idle` measures what an idle cluster costs; `webhooks` delivers
+//! events decided on every node and survives the sending node's death.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod support;
+#[path = "../common/webhook_receiver.rs"]
+mod webhook_receiver;
 
 mod by_name;
 mod chat;
@@ -27,3 +30,4 @@ mod kafka_chat;
 mod membership;
 mod revocation;
 mod silent_peer;
+mod webhooks;
