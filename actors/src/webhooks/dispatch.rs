@@ -32,6 +32,9 @@ const BATCH: usize = 500;
 /// idle dispatcher looks at the log (and at who leads its partition).
 const IDLE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a read waits while progress is not saved yet.
+const UNSAVED_WAIT: Duration = Duration::from_millis(200);
+
 /// Sellers remembered per kind before the memory is cleared.
 const REMEMBERED: usize = 100_000;
 
@@ -247,8 +250,11 @@ impl Dispatcher {
                 },
             };
             next = Some(from);
+            // Progress not yet saved is saved soon after the records stop (one short wait), so
+            // an idle node has nothing left to write once its traffic settled.
+            let wait = if from > saved { UNSAVED_WAIT } else { IDLE_WAIT };
             let fetched = tokio::select! {
-                fetched = self.log.fetch(&self.partition, from, BATCH, IDLE_WAIT) => fetched,
+                fetched = self.log.fetch(&self.partition, from, BATCH, wait) => fetched,
                 _ = shutdown.changed() => continue,
             };
             let records = match fetched {
