@@ -21,21 +21,17 @@ pub const SELLER_EVENTS: [&str; 10] = [
     "PaymentRefunded",
 ];
 
-/// The event types the operator's endpoint may ask for: the seller's, and new accounts. Chat is
-/// left out: its traffic belongs on the WebSocket.
-pub const OPERATOR_EVENTS: [&str; 11] = [
-    "UserRegistered",
-    "ProductListed",
-    "StockChanged",
-    "OrderPlaced",
-    "OrderCancelled",
-    "OrderPaid",
-    "OrderRefunded",
-    "PaymentRequested",
-    "PaymentApproved",
-    "PaymentDeclined",
-    "PaymentRefunded",
-];
+/// The event types the operator's endpoint may ask for: new accounts, and every seller's. Chat
+/// is left out: its traffic belongs on the WebSocket.
+pub const OPERATOR_EVENTS: [&str; SELLER_EVENTS.len() + 1] = {
+    let mut all = ["UserRegistered"; SELLER_EVENTS.len() + 1];
+    let mut i = 0;
+    while i < SELLER_EVENTS.len() {
+        all[i + 1] = SELLER_EVENTS[i];
+        i += 1;
+    }
+    all
+};
 
 /// `POST /webhooks`: raw, checked by the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -268,15 +268,35 @@ pub struct DueDelivery {
 /// A due delivery's columns: id, endpoint, event id and type, body, attempts, created, due.
 type DueRow = (String, String, String, String, LongText, i64, String, String);
 
-/// Up to `limit` PENDING deliveries of live endpoints due by `now`, the most overdue first.
-pub async fn due(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueDelivery>, StoreError> {
+/// Up to `limit` endpoints with PENDING deliveries due by `now`, the one waiting longest first
+/// (so one endpoint's backlog never hides the others').
+pub async fn due_endpoints(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>, StoreError> {
+    let ids = query_scalar(
+        store,
+        "SELECT endpoint_id FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= $1 \
+         GROUP BY endpoint_id ORDER BY MIN(next_attempt_at) LIMIT $2",
+    )
+    .bind(timestamp::encode(now))
+    .bind(i64::from(limit))
+    .fetch_all(store.reader())
+    .await?;
+    Ok(ids)
+}
+
+/// Up to `limit` PENDING deliveries of `endpoint_id` due by `now`, the most overdue first.
+pub async fn due(
+    store: &Store,
+    endpoint_id: &str,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<DueDelivery>, StoreError> {
     let rows: Vec<DueRow> = query_as(
         store,
-        "SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.body, d.attempt_count, d.created_at, d.next_attempt_at \
-         FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-         WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1 AND e.deleted_at IS NULL \
-         ORDER BY d.next_attempt_at LIMIT $2",
+        "SELECT id, endpoint_id, event_id, event_type, body, attempt_count, created_at, next_attempt_at \
+         FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'PENDING' AND next_attempt_at <= $2 \
+         ORDER BY next_attempt_at LIMIT $3",
     )
+    .bind(endpoint_id)
     .bind(timestamp::encode(now))
     .bind(i64::from(limit))
     .fetch_all(store.reader())
@@ -515,5 +535,79 @@ pub async fn purge(store: &Store, before: DateTime<Utc>) -> Result<u64, StoreErr
         if (ids.len() as i64) < CHUNK {
             return Ok(purged);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::fresh_store;
+
+    fn endpoint(id: &str, owner: &str, at: DateTime<Utc>) -> EndpointRow {
+        EndpointRow {
+            id: id.into(),
+            owner_id: owner.into(),
+            url: "https://hooks.example.com/".into(),
+            events: vec!["OrderPlaced".into()],
+            secret: "whsec_x".into(),
+            previous_secret: None,
+            previous_until: None,
+            created_at: at,
+        }
+    }
+
+    fn delivery(endpoint_id: &str, n: usize, at: DateTime<Utc>) -> NewDelivery {
+        NewDelivery {
+            id: format!("{endpoint_id}-{n:04}"),
+            endpoint_id: endpoint_id.into(),
+            event_id: format!("event-{n}"),
+            event_type: "OrderPlaced".into(),
+            body: "{}".into(),
+            created_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backlog_never_hides_another_endpoint_and_claims_records_and_deletes_behave() {
+        let (store, _db) = fresh_store().await;
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        assert!(insert_endpoint(&store, &endpoint("busy", "s1", t0), 10).await.unwrap());
+        assert!(insert_endpoint(&store, &endpoint("quiet", "s2", t0), 10).await.unwrap());
+        assert!(!insert_endpoint(&store, &endpoint("third", "s1", t0), 1).await.unwrap(), "the limit counts");
+        let backlog: Vec<NewDelivery> = (0..200).map(|n| delivery("busy", n, t0)).collect();
+        insert_deliveries(&store, &backlog).await.unwrap();
+        let later = t0 + chrono::Duration::seconds(5);
+        insert_deliveries(&store, &[delivery("quiet", 0, later)]).await.unwrap();
+        // The same event for the same endpoint again (a re-read log) changes nothing.
+        insert_deliveries(&store, &backlog[..3]).await.unwrap();
+
+        let now = t0 + chrono::Duration::seconds(60);
+        assert_eq!(due_endpoints(&store, now, 10).await.unwrap(), ["busy", "quiet"]);
+        assert_eq!(due(&store, "busy", now, 1000).await.unwrap().len(), 200);
+
+        // A claim takes a delivery out of the due set until its lease; a second claim fails.
+        let first = due(&store, "quiet", now, 1).await.unwrap().remove(0);
+        let lease = now + chrono::Duration::seconds(10);
+        let claim = claim(&store, &first, lease).await.unwrap().expect("claimed");
+        assert_eq!(super::claim(&store, &first, lease).await.unwrap(), None);
+        assert_eq!(due_endpoints(&store, now, 10).await.unwrap(), ["busy"]);
+        // A re-send during the attempt wins over the attempt's outcome.
+        assert!(resend(&store, "quiet", &first.id, now).await.unwrap());
+        let failed =
+            DeliveryAttempt { at: now, status_code: Some(500), error: Some("HTTP 500".into()), duration_ms: 3 };
+        record_attempt(&store, &first.id, &claim, 1, &failed, AfterAttempt::RetryAt(now + chrono::Duration::hours(1)))
+            .await
+            .unwrap();
+        let listed = deliveries_of(&store, "quiet", None, 10).await.unwrap();
+        assert_eq!((listed[0].status, listed[0].attempt_count), (DeliveryStatus::Pending, 1));
+        assert_eq!(listed[0].next_attempt_at, Some(now));
+        assert_eq!(attempts_of(&store, &first.id, 25).await.unwrap(), [failed]);
+
+        // Deleting an endpoint ends its pending deliveries; the purge takes finished old ones.
+        assert!(delete_endpoint(&store, "s1", "busy", now).await.unwrap());
+        assert!(!delete_endpoint(&store, "s2", "busy", now).await.unwrap());
+        assert_eq!(due_endpoints(&store, now, 10).await.unwrap(), ["quiet"]);
+        assert_eq!(purge(&store, now).await.unwrap(), 200);
+        assert_eq!(deliveries_of(&store, "busy", None, 10).await.unwrap(), []);
     }
 }

@@ -136,18 +136,21 @@ impl Sender {
     /// attempt runs as a task of its own, so nothing here (nor a slow database) holds back an
     /// answer already on its way.
     async fn start_due(&self, room: usize, running: &mut Running) -> bool {
-        let looked = running.ids.len() + room;
-        let due = match rows::due(&self.store, Utc::now(), looked as u32).await {
-            Ok(due) => due,
+        let now = Utc::now();
+        // Endpoints each get up to PER_ENDPOINT attempts, the one waiting longest first; one
+        // that hangs never takes every slot from the others. Looked at: enough endpoints to fill
+        // the room, plus those already at their cap.
+        let looked = room.div_ceil(PER_ENDPOINT) + running.per_endpoint.len();
+        let due_endpoints = match rows::due_endpoints(&self.store, now, looked as u32).await {
+            Ok(ids) => ids,
             Err(e) => {
                 warn!(reason = %e, "webhook deliveries unreadable; retrying");
                 return false;
             }
         };
-        let full = due.len() >= looked;
-        let due: Vec<DueDelivery> = due.into_iter().filter(|d| !running.ids.contains_key(&d.id)).collect();
-        if due.is_empty() {
-            return full;
+        let more = due_endpoints.len() >= looked;
+        if due_endpoints.is_empty() {
+            return false;
         }
         let endpoints: HashMap<String, EndpointRow> = match rows::live_endpoints(&self.store).await {
             Ok(rows) => rows.into_iter().map(|e| (e.id.clone(), e)).collect(),
@@ -157,35 +160,55 @@ impl Sender {
             }
         };
         let mut started = 0;
-        for delivery in due {
-            if started == room {
-                break;
-            }
-            let Some(endpoint) = endpoints.get(&delivery.endpoint_id).cloned() else { continue };
-            // One endpoint that hangs must not take every slot from the others.
-            if running.per_endpoint.get(&endpoint.id).copied().unwrap_or(0) >= PER_ENDPOINT {
+        for endpoint_id in due_endpoints {
+            let busy = running.per_endpoint.get(&endpoint_id).copied().unwrap_or(0);
+            let take = PER_ENDPOINT.saturating_sub(busy).min(room - started);
+            if take == 0 {
                 continue;
             }
-            // The claim holds from now, not from when the look began.
-            let lease = later(Utc::now(), self.settings.timeout + CLAIM_SLACK);
-            let claim = match rows::claim(&self.store, &delivery, lease).await {
-                Ok(Some(claim)) => claim,
-                Ok(None) => continue,
+            // A deleted endpoint's deliveries were ended with it; one deleted just now is skipped.
+            let Some(endpoint) = endpoints.get(&endpoint_id) else { continue };
+            // A delivery re-sent while its attempt runs is due again meanwhile: asked for with
+            // room for those, which are skipped.
+            let due = match rows::due(&self.store, &endpoint_id, now, (take + busy) as u32).await {
+                Ok(due) => due,
                 Err(e) => {
-                    warn!(reason = %e, "webhook delivery not claimed; retrying");
+                    warn!(reason = %e, "webhook deliveries unreadable; retrying");
                     return false;
                 }
             };
-            let client = if endpoint.owner_id == OPERATOR { self.trusted.clone() } else { self.guarded.clone() };
-            let check_literal = endpoint.owner_id != OPERATOR && !self.settings.allow_private;
-            running.ids.insert(delivery.id.clone(), endpoint.id.clone());
-            *running.per_endpoint.entry(endpoint.id.clone()).or_default() += 1;
-            let task =
-                attempt(self.store.clone(), client, check_literal, endpoint, delivery, claim, self.settings.clone());
-            running.tasks.spawn(task);
-            started += 1;
+            for delivery in due.into_iter().filter(|d| !running.ids.contains_key(&d.id)).take(take) {
+                // The claim holds from now, not from when the look began.
+                let lease = later(Utc::now(), self.settings.timeout + CLAIM_SLACK);
+                let claim = match rows::claim(&self.store, &delivery, lease).await {
+                    Ok(Some(claim)) => claim,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(reason = %e, "webhook delivery not claimed; retrying");
+                        return false;
+                    }
+                };
+                let client = if endpoint.owner_id == OPERATOR { self.trusted.clone() } else { self.guarded.clone() };
+                let check_literal = endpoint.owner_id != OPERATOR && !self.settings.allow_private;
+                running.ids.insert(delivery.id.clone(), endpoint.id.clone());
+                *running.per_endpoint.entry(endpoint.id.clone()).or_default() += 1;
+                let task = attempt(
+                    self.store.clone(),
+                    client,
+                    check_literal,
+                    endpoint.clone(),
+                    delivery,
+                    claim,
+                    self.settings.clone(),
+                );
+                running.tasks.spawn(task);
+                started += 1;
+            }
+            if started == room {
+                return true;
+            }
         }
-        full
+        more
     }
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) {

@@ -42,13 +42,16 @@ fn stderr(output: &Output) -> String {
 
 #[tokio::test]
 async fn bazaar_config_refuses_every_value_that_serve_refuses_with_the_same_message() {
-    let refused: [(&str, &str, &str); 6] = [
+    let refused: [(&str, &str, &str); 8] = [
         ("BAZAAR_DATABASE_URL", "oracle://db:1521/bazaar", "database_url"),
         ("BAZAAR_REDIS_URL", "not a url", "redis_url"),
         ("BAZAAR_KAFKA_BROKERS", "kafka-without-a-port", "kafka_brokers"),
         ("BAZAAR_LOG_FORMAT", "yaml", "log_format"),
         ("BAZAAR_DB_CONNECT_WAIT_MS", "10", "db_connect_wait_ms"),
         ("BAZAAR_SQLITE_SYNCHRONOUS", "sometimes", "sqlite_synchronous"),
+        // The operator's webhook endpoint without its secret in the environment.
+        ("BAZAAR_WEBHOOK_OPERATOR_URL", "https://ops.example.com/hook", "webhook_operator_url"),
+        ("BAZAAR_WEBHOOK_TIMEOUT_MS", "0", "webhook_timeout_ms"),
     ];
     for (key, value, named) in refused {
         let dir = tempfile::tempdir().unwrap();

@@ -28,19 +28,6 @@ async fn register(seller: &TestUser, url: &str, events: &[&str]) -> Value {
     seller.post("/webhooks", json!({"url": url, "events": events})).await.expect(201)
 }
 
-/// Waits until the receiver holds at least `count` requests, and returns them.
-async fn received_at_least(receiver: &Receiver, count: usize) -> Vec<Received> {
-    eventually(EVENT_DEADLINE, &format!("{count} webhook requests"), || async {
-        let received = receiver.received();
-        if received.len() >= count {
-            Ok(received)
-        } else {
-            Err(format!("{} so far", received.len()))
-        }
-    })
-    .await
-}
-
 async fn deliveries(seller: &TestUser, endpoint: &str) -> Vec<Value> {
     seller.list_all(&format!("/webhooks/{endpoint}/deliveries")).await
 }
@@ -144,7 +131,7 @@ async fn each_event_reaches_the_endpoint_that_asked_for_it_once_and_signed() {
     buyer.pay_ok(&order_id, "tok_visa").await;
     buyer.wait_for_order_status(&order_id, "PAID", EVENT_DEADLINE).await;
 
-    let received = received_at_least(&mine, 3).await;
+    let received = mine.wait_for(3, EVENT_DEADLINE).await;
     // Nothing more comes: each event once.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let received_later = mine.received();
@@ -198,7 +185,7 @@ async fn a_delivery_answered_500_is_retried_with_backoff_until_it_is_taken() {
     let secret = endpoint["secret"].as_str().unwrap().to_owned();
     buyer.place_order(&id_of(&product), 1).await;
 
-    let received = received_at_least(&receiver, 3).await;
+    let received = receiver.wait_for(3, EVENT_DEADLINE).await;
     let ids: BTreeSet<String> = received.iter().map(Received::event_id).collect();
     assert_eq!(ids.len(), 1, "one event, tried three times");
     let attempts: Vec<&str> = received.iter().map(|r| r.header("bazaar-attempt")).collect();
@@ -235,12 +222,12 @@ async fn a_delivery_in_flight_when_the_node_is_killed_is_sent_again_after_the_re
     buyer.place_order(&id_of(&product), 1).await;
 
     // The first attempt is in the receiver's hands, unanswered, when the node dies.
-    let first = received_at_least(&receiver, 1).await;
+    let first = receiver.wait_for(1, EVENT_DEADLINE).await;
     node.kill9().await;
     node.restart().await;
     seller.login().await;
 
-    let received = received_at_least(&receiver, 2).await;
+    let received = receiver.wait_for(2, EVENT_DEADLINE).await;
     assert_eq!(received[1].event_id(), first[0].event_id(), "the same event, sent again");
     assert_eq!(received[1].header("bazaar-delivery-id"), first[0].header("bazaar-delivery-id"));
     // A first attempt again: the killed node never recorded its own (a timeout would say 2).
@@ -265,7 +252,7 @@ async fn a_delivery_is_resent_on_request_and_a_rotated_out_secret_still_signs_fo
     let id = id_of(&endpoint);
     let old = endpoint["secret"].as_str().unwrap().to_owned();
     buyer.place_order(&id_of(&product), 1).await;
-    let first = received_at_least(&receiver, 1).await;
+    let first = receiver.wait_for(1, EVENT_DEADLINE).await;
 
     let new = seller.post_empty(&format!("/webhooks/{id}/rotate-secret")).await.expect(200)["secret"]
         .as_str()
@@ -279,7 +266,7 @@ async fn a_delivery_is_resent_on_request_and_a_rotated_out_secret_still_signs_fo
     })
     .await;
     assert_eq!(seller.post_empty(&format!("/webhooks/{id}/deliveries/{delivery}/resend")).await.status, 202);
-    let again = received_at_least(&receiver, 2).await;
+    let again = receiver.wait_for(2, EVENT_DEADLINE).await;
     assert_eq!(again[1].event_id(), first[0].event_id());
     // Both secrets sign while they overlap: the receiver may switch when it likes.
     assert!(signed_by(&again[1], &new) && signed_by(&again[1], &old), "{}", again[1].header("bazaar-signature"));
@@ -312,5 +299,42 @@ async fn a_delivery_never_taken_fails_after_retry_for_and_can_still_be_resent() 
 
     let delivery = id_of(&failed);
     assert_eq!(seller.post_empty(&format!("/webhooks/{id}/deliveries/{delivery}/resend")).await.status, 202);
-    received_at_least(&receiver, tries as usize + 1).await;
+    receiver.wait_for(tries as usize + 1, EVENT_DEADLINE).await;
+}
+
+#[tokio::test]
+async fn the_operators_endpoint_gets_every_sellers_events_and_new_accounts_signed_with_its_secret() {
+    let operator = Receiver::start().await;
+    let secret = "operator-secret-of-at-least-24-chars";
+    // The operator's own URL is trusted: loopback, with the address rule left on.
+    let node = TestNode::spawn_with(&[
+        ("BAZAAR_WEBHOOK_OPERATOR_URL", &operator.url()),
+        ("BAZAAR_WEBHOOK_OPERATOR_SECRET", secret),
+        ("BAZAAR_WEBHOOK_OPERATOR_EVENTS", "UserRegistered, OrderPlaced"),
+        ("BAZAAR_WEBHOOK_POLL_MS", "100"),
+    ])
+    .await;
+    let (_, product, buyer) = node.seller_product_buyer(1_000, 5).await;
+    let other = node.signup(Role::Seller).await;
+    let theirs = other.list_product(2_000, 5).await;
+    let first = id_of(&buyer.place_order(&id_of(&product), 1).await);
+    let second = id_of(&buyer.place_order(&id_of(&theirs), 1).await);
+
+    // Three accounts (two sellers, one buyer) and two orders of two sellers.
+    let received = operator.wait_for(5, EVENT_DEADLINE).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let received_later = operator.received();
+    assert_eq!(received_later.len(), 5, "{:?}", received_later.iter().map(Received::event_type).collect::<Vec<_>>());
+    assert!(received.iter().all(|r| signed_by(r, secret)));
+    let accounts = received.iter().filter(|r| r.event_type() == "UserRegistered").count();
+    assert_eq!(accounts, 3);
+    let orders: BTreeSet<String> = received
+        .iter()
+        .filter(|r| r.event_type() == "OrderPlaced")
+        .map(|r| r.json()["data"]["order"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(orders, BTreeSet::from([first, second]));
+    // Not an endpoint of any seller's: no seller sees or deletes it.
+    assert_eq!(other.get("/webhooks").await.expect(200)["items"], json!([]));
+    other.delete("/webhooks/operator").await.expect_error(404, "not_found");
 }

@@ -4,24 +4,12 @@
 
 use crate::common::series_total;
 use crate::support::{eventually, Cluster, Role};
-use crate::webhook_receiver::{signed_by, Answer, Received, Receiver};
+use crate::webhook_receiver::{signed_by, Answer, Receiver};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn received_at_least(receiver: &Receiver, count: usize) -> Vec<Received> {
-    eventually(DEADLINE, &format!("{count} webhook requests"), || async {
-        let received = receiver.received();
-        if received.len() >= count {
-            Ok(received)
-        } else {
-            Err(format!("{} so far", received.len()))
-        }
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_reach_the_receiver_from_every_node_and_survive_the_sender_being_killed() {
@@ -53,7 +41,7 @@ async fn webhooks_reach_the_receiver_from_every_node_and_survive_the_sender_bein
     apis[1].place_order(&buyer, &product_id, 1).await;
 
     // The first attempt hangs at the receiver; the node holding it is the sender.
-    let first = received_at_least(&receiver, 1).await;
+    let first = receiver.wait_for(1, DEADLINE).await;
     let sender = eventually(DEADLINE, "the sending node to show its attempt", || async {
         for (index, api) in apis.iter().enumerate() {
             let scrape = api.get("/metrics", None).await.text;
@@ -67,7 +55,7 @@ async fn webhooks_reach_the_receiver_from_every_node_and_survive_the_sender_bein
     cluster.kill9(sender).await;
     let survivors: Vec<usize> = (0..3).filter(|i| *i != sender).collect();
 
-    let again = received_at_least(&receiver, 2).await;
+    let again = receiver.wait_for(2, DEADLINE).await;
     assert_eq!(again[1].event_id(), first[0].event_id(), "the delivery cut off is sent again");
     // By another node, as a first attempt: the killed one never recorded its own.
     assert_eq!(again[1].header("bazaar-attempt"), "1");
@@ -77,7 +65,7 @@ async fn webhooks_reach_the_receiver_from_every_node_and_survive_the_sender_bein
     for &node in &survivors {
         apis[node].place_order(&buyer, &product_id, 1).await;
     }
-    received_at_least(&receiver, 4).await;
+    receiver.wait_for(4, DEADLINE).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut per_event: BTreeMap<String, usize> = BTreeMap::new();
     for request in receiver.received() {

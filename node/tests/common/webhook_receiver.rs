@@ -107,6 +107,19 @@ impl Receiver {
         self.state.lock().unwrap().planned.extend(answers.iter().copied());
     }
 
+    /// Waits (up to `deadline`) until at least `count` requests came, and answers them all.
+    pub async fn wait_for(&self, count: usize, deadline: Duration) -> Vec<Received> {
+        crate::common::eventually(deadline, &format!("{count} webhook requests"), || async {
+            let received = self.received();
+            if received.len() >= count {
+                Ok(received)
+            } else {
+                Err(format!("{} so far", received.len()))
+            }
+        })
+        .await
+    }
+
     /// Every request so far, in arrival order.
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
