@@ -177,7 +177,9 @@ impl Sender {
                     return false;
                 }
             };
-            for delivery in due.into_iter().filter(|d| !running.ids.contains_key(&d.id)).take(take) {
+            let fresh: Vec<DueDelivery> =
+                due.into_iter().filter(|d| !running.ids.contains_key(&d.id)).take(take).collect();
+            for delivery in fresh {
                 // The claim holds from now, not from when the look began.
                 let lease = later(Utc::now(), self.settings.timeout + CLAIM_SLACK);
                 let claim = match rows::claim(&self.store, &delivery, lease).await {
