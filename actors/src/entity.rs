@@ -50,6 +50,10 @@ pub struct EntitySettings {
     pub order_timeline_max_events: usize,
     /// The most products a buyer's cart holds (`cart_max_items`).
     pub cart_max_items: usize,
+    /// How long a checkout may take to reserve its lines (`checkout_timeout_ms`): past it the
+    /// request answers 503, and a checkout still reserving (its request cut off) is given up by
+    /// the sweep, its lines released.
+    pub checkout_timeout: Duration,
 }
 
 /// One kind of entity: how to load it and how it handles its messages.

@@ -11,7 +11,8 @@
 //! decided again ([`attempt`]). The [`relay`] moves committed events into the embedded event log
 //! and on to every node; the [`saga`] consumer reads the log and drives the next steps (charge,
 //! mark paid, release stock); [`webhooks`] turns the log into signed deliveries to sellers'
-//! endpoints, retried until answered; [`reservations`] cancels orders left unpaid past their hold; the
+//! endpoints, retried until answered; [`reservations`] cancels orders left unpaid past their hold; [`checkout`] turns a cart into
+//! one order per seller, every line reserved or none; the
 //! [`socket_hub`] pushes chat messages and order updates to the WebSocket [`session`]s of this
 //! node, fed by the relay and, on a Kafka cluster, by its own reader of the log
 //! ([`socket_feed`]). [`payment_gateway`] is where money moves, [`cache`]
@@ -21,6 +22,7 @@ pub mod attempt;
 pub mod cache;
 pub mod cart;
 pub mod chat_room;
+pub mod checkout;
 pub mod cluster;
 pub mod entity;
 pub mod event_log;

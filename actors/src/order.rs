@@ -466,6 +466,8 @@ mod tests {
                 updated_at: now,
                 expires_at: Some(now + chrono::Duration::minutes(15)),
                 payment_id: Some("pay1".into()),
+                lines: Vec::new(),
+                checkout_id: None,
             }),
         }
     }

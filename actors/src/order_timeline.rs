@@ -221,6 +221,8 @@ mod tests {
             updated_at: at(0),
             expires_at: Some(at(0) + Duration::minutes(15)),
             payment_id: Some("pay1".into()),
+            lines: Vec::new(),
+            checkout_id: None,
         }
     }
 

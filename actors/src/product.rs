@@ -8,7 +8,7 @@ use crate::store::{self, catalog, orders, StoreError};
 use crate::with_retries;
 use bazaar_protocol::catalog::Product;
 use bazaar_protocol::events::{Envelope, Event, StockChanged};
-use bazaar_protocol::orders::{Order, OrderStatus};
+use bazaar_protocol::orders::{Order, OrderLine, OrderStatus};
 use bazaar_protocol::values::{Quantity, MAX_STOCK};
 use bazaar_protocol::{EventId, OrderId, ProductId, UserId};
 use chrono::{DateTime, Utc};
@@ -35,6 +35,9 @@ pub enum ProductError {
         /// Units reserved by orders not yet released.
         reserved: i64,
     },
+    /// A checkout line asked for after it was given up (its checkout failed meanwhile).
+    #[error("this reservation was given up")]
+    Withdrawn,
     #[error("storage unavailable")]
     Unavailable,
 }
@@ -71,6 +74,31 @@ pub struct PlaceOrder {
     pub idempotency: IdempotencyKey,
 }
 
+/// A checkout's line to reserve: `quantity` units for order `order_id` (which the checkout creates
+/// once every line is reserved). Reserving a line twice reserves it once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReserveLine {
+    pub order_id: OrderId,
+    pub quantity: Quantity,
+}
+
+/// A line as reserved: the price it was reserved at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservedLine {
+    pub product_id: ProductId,
+    pub seller_id: UserId,
+    pub quantity: u32,
+    pub unit_price: i64,
+    pub currency: String,
+}
+
+/// Gives up a checkout's line: its units go back if it was reserved, and it can never be
+/// reserved after this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForgoLine {
+    pub order_id: OrderId,
+}
+
 /// The order a placement produced, and whether this call created it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Placed {
@@ -90,6 +118,10 @@ pub enum ProductMsg {
     PlaceOrder(PlaceOrder, Reply<Placed>),
     /// Gives an order's reserved units back (once), because of event `cause`.
     Release { order_id: OrderId, cause: EventId, reply: Reply<()> },
+    /// Reserves a checkout's line.
+    ReserveLine(ReserveLine, Reply<ReservedLine>),
+    /// Gives up a checkout's line.
+    ForgoLine(ForgoLine, Reply<()>),
 }
 
 /// Lists a new product under the entity's id.
@@ -120,7 +152,10 @@ pub struct ReleaseStock {
 }
 crate::request!(ReleaseStock, ProductState, "product.release", Result<(), ProductError>, |self, reply| ProductMsg::Release { order_id: self.order_id, cause: self.cause, reply });
 
-crate::remote_requests!(ProductState: ListProduct, GetProduct, UpdateProduct, PlaceOrder, ReleaseStock);
+crate::request!(ReserveLine, ProductState, "product.reserve_line", Result<ReservedLine, ProductError>, |self, reply| ProductMsg::ReserveLine(self, reply));
+crate::request!(ForgoLine, ProductState, "product.forgo_line", Result<(), ProductError>, |self, reply| ProductMsg::ForgoLine(self, reply));
+
+crate::remote_requests!(ProductState: ListProduct, GetProduct, UpdateProduct, PlaceOrder, ReleaseStock, ReserveLine, ForgoLine);
 
 /// The product entity's state: the product (if it exists) and its stored version.
 pub struct ProductState {
@@ -192,14 +227,15 @@ impl ProductState {
         }
         let mut after = current.clone();
         after.stock -= quantity;
+        // Prices are capped so that price × quantity fits an i64 (see `values::MAX_PRICE`).
+        let amount = current.price.saturating_mul(quantity);
         let order = Order {
             id: cmd.order_id.clone(),
             buyer_id: cmd.buyer_id.clone(),
             seller_id: current.seller_id.clone(),
             product_id: current.id.clone(),
             quantity: cmd.quantity.get(),
-            // Prices are capped so that price × quantity fits an i64 (see `values::MAX_PRICE`).
-            amount: current.price.saturating_mul(quantity),
+            amount,
             currency: current.currency.clone(),
             status: OrderStatus::Ordered,
             created_at: now,
@@ -207,8 +243,35 @@ impl ProductState {
             // A hold too long for chrono is no hold at all (the order waits for its buyer).
             expires_at: chrono::Duration::from_std(hold).ok().and_then(|hold| now.checked_add_signed(hold)),
             payment_id: None,
+            lines: vec![OrderLine {
+                product_id: current.id.clone(),
+                quantity: cmd.quantity.get(),
+                unit_price: current.price,
+                amount,
+            }],
+            checkout_id: None,
         };
         Ok((after, order))
+    }
+
+    /// Decides a checkout line's reservation: the product with `quantity` units fewer, and the
+    /// line at today's price.
+    pub fn reserve_line(&self, quantity: Quantity) -> Result<(Product, ReservedLine), ProductError> {
+        let current = self.existing()?;
+        let units = i64::from(quantity.get());
+        if current.stock < units {
+            return Err(ProductError::OutOfStock);
+        }
+        let mut after = current.clone();
+        after.stock -= units;
+        let line = ReservedLine {
+            product_id: current.id.clone(),
+            seller_id: current.seller_id.clone(),
+            quantity: quantity.get(),
+            unit_price: current.price,
+            currency: current.currency.clone(),
+        };
+        Ok((after, line))
     }
 
     async fn reload(&mut self, ctx: &Ctx) -> Result<(), StoreError> {
@@ -278,7 +341,8 @@ impl ProductState {
         let (after, order) = self.place(cmd, now, ctx.settings.reservation_hold).map_err(Attempt::Refused)?;
         catalog::update(&mut tx, &after, self.version).await?;
         orders::insert(&mut tx, &order).await?;
-        catalog::reserve(&mut tx, order.id.as_str(), after.id.as_str(), order.quantity).await?;
+        let unit_price = order.items()[0].unit_price;
+        catalog::reserve(&mut tx, order.id.as_str(), after.id.as_str(), order.quantity, unit_price).await?;
         idempotency::record(&mut tx, key, order.id.as_str(), now).await?;
         let events = [
             self.stock_event(&after, -i64::from(order.quantity), Some(order.id.clone()), now),
@@ -298,10 +362,12 @@ impl ProductState {
         ctx: &Ctx,
     ) -> Result<(), Attempt<ProductError>> {
         let mut tx = ctx.store.begin().await?;
-        if !store::mark_processed(&mut tx, "release", cause.as_str()).await? {
+        // One event (an order's cancellation) releases each of its lines at its own product: the
+        // mark is per product.
+        if !store::mark_processed(&mut tx, "release", &format!("{cause}/{}", self.id)).await? {
             return Ok(());
         }
-        let Some(quantity) = catalog::release(&mut tx, order_id.as_str()).await? else {
+        let Some(quantity) = catalog::release(&mut tx, order_id.as_str(), self.id.as_str()).await? else {
             // Released before under another event (a refund after a cancel cannot happen, but a
             // replayed log can deliver the same release twice under different ids).
             ctx.store.commit(tx).await?;
@@ -316,6 +382,59 @@ impl ProductState {
         self.product = Some(after);
         self.version += 1;
         Ok(())
+    }
+
+    async fn try_reserve_line(&mut self, cmd: &ReserveLine, ctx: &Ctx) -> Result<ReservedLine, Attempt<ProductError>> {
+        let current = self.existing().map_err(Attempt::Refused)?.clone();
+        let mut tx = ctx.store.begin().await?;
+        match catalog::reservation(&mut tx, cmd.order_id.as_str(), self.id.as_str()).await? {
+            Some(held) if held.released => return Err(Attempt::Refused(ProductError::Withdrawn)),
+            // Reserved before (a retried checkout): the same line, at the price it was reserved at.
+            Some(held) => {
+                return Ok(ReservedLine {
+                    product_id: current.id.clone(),
+                    seller_id: current.seller_id.clone(),
+                    quantity: held.quantity as u32,
+                    unit_price: held.unit_price.unwrap_or(current.price),
+                    currency: current.currency.clone(),
+                })
+            }
+            None => {}
+        }
+        let (after, line) = self.reserve_line(cmd.quantity).map_err(Attempt::Refused)?;
+        let now = Utc::now();
+        catalog::update(&mut tx, &after, self.version).await?;
+        catalog::reserve(&mut tx, cmd.order_id.as_str(), self.id.as_str(), line.quantity, line.unit_price).await?;
+        let units = -i64::from(line.quantity);
+        store::append_events(&mut tx, &[self.stock_event(&after, units, Some(cmd.order_id.clone()), now)]).await?;
+        ctx.store.commit(tx).await?;
+        self.product = Some(after);
+        self.version += 1;
+        Ok(line)
+    }
+
+    async fn try_forgo_line(&mut self, cmd: &ForgoLine, ctx: &Ctx) -> Result<(), Attempt<ProductError>> {
+        let mut tx = ctx.store.begin().await?;
+        match catalog::reservation(&mut tx, cmd.order_id.as_str(), self.id.as_str()).await? {
+            Some(held) if held.released => Ok(()),
+            None => {
+                catalog::forgo(&mut tx, cmd.order_id.as_str(), self.id.as_str()).await?;
+                ctx.store.commit(tx).await?;
+                Ok(())
+            }
+            Some(_) => {
+                let quantity = catalog::release(&mut tx, cmd.order_id.as_str(), self.id.as_str()).await?.unwrap_or(0);
+                let mut after = self.existing().map_err(Attempt::Refused)?.clone();
+                after.stock += quantity;
+                catalog::update(&mut tx, &after, self.version).await?;
+                let event = self.stock_event(&after, quantity, Some(cmd.order_id.clone()), Utc::now());
+                store::append_events(&mut tx, &[event]).await?;
+                ctx.store.commit(tx).await?;
+                self.product = Some(after);
+                self.version += 1;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -348,6 +467,13 @@ impl Entity for ProductState {
             ProductMsg::PlaceOrder(cmd, reply) => {
                 let _ = reply.send(with_retries!(self, ctx, ProductError::Unavailable, self.try_place(&cmd, ctx)));
             }
+            ProductMsg::ReserveLine(cmd, reply) => {
+                let _ =
+                    reply.send(with_retries!(self, ctx, ProductError::Unavailable, self.try_reserve_line(&cmd, ctx)));
+            }
+            ProductMsg::ForgoLine(cmd, reply) => {
+                let _ = reply.send(with_retries!(self, ctx, ProductError::Unavailable, self.try_forgo_line(&cmd, ctx)));
+            }
             ProductMsg::Release { order_id, cause, reply } => {
                 let _ = reply.send(with_retries!(
                     self,
@@ -371,7 +497,10 @@ impl Entity for ProductState {
             ProductMsg::PlaceOrder(_, reply) => {
                 let _ = reply.send(Err(ProductError::Unavailable));
             }
-            ProductMsg::Release { reply, .. } => {
+            ProductMsg::Release { reply, .. } | ProductMsg::ForgoLine(_, reply) => {
+                let _ = reply.send(Err(ProductError::Unavailable));
+            }
+            ProductMsg::ReserveLine(_, reply) => {
                 let _ = reply.send(Err(ProductError::Unavailable));
             }
         }

@@ -656,6 +656,7 @@ pub(crate) mod test_support {
             reservation_hold: Duration::from_secs(900),
             order_timeline_max_events: 500,
             cart_max_items: 50,
+            checkout_timeout: Duration::from_secs(30),
         });
         Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }
     }

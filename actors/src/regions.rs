@@ -1,6 +1,7 @@
 //! Every kind's region on this node, in one handle.
 
 use crate::chat_room::RoomState;
+use crate::checkout::CheckoutState;
 use crate::cluster::router::Routed;
 use crate::entity::Entity;
 use crate::order::OrderState;
@@ -19,6 +20,7 @@ pub struct Regions {
     pub orders: RegionRef<OrderState>,
     pub payments: RegionRef<PaymentState>,
     pub rooms: RegionRef<RoomState>,
+    pub checkouts: RegionRef<CheckoutState>,
 }
 
 impl Regions {
@@ -31,6 +33,7 @@ impl Regions {
             OrderState::KIND => self.orders.deliver_remote(id, name, payload),
             PaymentState::KIND => self.payments.deliver_remote(id, name, payload),
             RoomState::KIND => self.rooms.deliver_remote(id, name, payload),
+            CheckoutState::KIND => self.checkouts.deliver_remote(id, name, payload),
             _ => None,
         }
     }
@@ -43,6 +46,7 @@ impl Regions {
             (OrderState::KIND.to_owned(), self.orders.live().await),
             (PaymentState::KIND.to_owned(), self.payments.live().await),
             (RoomState::KIND.to_owned(), self.rooms.live().await),
+            (CheckoutState::KIND.to_owned(), self.checkouts.live().await),
         ])
     }
 
@@ -53,6 +57,7 @@ impl Regions {
         self.orders.rebalance();
         self.payments.rebalance();
         self.rooms.rebalance();
+        self.checkouts.rebalance();
     }
 
     /// Stops every region.
@@ -62,5 +67,6 @@ impl Regions {
         self.orders.stop();
         self.payments.stop();
         self.rooms.stop();
+        self.checkouts.stop();
     }
 }

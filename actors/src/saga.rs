@@ -103,8 +103,18 @@ fn send(
             .map(flat)
             .boxed(),
         (Event::OrderCancelled { order, .. } | Event::OrderRefunded { order }, Step::ReleaseStock) => {
-            let order_id = order.id.clone();
-            regions.products.ask(order.product_id.as_str(), ReleaseStock { order_id, cause }).map(flat).boxed()
+            // Each line's units go back to its own product; the step is done when all have.
+            let releases: Vec<_> = order
+                .items()
+                .into_iter()
+                .map(|line| {
+                    let release = ReleaseStock { order_id: order.id.clone(), cause: cause.clone() };
+                    regions.products.ask(line.product_id.as_str(), release).map(flat)
+                })
+                .collect();
+            futures_util::future::join_all(releases)
+                .map(|outcomes| outcomes.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()))
+                .boxed()
         }
         (event, step) => {
             // `steps` never pairs them so; a mistake here must not stall the lane forever.

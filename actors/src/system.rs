@@ -3,6 +3,7 @@
 //! and the membership loop.
 
 use crate::cache::Cache;
+use crate::checkout;
 use crate::cluster::membership::{self, ClusterConfig, Membership};
 use crate::cluster::router::{Local, PresenceUpdate, RoomFrame, Routed, Router, RouterArgs, RouterMsg};
 use crate::cluster::{router_name, ClusterView, ROUTERS};
@@ -104,6 +105,7 @@ impl System {
             orders: RegionRef::spawn(ctx.clone()).await?,
             payments: RegionRef::spawn(ctx.clone()).await?,
             rooms: RegionRef::spawn(ctx.clone()).await?,
+            checkouts: RegionRef::spawn(ctx.clone()).await?,
         };
         let hub_args = HubArgs { view: view.clone(), dedup_window: config.socket_push_dedup_window };
         let (socket_hub, _) = Actor::spawn(None, SocketHub, hub_args).await?;
@@ -162,6 +164,13 @@ impl System {
                 regions.clone(),
                 view.clone(),
                 settings.reservation_hold,
+                shutdown_rx.clone(),
+            ),
+            checkout::sweep::spawn(
+                store.clone(),
+                regions.clone(),
+                view.clone(),
+                settings.checkout_timeout,
                 shutdown_rx.clone(),
             ),
         ];

@@ -54,6 +54,8 @@ pub enum UserMsg {
     SetCartItem { product_id: ProductId, quantity: Quantity, reply: Reply<Vec<CartItem>> },
     /// Takes a product out of a buyer's cart.
     RemoveCartItem { product_id: ProductId, reply: Reply<Vec<CartItem>> },
+    /// Takes products out of a buyer's cart (those a checkout ordered).
+    RemoveCartItems { products: Vec<ProductId>, reply: Reply<Vec<CartItem>> },
 }
 
 /// Registers a new account under the entity's id.
@@ -92,7 +94,20 @@ crate::request!(RemoveCartItem, UserState, "user.remove_cart_item", Result<Vec<C
     UserMsg::RemoveCartItem { product_id: self.product_id, reply }
 });
 
-crate::remote_requests!(UserState: Register, GetUser, GetCart, SetCartItem, RemoveCartItem);
+/// Takes products out of a buyer's cart (those a checkout ordered); replies with the lines left.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveCartItems {
+    pub products: Vec<ProductId>,
+}
+crate::request!(
+    RemoveCartItems,
+    UserState,
+    "user.remove_cart_items",
+    Result<Vec<CartItem>, UserError>,
+    |self, reply| UserMsg::RemoveCartItems { products: self.products, reply }
+);
+
+crate::remote_requests!(UserState: Register, GetUser, GetCart, SetCartItem, RemoveCartItem, RemoveCartItems);
 
 /// The user entity's state.
 pub struct UserState {
@@ -157,6 +172,20 @@ impl UserState {
             None => Ok(current.items.clone()),
             Some(next) => self.save_cart(next, ctx).await,
         }
+    }
+
+    async fn try_remove_cart_items(
+        &mut self,
+        products: &[ProductId],
+        ctx: &Ctx,
+    ) -> Result<Vec<CartItem>, Attempt<UserError>> {
+        let current = self.cart(ctx).await?;
+        let next: Vec<CartItem> =
+            current.items.iter().filter(|item| !products.contains(&item.product_id)).cloned().collect();
+        if next.len() == current.items.len() {
+            return Ok(next);
+        }
+        self.save_cart(next, ctx).await
     }
 
     /// Writes the cart's new lines over the version this entity read.
@@ -234,6 +263,14 @@ impl Entity for UserState {
                     self.try_remove_cart_item(&product_id, ctx)
                 ));
             }
+            UserMsg::RemoveCartItems { products, reply } => {
+                let _ = reply.send(with_retries!(
+                    self,
+                    ctx,
+                    UserError::Unavailable,
+                    self.try_remove_cart_items(&products, ctx)
+                ));
+            }
         }
     }
 
@@ -246,7 +283,10 @@ impl Entity for UserState {
             UserMsg::Register(_, reply) | UserMsg::Get(reply) => {
                 let _ = reply.send(Err(UserError::Unavailable));
             }
-            UserMsg::Cart(reply) | UserMsg::SetCartItem { reply, .. } | UserMsg::RemoveCartItem { reply, .. } => {
+            UserMsg::Cart(reply)
+            | UserMsg::SetCartItem { reply, .. }
+            | UserMsg::RemoveCartItem { reply, .. }
+            | UserMsg::RemoveCartItems { reply, .. } => {
                 let _ = reply.send(Err(UserError::Unavailable));
             }
         }

@@ -197,6 +197,11 @@ pub struct Settings {
     /// The most products a buyer's cart holds: a new one past it is 409 `cart_full` (changing a
     /// line already there always works). 1 to 1,000.
     pub cart_max_items: usize,
+    /// How long `POST /checkout` may take to reserve the cart's lines: past it the request is 503
+    /// (a retry with the same `Idempotency-Key` carries on), and a checkout still reserving
+    /// this long after its last step is given up by the sweep and its lines released.
+    /// 1,000 to 600,000.
+    pub checkout_timeout_ms: u64,
     // --- outbound webhooks (issue 15) ---
     /// How long a delivery is retried before it is FAILED. 1 second to 30 days.
     pub webhook_retry_for_secs: u64,
@@ -374,6 +379,7 @@ impl Default for Settings {
             reservation_hold_secs: 900,
             order_timeline_max_events: 500,
             cart_max_items: 50,
+            checkout_timeout_ms: 30_000,
             // Outbound webhooks: retried for three days, 10 s doubling up to an hour.
             webhook_retry_for_secs: 3 * 24 * 3600,
             webhook_retry_base_ms: 10_000,
@@ -748,6 +754,9 @@ impl Settings {
         }
         if !(1..=1_000).contains(&self.cart_max_items) {
             bail!("cart_max_items must be 1 to 1000");
+        }
+        if !(1_000..=600_000).contains(&self.checkout_timeout_ms) {
+            bail!("checkout_timeout_ms must be 1000 to 600000");
         }
         self.webhook_settings()?;
         self.cluster_listen_addr()?;

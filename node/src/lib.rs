@@ -136,6 +136,7 @@ impl Node {
                 reservation_hold: Duration::from_secs(settings.reservation_hold_secs),
                 order_timeline_max_events: settings.order_timeline_max_events,
                 cart_max_items: settings.cart_max_items,
+                checkout_timeout: Duration::from_millis(settings.checkout_timeout_ms),
             },
             gateway: settings.gateway_settings(),
             relay_batch: settings.relay_batch.max(1),

@@ -25,6 +25,11 @@ pub enum ErrorCode {
     CartFull,
     /// A seller who has `webhook_max_endpoints` endpoints already registered another.
     TooManyWebhooks,
+    /// A checkout of a cart with no lines (or only lines whose products are gone).
+    CartEmpty,
+    /// A checkout of a cart whose products are priced in more than one currency: one charge
+    /// has one currency.
+    MixedCurrencies,
     /// A webhook URL whose host is (or resolves to) an address deliveries may not go to.
     UrlNotAllowed,
     PayloadTooLarge,
@@ -58,7 +63,7 @@ impl ErrorCode {
             | ErrorCode::TooManyWebhooks => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::Invalid | ErrorCode::UrlNotAllowed => 422,
+            ErrorCode::Invalid | ErrorCode::UrlNotAllowed | ErrorCode::CartEmpty | ErrorCode::MixedCurrencies => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
@@ -85,6 +90,8 @@ impl ErrorCode {
             ErrorCode::CartFull => "cart_full",
             ErrorCode::TooManyWebhooks => "too_many_webhooks",
             ErrorCode::UrlNotAllowed => "url_not_allowed",
+            ErrorCode::CartEmpty => "cart_empty",
+            ErrorCode::MixedCurrencies => "mixed_currencies",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Invalid => "invalid",
@@ -112,12 +119,22 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// A sentence for people; never internals.
     pub message: String,
+    /// The products a refusal concerns, for machines: those a checkout could not reserve
+    /// (`out_of_stock`). Absent on every other error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub products: Option<Vec<String>>,
 }
 
 impl ErrorBody {
     /// Builds the body for a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code, message: message.into() } }
+        Self { error: ErrorDetail { code, message: message.into(), products: None } }
+    }
+
+    /// Names the products the refusal concerns.
+    pub fn with_products(mut self, products: Vec<String>) -> Self {
+        self.error.products = Some(products);
+        self
     }
 }
 

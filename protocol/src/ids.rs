@@ -60,6 +60,10 @@ id_type!(
     PaymentId
 );
 id_type!(
+    /// Identifies a checkout: one cart turned into orders, one per seller.
+    CheckoutId
+);
+id_type!(
     /// Identifies a chat room.
     RoomId
 );

@@ -1,6 +1,6 @@
 //! Wire types of bazaar: what crosses the HTTP, WebSocket and event-log boundaries.
 //!
-//! A request enters as one of the bodies in [`auth`], [`cart`], [`catalog`], [`orders`], [`payments`],
+//! A request enters as one of the bodies in [`auth`], [`cart`], [`checkout`], [`catalog`], [`orders`], [`payments`],
 //! [`webhooks`] or [`chat`], is checked into the domain types of [`values`] by the front end, becomes a command for
 //! an entity actor, and leaves as the same module's view type (or an [`error::ErrorCode`]). What an
 //! entity decided is recorded as an [`events::Envelope`]; WebSocket traffic is the
@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod chat;
+pub mod checkout;
 pub mod error;
 pub mod events;
 pub mod ids;
@@ -21,7 +22,7 @@ pub mod values;
 pub mod webhooks;
 
 pub use error::ErrorCode;
-pub use ids::{EventId, OrderId, PaymentId, ProductId, RoomId, UserId};
+pub use ids::{CheckoutId, EventId, OrderId, PaymentId, ProductId, RoomId, UserId};
 
 /// One page of a listing; `next_cursor` is `None` on the last page.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

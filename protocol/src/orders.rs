@@ -1,6 +1,6 @@
 //! Orders: the placing body, the order view, and the status machine the API allows.
 
-use crate::ids::{EventId, OrderId, PaymentId, ProductId, UserId};
+use crate::ids::{CheckoutId, EventId, OrderId, PaymentId, ProductId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,21 @@ impl OrderStatus {
     }
 }
 
+/// One product of an order: what it costs is fixed when the order is placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLine {
+    /// What was ordered.
+    pub product_id: ProductId,
+    /// How many units.
+    pub quantity: u32,
+    /// The product's price when the order was placed.
+    pub unit_price: i64,
+    /// `unitPrice` × `quantity`.
+    pub amount: i64,
+}
+
 /// An order as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -79,11 +94,12 @@ pub struct Order {
     pub buyer_id: UserId,
     /// Who sells.
     pub seller_id: UserId,
-    /// What was ordered.
+    /// What was ordered: the first line's product (an order placed with `POST /orders` has one
+    /// line; one made by a checkout has one line per product of its seller).
     pub product_id: ProductId,
-    /// How many units.
+    /// The units of every line together.
     pub quantity: u32,
-    /// Price × quantity at the time of ordering.
+    /// What the order costs: its lines' amounts together.
     pub amount: i64,
     /// The amount's currency.
     pub currency: String,
@@ -101,6 +117,32 @@ pub struct Order {
     /// The payment that is paying (or paid) for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<PaymentId>,
+    /// What it holds, in product-id order. Read [`Order::items`], not this: events written before
+    /// lines existed have none.
+    #[serde(default)]
+    // Always sent, though read with a default.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub lines: Vec<OrderLine>,
+    /// The checkout that made it, if it was made by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_id: Option<CheckoutId>,
+}
+
+impl Order {
+    /// The order's lines: those recorded, or for an order from before lines existed the one line
+    /// its product, quantity and amount make.
+    pub fn items(&self) -> Vec<OrderLine> {
+        if !self.lines.is_empty() {
+            return self.lines.clone();
+        }
+        let unit_price = if self.quantity == 0 { 0 } else { self.amount / i64::from(self.quantity) };
+        vec![OrderLine {
+            product_id: self.product_id.clone(),
+            quantity: self.quantity,
+            unit_price,
+            amount: self.amount,
+        }]
+    }
 }
 
 /// Who made a change of an order.

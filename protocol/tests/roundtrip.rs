@@ -11,7 +11,7 @@ use bazaar_protocol::catalog::{CreateProduct, PatchProduct, Product};
 use bazaar_protocol::chat::{ChatMessage, ClientFrame, HistoryPage, OpenRoomRequest, Room, ServerFrame};
 use bazaar_protocol::error::{ErrorBody, ErrorCode, ErrorDetail};
 use bazaar_protocol::events::{topics, Envelope, Event, StockChanged};
-use bazaar_protocol::orders::{Order, OrderStatus, PlaceOrderRequest};
+use bazaar_protocol::orders::{Order, OrderLine, OrderStatus, PlaceOrderRequest};
 use bazaar_protocol::payments::{Payment, PaymentMethod, PaymentRequest, PaymentStatus};
 use bazaar_protocol::values::{Email, Quantity, Role};
 use bazaar_protocol::{EventId, OrderId, Page, PaymentId, ProductId, RoomId, UserId};
@@ -107,7 +107,7 @@ fn payment_status() -> impl Strategy<Value = PaymentStatus> {
 }
 
 /// Every error code; the exhaustive match in `error_code_index` keeps this list complete.
-const ERROR_CODES: [ErrorCode; 23] = [
+const ERROR_CODES: [ErrorCode; 25] = [
     ErrorCode::BadRequest,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
@@ -131,6 +131,8 @@ const ERROR_CODES: [ErrorCode; 23] = [
     ErrorCode::CartFull,
     ErrorCode::TooManyWebhooks,
     ErrorCode::UrlNotAllowed,
+    ErrorCode::CartEmpty,
+    ErrorCode::MixedCurrencies,
 ];
 
 /// The position of a code in [`ERROR_CODES`]; no wildcard, so a new code breaks the build here.
@@ -159,6 +161,8 @@ fn error_code_index(code: ErrorCode) -> usize {
         ErrorCode::CartFull => 20,
         ErrorCode::TooManyWebhooks => 21,
         ErrorCode::UrlNotAllowed => 22,
+        ErrorCode::CartEmpty => 23,
+        ErrorCode::MixedCurrencies => 24,
     }
 }
 
@@ -265,12 +269,14 @@ fn order() -> BoxedStrategy<Order> {
         (id(), id(), id(), id()),
         (any::<u32>(), any::<i64>(), currency(), order_status()),
         (time(), time(), prop::option::of(time()), prop::option::of(id())),
+        (prop::collection::vec(order_line(), 0..4), prop::option::of(id())),
     )
         .prop_map(
             |(
                 (id, buyer_id, seller_id, product_id),
                 (quantity, amount, currency, status),
                 (created_at, updated_at, expires_at, payment_id),
+                (lines, checkout_id),
             )| Order {
                 id,
                 buyer_id,
@@ -284,9 +290,20 @@ fn order() -> BoxedStrategy<Order> {
                 updated_at,
                 expires_at,
                 payment_id,
+                lines,
+                checkout_id,
             },
         )
         .boxed()
+}
+
+fn order_line() -> impl Strategy<Value = OrderLine> {
+    (id(), any::<u32>(), any::<i64>(), any::<i64>()).prop_map(|(product_id, quantity, unit_price, amount)| OrderLine {
+        product_id,
+        quantity,
+        unit_price,
+        amount,
+    })
 }
 
 fn payment_method() -> impl Strategy<Value = PaymentMethod> {
@@ -466,7 +483,8 @@ fn envelope() -> impl Strategy<Value = Envelope> {
 }
 
 fn error_body() -> impl Strategy<Value = ErrorBody> {
-    (error_code(), text_up_to(200)).prop_map(|(code, message)| ErrorBody { error: ErrorDetail { code, message } })
+    (error_code(), text_up_to(200))
+        .prop_map(|(code, message)| ErrorBody { error: ErrorDetail { code, message, products: None } })
 }
 
 /// Draws `count` values from `strategy` with a fixed seed and returns the variant indexes seen.

@@ -94,12 +94,56 @@ pub async fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), 
     expect_one(done)
 }
 
-/// Records that `order_id` holds `quantity` units of `product_id`.
-pub async fn reserve(tx: &mut Tx, order_id: &str, product_id: &str, quantity: u32) -> Result<(), StoreError> {
-    query(tx, "INSERT INTO reservations (order_id, product_id, quantity, released) VALUES ($1, $2, $3, 0)")
+/// Records that `order_id` holds `quantity` units of `product_id`, reserved at `unit_price`.
+pub async fn reserve(
+    tx: &mut Tx,
+    order_id: &str,
+    product_id: &str,
+    quantity: u32,
+    unit_price: i64,
+) -> Result<(), StoreError> {
+    query(
+        tx,
+        "INSERT INTO reservations (order_id, product_id, quantity, released, unit_price) VALUES ($1, $2, $3, 0, $4)",
+    )
+    .bind(order_id)
+    .bind(product_id)
+    .bind(i64::from(quantity))
+    .bind(unit_price)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A line's reservation as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub quantity: i64,
+    pub released: bool,
+    /// The price it was reserved at; `None` for reservations from before checkout existed.
+    pub unit_price: Option<i64>,
+}
+
+/// The reservation of `order_id`'s line of `product_id`, if one was ever recorded.
+pub async fn reservation(tx: &mut Tx, order_id: &str, product_id: &str) -> Result<Option<Reservation>, StoreError> {
+    let row: Option<(i64, i64, Option<i64>)> = super::query_as(
+        tx,
+        "SELECT quantity, released, unit_price FROM reservations WHERE order_id = $1 AND product_id = $2",
+    )
+    .bind(order_id)
+    .bind(product_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(quantity, released, unit_price)| Reservation { quantity, released: released != 0, unit_price }))
+}
+
+/// Records that `order_id`'s line of `product_id` is given up before it was ever reserved, so a
+/// reservation that arrives after this (a retried request overtaken by its compensation) is
+/// refused rather than taking stock nobody would give back.
+pub async fn forgo(tx: &mut Tx, order_id: &str, product_id: &str) -> Result<(), StoreError> {
+    query(tx, "INSERT INTO reservations (order_id, product_id, quantity, released) VALUES ($1, $2, 0, 1)")
         .bind(order_id)
         .bind(product_id)
-        .bind(i64::from(quantity))
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -118,20 +162,24 @@ pub async fn reserved(tx: &mut Tx, product_id: &str) -> Result<i64, StoreError> 
     Ok(units)
 }
 
-/// Marks the reservation of `order_id` released; returns its quantity the first time, `None` after.
-pub async fn release(tx: &mut Tx, order_id: &str) -> Result<Option<i64>, StoreError> {
+/// Marks the reservation of `order_id`'s line of `product_id` released; returns its quantity the
+/// first time, `None` after (or when it was never reserved).
+pub async fn release(tx: &mut Tx, order_id: &str, product_id: &str) -> Result<Option<i64>, StoreError> {
     // Not `UPDATE ... RETURNING`, which MySQL lacks: the update locks the row (a second release
     // waits, then finds it released and changes nothing), and the quantity read after it in the
     // same transaction is the one it released.
-    let released = query(tx, "UPDATE reservations SET released = 1 WHERE order_id = $1 AND released = 0")
-        .bind(order_id)
-        .execute(&mut **tx)
-        .await?;
+    let released =
+        query(tx, "UPDATE reservations SET released = 1 WHERE order_id = $1 AND product_id = $2 AND released = 0")
+            .bind(order_id)
+            .bind(product_id)
+            .execute(&mut **tx)
+            .await?;
     if released.rows_affected() != 1 {
         return Ok(None);
     }
-    let quantity: i64 = query_scalar(tx, "SELECT quantity FROM reservations WHERE order_id = $1")
+    let quantity: i64 = query_scalar(tx, "SELECT quantity FROM reservations WHERE order_id = $1 AND product_id = $2")
         .bind(order_id)
+        .bind(product_id)
         .fetch_one(&mut **tx)
         .await?;
     Ok(Some(quantity))

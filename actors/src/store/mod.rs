@@ -22,6 +22,7 @@ pub mod backend;
 pub mod carts;
 pub mod catalog;
 pub mod chat;
+pub mod checkouts;
 pub mod embedded_log;
 pub mod history;
 pub mod idempotency;

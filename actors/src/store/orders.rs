@@ -1,7 +1,7 @@
 //! Order rows.
 
-use super::{corrupt, expect_one, query, query_scalar, timestamp, Backend, OnBackend, Store, StoreError, Tx};
-use bazaar_protocol::orders::{Order, OrderStatus};
+use super::{corrupt, expect_one, query, query_scalar, timestamp, Backend, LongText, OnBackend, Store, StoreError, Tx};
+use bazaar_protocol::orders::{Order, OrderLine, OrderStatus};
 use bazaar_protocol::Page;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
@@ -9,6 +9,11 @@ use sqlx::Row;
 
 fn from_row(row: &AnyRow) -> Result<(Order, i64), StoreError> {
     let status: String = row.try_get("status")?;
+    // MySQL keeps the lines as MEDIUMTEXT, which its driver reports as a blob: read through LongText.
+    let lines: Vec<OrderLine> = match row.try_get::<Option<LongText>, _>("lines")? {
+        None => Vec::new(),
+        Some(LongText(text)) => serde_json::from_str(&text).map_err(|e| corrupt("order lines", &e.to_string()))?,
+    };
     Ok((
         Order {
             id: row.try_get::<String, _>("id")?.into(),
@@ -27,6 +32,8 @@ fn from_row(row: &AnyRow) -> Result<(Order, i64), StoreError> {
                 .map(timestamp::decode)
                 .transpose()?,
             payment_id: row.try_get::<Option<String>, _>("payment_id")?.map(Into::into),
+            lines,
+            checkout_id: row.try_get::<Option<String>, _>("checkout_id")?.map(Into::into),
         },
         row.try_get("version")?,
     ))
@@ -98,8 +105,8 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
     query(
         tx,
         "INSERT INTO orders (id, buyer_id, seller_id, product_id, quantity, amount, currency, status, payment_id,
-                             paid_at, created_at, updated_at, expires_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, 1)",
+                             paid_at, created_at, updated_at, expires_at, lines, checkout_id, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, $13, $14, 1)",
     )
     .bind(order.id.as_str())
     .bind(order.buyer_id.as_str())
@@ -113,6 +120,8 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
     .bind(timestamp::encode(order.created_at))
     .bind(timestamp::encode(order.updated_at))
     .bind(order.expires_at.map(timestamp::encode))
+    .bind(serde_json::to_string(&order.lines).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+    .bind(order.checkout_id.as_ref().map(|c| c.as_str()))
     .execute(&mut **tx)
     .await?;
     Ok(())

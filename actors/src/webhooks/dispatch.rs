@@ -336,6 +336,8 @@ mod tests {
             updated_at: at,
             expires_at: None,
             payment_id: None,
+            lines: Vec::new(),
+            checkout_id: None,
         };
         Envelope::new("o1", 1, at, Event::OrderPlaced { order })
     }

@@ -34,6 +34,7 @@ impl From<ProductError> for ApiError {
                     (MAX_STOCK - reserved).max(0)
                 ),
             ),
+            ProductError::Withdrawn => ApiError::new(ErrorCode::Conflict, "this reservation was given up"),
             ProductError::Unavailable => ApiError::unavailable(),
         }
     }

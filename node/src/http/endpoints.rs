@@ -11,6 +11,7 @@ use bazaar_protocol::auth::{LoginRequest, RefreshRequest, SignupRequest, TokenPa
 use bazaar_protocol::cart::{Cart, SetCartItemRequest};
 use bazaar_protocol::catalog::{CreateProduct, PatchProduct, Product};
 use bazaar_protocol::chat::{HistoryPage, OpenRoomRequest, Room};
+use bazaar_protocol::checkout::Checkout;
 use bazaar_protocol::orders::{Order, OrderTimeline, PlaceOrderRequest};
 use bazaar_protocol::payments::{Payment, PaymentRequest, RefundRequest};
 use bazaar_protocol::webhooks::{CreateWebhookRequest, WebhookDelivery, WebhookEndpoint};
@@ -607,6 +608,48 @@ pub const ENDPOINTS: &[Endpoint] = &[
         idempotency: Idempotency::Unused,
         answers: &[Answer { status: 200, description: "The cart after it", body: Output::Json(typed::<Cart>()) }],
         errors: &[Forbidden],
+    },
+    // Checkout
+    Endpoint {
+        verb: Verb::Post,
+        path: "/checkout",
+        tag: "checkout",
+        summary: "Checks out the cart: one order per seller, every line reserved or none (buyers)",
+        description: "Each line is reserved at its product at today's price (`lines[].unitPrice`); the orders \
+                      (status ORDERED, with the reservation hold's `expiresAt`) are made only once every line is, \
+                      and the checked-out products leave the cart. A line short of stock, or a product gone: 409 \
+                      `out_of_stock` with `error.products` naming them, and nothing is held. No body. The same key \
+                      again: the same checkout (200), whatever the cart holds now. An empty cart: 422 `cart_empty`; \
+                      products in more than one currency: 422 `mixed_currencies`. Not done within \
+                      `checkout_timeout_ms` (30 s): 503, and a retry with the same key carries on.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Required,
+        answers: &[
+            Answer { status: 201, description: "Checked out, status OPEN", body: Output::Json(typed::<Checkout>()) },
+            Answer {
+                status: 200,
+                description: "A retry: the checkout made before",
+                body: Output::Json(typed::<Checkout>()),
+            },
+        ],
+        errors: &[Forbidden, OutOfStock, IdempotencyMismatch, CartEmpty, MixedCurrencies, Conflict, Invalid],
+    },
+    Endpoint {
+        verb: Verb::Get,
+        path: "/checkouts/{id}",
+        tag: "checkout",
+        summary: "A checkout of the caller's, with its orders as they are now",
+        description: "Another buyer's checkout, or none: 404.",
+        access: Access::Bearer,
+        ungated: false,
+        input: Input::Nothing,
+        query: &[],
+        idempotency: Idempotency::Unused,
+        answers: &[Answer { status: 200, description: "The checkout", body: Output::Json(typed::<Checkout>()) }],
+        errors: &[NotFound],
     },
     // Webhooks
     Endpoint {

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod chat;
+pub mod checkout;
 pub mod client_addr;
 mod console;
 pub mod cors;
@@ -52,6 +53,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// The products the refusal concerns (a checkout's `out_of_stock`).
+    pub products: Option<Vec<String>>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -59,7 +62,7 @@ impl warp::reject::Reject for ApiError {}
 impl ApiError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after: None }
+        Self { code, message: message.into(), retry_after: None, products: None }
     }
 
     /// 400 `bad_request`.
@@ -96,9 +99,9 @@ impl ApiError {
     /// The JSON response for this error.
     pub fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response =
-            warp::reply::with_status(warp::reply::json(&ErrorBody::new(self.code, self.message)), status)
-                .into_response();
+        let mut body = ErrorBody::new(self.code, self.message);
+        body.error.products = self.products;
+        let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
         }
@@ -534,6 +537,8 @@ fn api_routes(app: Arc<App>, internal: bool) -> BoxedFilter<(Response,)> {
         .unify()
         .or(cart::routes(app.clone()))
         .unify()
+        .or(checkout::routes(app.clone()))
+        .unify()
         .or(payments::routes(app.clone()))
         .unify()
         .or(chat::routes(app.clone()))
@@ -554,7 +559,12 @@ fn api_routes(app: Arc<App>, internal: bool) -> BoxedFilter<(Response,)> {
 /// Turns every rejection into the API's JSON error body.
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let error = if let Some(api) = rejection.find::<ApiError>() {
-        ApiError { code: api.code, message: api.message.clone(), retry_after: api.retry_after }
+        ApiError {
+            code: api.code,
+            message: api.message.clone(),
+            retry_after: api.retry_after,
+            products: api.products.clone(),
+        }
     } else if rejection.is_not_found() {
         ApiError::new(ErrorCode::NotFound, "no such route")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -232,6 +232,8 @@ fn example_message(code: ErrorCode) -> &'static str {
         ErrorCode::RefundExceedsPayment => "only 4000 of the payment is left to refund",
         ErrorCode::CartFull => "the cart holds at most 50 products",
         ErrorCode::TooManyWebhooks => "a seller registers at most 10 webhook endpoints",
+        ErrorCode::CartEmpty => "the cart is empty",
+        ErrorCode::MixedCurrencies => "the cart's products are priced in more than one currency",
         ErrorCode::UrlNotAllowed => "url: 127.0.0.1 is a loopback address; deliveries may not go there",
         ErrorCode::PayloadTooLarge => "the request body is larger than 65536 bytes",
         ErrorCode::UnsupportedMediaType => "the body must be JSON, sent with Content-Type: application/json",

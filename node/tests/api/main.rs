@@ -21,6 +21,7 @@ mod bad_input;
 mod cart;
 mod catalog;
 mod chat_http;
+mod checkout;
 mod concurrency;
 mod cors;
 mod crash;

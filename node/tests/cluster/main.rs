@@ -21,6 +21,7 @@ mod webhook_receiver;
 
 mod by_name;
 mod chat;
+mod checkout;
 mod cluster_up;
 mod consistency;
 mod failover;

@@ -1,0 +1,379 @@
+//! The checkout entity: the record of one checkout and its phase. It decides nothing about stock
+//! (each product does, for its own line); it makes sure a checkout opens at most once (creating
+//! its orders) or fails at most once, whichever of the requests and the sweep working on it gets
+//! there first.
+
+use crate::attempt::Attempt;
+use crate::checkout::plan;
+use crate::entity::{Ctx, Entity, EntityRef};
+use crate::idempotency::{self, Earlier, IdempotencyKey};
+use crate::product::ReservedLine;
+use crate::store::checkouts::{self, CheckoutRecord, Failure, Phase, PlannedLine};
+use crate::store::{self, orders, StoreError};
+use crate::with_retries;
+use bazaar_protocol::events::{Envelope, Event};
+use bazaar_protocol::{CheckoutId, UserId};
+use chrono::{DateTime, Utc};
+use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
+
+/// Why a checkout command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CheckoutError {
+    /// Unknown, or not the caller's: existence is not revealed.
+    #[error("checkout not found")]
+    NotFound,
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyMismatch,
+    #[error("storage unavailable")]
+    Unavailable,
+}
+
+type Reply<T> = RpcReplyPort<Result<T, CheckoutError>>;
+
+/// What opening a checkout found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Opened {
+    /// The checkout under this id: new, or the one a retry finds (in whatever phase).
+    Here(CheckoutRecord),
+    /// The key was used before, for the checkout with this id.
+    Earlier(CheckoutId),
+}
+
+/// Records a new checkout of `plan` for `buyer_id`, RESERVING, or finds the one there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenCheckout {
+    pub buyer_id: UserId,
+    pub plan: Vec<PlannedLine>,
+    pub idempotency: IdempotencyKey,
+}
+
+/// Opens a RESERVING checkout with its planned lines reserved as `reserved` (in plan order):
+/// its orders are created, or it fails when they cannot be made (currencies, amounts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteCheckout {
+    pub reserved: Vec<ReservedLine>,
+}
+
+/// Fails a RESERVING checkout: it moves to RELEASING (its lines are to be given up).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailCheckout {
+    pub failure: Failure,
+}
+
+/// Records that every line of a RELEASING checkout was given up: it is FAILED.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutReleased;
+
+/// The sweep's request: fails the checkout if it is RESERVING and has not moved since `before`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AbandonCheckout {
+    pub before: DateTime<Utc>,
+}
+
+/// Reads the checkout for its buyer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetCheckout {
+    pub viewer: UserId,
+}
+
+/// Messages a checkout entity accepts. Local-only: entities never cross nodes.
+pub enum CheckoutMsg {
+    Open(OpenCheckout, Reply<Opened>),
+    Complete(CompleteCheckout, Reply<CheckoutRecord>),
+    Fail(FailCheckout, Reply<CheckoutRecord>),
+    Released(Reply<CheckoutRecord>),
+    Abandon(AbandonCheckout, Reply<CheckoutRecord>),
+    Get(GetCheckout, Reply<CheckoutRecord>),
+}
+
+crate::request!(OpenCheckout, CheckoutState, "checkout.open", Result<Opened, CheckoutError>, |self, reply| CheckoutMsg::Open(self, reply));
+crate::request!(CompleteCheckout, CheckoutState, "checkout.complete", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Complete(self, reply));
+crate::request!(FailCheckout, CheckoutState, "checkout.fail", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Fail(self, reply));
+crate::request!(CheckoutReleased, CheckoutState, "checkout.released", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Released(reply));
+crate::request!(AbandonCheckout, CheckoutState, "checkout.abandon", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Abandon(self, reply));
+crate::request!(read GetCheckout, CheckoutState, "checkout.get", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Get(self, reply));
+
+crate::remote_requests!(CheckoutState: OpenCheckout, CompleteCheckout, FailCheckout, CheckoutReleased, AbandonCheckout, GetCheckout);
+
+/// The checkout entity's state.
+pub struct CheckoutState {
+    id: CheckoutId,
+    record: Option<CheckoutRecord>,
+    version: i64,
+}
+
+impl CheckoutState {
+    fn existing(&self) -> Result<&CheckoutRecord, CheckoutError> {
+        self.record.as_ref().ok_or(CheckoutError::NotFound)
+    }
+
+    /// Decides what completing does: the open checkout and its orders, the failed one, or
+    /// nothing (it is past RESERVING: the answer is the record as it is).
+    pub fn complete(
+        &self,
+        reserved: &[ReservedLine],
+        now: DateTime<Utc>,
+        hold: std::time::Duration,
+    ) -> Result<Option<CheckoutRecord>, CheckoutError> {
+        let current = self.existing()?;
+        if current.phase != Phase::Reserving {
+            return Ok(None);
+        }
+        if reserved.len() != current.plan.len() {
+            return Ok(Some(failed(current, Failure::Short(Vec::new()), now)));
+        }
+        // A hold too long for chrono is no hold at all (the orders wait for their buyer).
+        let expires_at = chrono::Duration::from_std(hold).ok().and_then(|hold| now.checked_add_signed(hold));
+        match plan::orders(&current.id, &current.buyer_id, &current.plan, reserved, now, expires_at) {
+            Err(failure) => Ok(Some(failed(current, failure, now))),
+            Ok((orders, total, currency)) => Ok(Some(CheckoutRecord {
+                phase: Phase::Open,
+                orders,
+                total,
+                currency,
+                expires_at,
+                updated_at: now,
+                ..current.clone()
+            })),
+        }
+    }
+
+    async fn reload(&mut self, ctx: &Ctx) -> Result<(), StoreError> {
+        *self = Self::load(self.id.as_str(), ctx).await?;
+        Ok(())
+    }
+
+    async fn save(&mut self, next: CheckoutRecord, ctx: &Ctx) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
+        let mut tx = ctx.store.begin().await?;
+        checkouts::update(&mut tx, &next, self.version).await?;
+        if next.phase == Phase::Open {
+            let events: Vec<Envelope> = next
+                .orders
+                .iter()
+                .map(|order| {
+                    Envelope::new(order.id.as_str(), 1, next.updated_at, Event::OrderPlaced { order: order.clone() })
+                })
+                .collect();
+            for order in &next.orders {
+                orders::insert(&mut tx, order).await?;
+            }
+            store::append_events(&mut tx, &events).await?;
+        }
+        ctx.store.commit(tx).await?;
+        self.record = Some(next.clone());
+        self.version += 1;
+        Ok(next)
+    }
+
+    async fn try_open(&mut self, cmd: &OpenCheckout, ctx: &Ctx) -> Result<Opened, Attempt<CheckoutError>> {
+        if let Some(record) = &self.record {
+            if record.buyer_id != cmd.buyer_id {
+                return Err(Attempt::Refused(CheckoutError::NotFound));
+            }
+            return Ok(Opened::Here(record.clone()));
+        }
+        let mut tx = ctx.store.begin().await?;
+        match idempotency::check(&mut tx, &cmd.idempotency).await? {
+            Earlier::Nothing => {}
+            Earlier::Mismatch => return Err(Attempt::Refused(CheckoutError::IdempotencyMismatch)),
+            Earlier::Done(id) if id != self.id.as_str() => return Ok(Opened::Earlier(id.into())),
+            Earlier::Done(_) => {
+                return Err(Attempt::Store(StoreError::Corrupt("idempotency record without checkout".into())))
+            }
+        }
+        let now = Utc::now();
+        let record = CheckoutRecord {
+            id: self.id.clone(),
+            buyer_id: cmd.buyer_id.clone(),
+            phase: Phase::Reserving,
+            plan: cmd.plan.clone(),
+            orders: Vec::new(),
+            total: 0,
+            currency: String::new(),
+            expires_at: None,
+            failure: None,
+            created_at: now,
+            updated_at: now,
+        };
+        checkouts::insert(&mut tx, &record).await?;
+        idempotency::record(&mut tx, &cmd.idempotency, self.id.as_str(), now).await?;
+        ctx.store.commit(tx).await?;
+        self.record = Some(record.clone());
+        self.version = 1;
+        Ok(Opened::Here(record))
+    }
+
+    async fn try_complete(
+        &mut self,
+        cmd: &CompleteCheckout,
+        ctx: &Ctx,
+    ) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
+        let decided =
+            self.complete(&cmd.reserved, Utc::now(), ctx.settings.reservation_hold).map_err(Attempt::Refused)?;
+        match decided {
+            None => Ok(self.existing().map_err(Attempt::Refused)?.clone()),
+            Some(next) => self.save(next, ctx).await,
+        }
+    }
+
+    async fn try_fail(&mut self, failure: &Failure, ctx: &Ctx) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
+        let current = self.existing().map_err(Attempt::Refused)?;
+        if current.phase != Phase::Reserving {
+            return Ok(current.clone());
+        }
+        let next = failed(current, failure.clone(), Utc::now());
+        self.save(next, ctx).await
+    }
+
+    async fn try_released(&mut self, ctx: &Ctx) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
+        let current = self.existing().map_err(Attempt::Refused)?;
+        if current.phase != Phase::Releasing {
+            return Ok(current.clone());
+        }
+        let next = CheckoutRecord { phase: Phase::Failed, updated_at: Utc::now(), ..current.clone() };
+        self.save(next, ctx).await
+    }
+
+    async fn try_abandon(
+        &mut self,
+        before: DateTime<Utc>,
+        ctx: &Ctx,
+    ) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
+        let current = self.existing().map_err(Attempt::Refused)?;
+        if current.phase != Phase::Reserving || current.updated_at > before {
+            return Ok(current.clone());
+        }
+        let next = failed(current, Failure::TimedOut, Utc::now());
+        self.save(next, ctx).await
+    }
+}
+
+/// `current` failed for `failure`: its lines are to be given up.
+fn failed(current: &CheckoutRecord, failure: Failure, now: DateTime<Utc>) -> CheckoutRecord {
+    CheckoutRecord { phase: Phase::Releasing, failure: Some(failure), updated_at: now, ..current.clone() }
+}
+
+impl Entity for CheckoutState {
+    const KIND: &'static str = "checkout";
+    type Msg = CheckoutMsg;
+
+    async fn load(id: &str, ctx: &Ctx) -> Result<Self, StoreError> {
+        let found = checkouts::load(&ctx.store, id).await?;
+        let version = found.as_ref().map_or(0, |(_, v)| *v);
+        Ok(Self { id: id.into(), record: found.map(|(record, _)| record), version })
+    }
+
+    async fn handle(&mut self, msg: CheckoutMsg, ctx: &Ctx, _myself: &EntityRef<Self>) {
+        match msg {
+            CheckoutMsg::Open(cmd, reply) => {
+                let _ = reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_open(&cmd, ctx)));
+            }
+            CheckoutMsg::Complete(cmd, reply) => {
+                let _ = reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_complete(&cmd, ctx)));
+            }
+            CheckoutMsg::Fail(cmd, reply) => {
+                let _ =
+                    reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_fail(&cmd.failure, ctx)));
+            }
+            CheckoutMsg::Released(reply) => {
+                let _ = reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_released(ctx)));
+            }
+            CheckoutMsg::Abandon(cmd, reply) => {
+                let _ =
+                    reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_abandon(cmd.before, ctx)));
+            }
+            CheckoutMsg::Get(query, reply) => {
+                let found = match &self.record {
+                    Some(record) if record.buyer_id == query.viewer => Ok(record.clone()),
+                    _ => Err(CheckoutError::NotFound),
+                };
+                let _ = reply.send(found);
+            }
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.record.is_some()
+    }
+
+    fn refuse(msg: CheckoutMsg) {
+        match msg {
+            CheckoutMsg::Open(_, reply) => {
+                let _ = reply.send(Err(CheckoutError::Unavailable));
+            }
+            CheckoutMsg::Complete(_, reply)
+            | CheckoutMsg::Fail(_, reply)
+            | CheckoutMsg::Released(reply)
+            | CheckoutMsg::Abandon(_, reply)
+            | CheckoutMsg::Get(_, reply) => {
+                let _ = reply.send(Err(CheckoutError::Unavailable));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkout::plan::{plan, CartPick};
+    use std::time::Duration;
+
+    fn reserving() -> CheckoutState {
+        let now = Utc::now();
+        let picks = [
+            CartPick { product_id: "p1".into(), seller_id: "s1".into(), quantity: 1 },
+            CartPick { product_id: "p2".into(), seller_id: "s2".into(), quantity: 2 },
+        ];
+        let record = CheckoutRecord {
+            id: "c1".into(),
+            buyer_id: "buyer".into(),
+            phase: Phase::Reserving,
+            plan: plan(&picks),
+            orders: Vec::new(),
+            total: 0,
+            currency: String::new(),
+            expires_at: None,
+            failure: None,
+            created_at: now,
+            updated_at: now,
+        };
+        CheckoutState { id: "c1".into(), record: Some(record), version: 1 }
+    }
+
+    fn taken(state: &CheckoutState) -> Vec<ReservedLine> {
+        let plan = &state.record.as_ref().unwrap().plan;
+        plan.iter()
+            .map(|line| ReservedLine {
+                product_id: line.product_id.clone(),
+                seller_id: line.seller_id.clone(),
+                quantity: line.quantity,
+                unit_price: 1_000,
+                currency: "KRW".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reserving_checkout_opens_once_with_its_orders() {
+        let state = reserving();
+        let hold = Duration::from_secs(900);
+        let open = state.complete(&taken(&state), Utc::now(), hold).unwrap().unwrap();
+        assert_eq!(open.phase, Phase::Open);
+        assert_eq!(open.orders.len(), 2);
+        assert_eq!(open.total, 3_000);
+        assert!(open.expires_at.is_some());
+        let after = CheckoutState { record: Some(open), ..reserving() };
+        assert!(after.complete(&taken(&after), Utc::now(), hold).unwrap().is_none(), "an open checkout stays as it is");
+    }
+
+    #[test]
+    fn a_completion_missing_a_line_fails_the_checkout() {
+        let state = reserving();
+        let mut lines = taken(&state);
+        lines.pop();
+        let next = state.complete(&lines, Utc::now(), Duration::from_secs(900)).unwrap().unwrap();
+        assert_eq!(next.phase, Phase::Releasing);
+        assert!(next.orders.is_empty());
+    }
+}
