@@ -37,6 +37,8 @@ fn order(id: &str, quantity: u32, status: OrderStatus) -> Order {
         updated_at: at(),
         expires_at: None,
         payment_id: None,
+        lines: Vec::new(),
+        checkout_id: None,
     }
 }
 
