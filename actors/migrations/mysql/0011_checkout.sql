@@ -1,6 +1,7 @@
--- Checkout: orders gain lines (one per product; NULL on orders from before, whose one line is
--- their product, quantity and amount) and the checkout that made them.
-ALTER TABLE orders ADD COLUMN lines MEDIUMTEXT;
+-- Checkout: orders gain their lines as JSON (`order_lines`: `lines` is a reserved word in MySQL;
+-- one per product; NULL on orders from before, whose one line is their product, quantity and
+-- amount) and the checkout that made them.
+ALTER TABLE orders ADD COLUMN order_lines MEDIUMTEXT;
 ALTER TABLE orders ADD COLUMN checkout_id VARCHAR(255) COLLATE utf8mb4_bin;
 
 -- A reservation is now one line of an order: keyed by order and product. `unit_price` is the

@@ -1,6 +1,7 @@
--- Checkout: orders gain lines (one per product; NULL on orders from before, whose one line is
--- their product, quantity and amount) and the checkout that made them.
-ALTER TABLE orders ADD COLUMN lines TEXT;
+-- Checkout: orders gain their lines as JSON (`order_lines`: `lines` is a reserved word in MySQL;
+-- one per product; NULL on orders from before, whose one line is their product, quantity and
+-- amount) and the checkout that made them.
+ALTER TABLE orders ADD COLUMN order_lines TEXT;
 ALTER TABLE orders ADD COLUMN checkout_id TEXT;
 
 -- A reservation is now one line of an order: keyed by order and product. `unit_price` is the

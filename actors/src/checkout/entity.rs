@@ -71,6 +71,11 @@ pub struct AbandonCheckout {
     pub before: DateTime<Utc>,
 }
 
+/// Marks a checkout still under way (RESERVING or RELEASING) as moving now: a retry carrying it
+/// on, or a sweep whose release failed, so the sweep's timeout counts from this step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TouchCheckout;
+
 /// Reads the checkout for its buyer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetCheckout {
@@ -84,6 +89,7 @@ pub enum CheckoutMsg {
     Fail(FailCheckout, Reply<CheckoutRecord>),
     Released(Reply<CheckoutRecord>),
     Abandon(AbandonCheckout, Reply<CheckoutRecord>),
+    Touch(Reply<CheckoutRecord>),
     Get(GetCheckout, Reply<CheckoutRecord>),
 }
 
@@ -92,9 +98,10 @@ crate::request!(CompleteCheckout, CheckoutState, "checkout.complete", Result<Che
 crate::request!(FailCheckout, CheckoutState, "checkout.fail", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Fail(self, reply));
 crate::request!(CheckoutReleased, CheckoutState, "checkout.released", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Released(reply));
 crate::request!(AbandonCheckout, CheckoutState, "checkout.abandon", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Abandon(self, reply));
+crate::request!(TouchCheckout, CheckoutState, "checkout.touch", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Touch(reply));
 crate::request!(read GetCheckout, CheckoutState, "checkout.get", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Get(self, reply));
 
-crate::remote_requests!(CheckoutState: OpenCheckout, CompleteCheckout, FailCheckout, CheckoutReleased, AbandonCheckout, GetCheckout);
+crate::remote_requests!(CheckoutState: OpenCheckout, CompleteCheckout, FailCheckout, CheckoutReleased, AbandonCheckout, TouchCheckout, GetCheckout);
 
 /// The checkout entity's state.
 pub struct CheckoutState {
@@ -249,6 +256,17 @@ impl CheckoutState {
     }
 }
 
+impl CheckoutState {
+    async fn try_touch(&mut self, ctx: &Ctx) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
+        let current = self.existing().map_err(Attempt::Refused)?;
+        if !matches!(current.phase, Phase::Reserving | Phase::Releasing) {
+            return Ok(current.clone());
+        }
+        let next = CheckoutRecord { updated_at: Utc::now(), ..current.clone() };
+        self.save(next, ctx).await
+    }
+}
+
 /// `current` failed for `failure`: its lines are to be given up.
 fn failed(current: &CheckoutRecord, failure: Failure, now: DateTime<Utc>) -> CheckoutRecord {
     CheckoutRecord { phase: Phase::Releasing, failure: Some(failure), updated_at: now, ..current.clone() }
@@ -283,6 +301,9 @@ impl Entity for CheckoutState {
                 let _ =
                     reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_abandon(cmd.before, ctx)));
             }
+            CheckoutMsg::Touch(reply) => {
+                let _ = reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_touch(ctx)));
+            }
             CheckoutMsg::Get(query, reply) => {
                 let found = match &self.record {
                     Some(record) if record.buyer_id == query.viewer => Ok(record.clone()),
@@ -306,6 +327,7 @@ impl Entity for CheckoutState {
             | CheckoutMsg::Fail(_, reply)
             | CheckoutMsg::Released(reply)
             | CheckoutMsg::Abandon(_, reply)
+            | CheckoutMsg::Touch(reply)
             | CheckoutMsg::Get(_, reply) => {
                 let _ = reply.send(Err(CheckoutError::Unavailable));
             }

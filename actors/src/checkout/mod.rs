@@ -26,7 +26,9 @@ use crate::store::checkouts::{Failure, PlannedLine};
 use crate::user::RemoveCartItems;
 use bazaar_protocol::values::Quantity;
 use bazaar_protocol::{CheckoutId, ProductId, UserId};
-use entity::{CheckoutError, CheckoutReleased, CompleteCheckout, FailCheckout, GetCheckout, OpenCheckout, Opened};
+use entity::{
+    CheckoutError, CheckoutReleased, CompleteCheckout, FailCheckout, GetCheckout, OpenCheckout, Opened, TouchCheckout,
+};
 use plan::CartPick;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -113,7 +115,12 @@ pub async fn resume(
     timeout: Duration,
 ) -> Result<CheckoutRecord, CheckoutRefused> {
     let deadline = Instant::now() + timeout;
-    let record = answer(regions.checkouts.ask(id, GetCheckout { viewer: buyer.clone() }).await)?;
+    let mut record = answer(regions.checkouts.ask(id, GetCheckout { viewer: buyer.clone() }).await)?;
+    if record.phase == Phase::Reserving {
+        // The sweep's timeout counts from here: it must not give up the checkout this retry is
+        // carrying on.
+        record = answer(regions.checkouts.ask(id, TouchCheckout).await)?;
+    }
     finish(regions, record, deadline).await
 }
 
@@ -124,7 +131,11 @@ pub async fn finish(
     deadline: Instant,
 ) -> Result<CheckoutRecord, CheckoutRefused> {
     match record.phase {
-        Phase::Open => return Ok(record),
+        Phase::Open => {
+            // The request that opened it may have been cut off before it emptied the cart.
+            clear_cart(regions, &record).await;
+            return Ok(record);
+        }
         Phase::Failed => return Err(refusal(&record)),
         Phase::Releasing => {
             release(regions, &record, deadline).await;

@@ -4,7 +4,7 @@
 //! cluster one node sweeps (the rendezvous owner of [`ROLE`]); two sweepers during a view change
 //! are harmless, since each step is idempotent and each phase change is decided once.
 
-use super::entity::AbandonCheckout;
+use super::entity::{AbandonCheckout, TouchCheckout};
 use crate::cluster::ClusterView;
 use crate::regions::Regions;
 use crate::store::checkouts::{self, Phase};
@@ -75,6 +75,10 @@ pub async fn sweep(store: &Store, regions: &Regions, timeout: Duration) {
             if super::release(regions, &record, deadline).await {
                 metrics::counter!("bazaar_checkouts_given_up_total").increment(1);
                 info!(checkout_id = %id, "stalled checkout given up; its lines released");
+            } else {
+                // To the back of the queue, so one checkout that cannot be released yet never
+                // keeps the sweep from the others.
+                let _ = regions.checkouts.ask(&id, TouchCheckout).await;
             }
         }
     }
@@ -143,6 +147,12 @@ mod tests {
         sweep(&store, &regions, Duration::from_secs(3600)).await;
         let kept = regions.checkouts.ask(id.as_str(), GetCheckout { viewer: buyer.clone() }).await.unwrap().unwrap();
         assert_eq!(kept.phase, Phase::Reserving);
+        // A retry carrying it on touches it: the timeout counts from the retry, not the start.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        regions.checkouts.ask(id.as_str(), TouchCheckout).await.unwrap().unwrap();
+        sweep(&store, &regions, Duration::from_secs(1)).await;
+        let kept = regions.checkouts.ask(id.as_str(), GetCheckout { viewer: buyer.clone() }).await.unwrap().unwrap();
+        assert_eq!(kept.phase, Phase::Reserving, "a checkout a retry just touched is not given up");
         sweep(&store, &regions, Duration::ZERO).await;
         let given_up =
             regions.checkouts.ask(id.as_str(), GetCheckout { viewer: buyer.clone() }).await.unwrap().unwrap();

@@ -10,7 +10,7 @@ use sqlx::Row;
 fn from_row(row: &AnyRow) -> Result<(Order, i64), StoreError> {
     let status: String = row.try_get("status")?;
     // MySQL keeps the lines as MEDIUMTEXT, which its driver reports as a blob: read through LongText.
-    let lines: Vec<OrderLine> = match row.try_get::<Option<LongText>, _>("lines")? {
+    let lines: Vec<OrderLine> = match row.try_get::<Option<LongText>, _>("order_lines")? {
         None => Vec::new(),
         Some(LongText(text)) => serde_json::from_str(&text).map_err(|e| corrupt("order lines", &e.to_string()))?,
     };
@@ -105,7 +105,7 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
     query(
         tx,
         "INSERT INTO orders (id, buyer_id, seller_id, product_id, quantity, amount, currency, status, payment_id,
-                             paid_at, created_at, updated_at, expires_at, lines, checkout_id, version)
+                             paid_at, created_at, updated_at, expires_at, order_lines, checkout_id, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, $13, $14, 1)",
     )
     .bind(order.id.as_str())

@@ -92,6 +92,11 @@ async fn check_out(app: Arc<App>, who: Caller, key: String) -> ApiResult {
     }
     let items = settle(app.regions.users.ask(who.id.as_str(), GetCart).await)?;
     if items.is_empty() {
+        // A retry racing its first request may find the cart that request has just emptied.
+        if let Earlier::Done(id) = app.reads.earlier(&key).await? {
+            let record = checkout::resume(&app.regions, &id, &who.id, timeout).await?;
+            return Ok(json(StatusCode::OK, &view(&record, record.orders.clone())));
+        }
         return Err(ApiError::new(ErrorCode::CartEmpty, "the cart is empty"));
     }
     // Each product's seller (which never changes) decides which order its line goes into; the
