@@ -190,19 +190,7 @@ impl CheckoutState {
             }
         }
         let now = Utc::now();
-        let record = CheckoutRecord {
-            id: self.id.clone(),
-            buyer_id: cmd.buyer_id.clone(),
-            phase: Phase::Reserving,
-            plan: cmd.plan.clone(),
-            orders: Vec::new(),
-            total: 0,
-            currency: String::new(),
-            expires_at: None,
-            failure: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let record = CheckoutRecord::reserving(self.id.clone(), cmd.buyer_id.clone(), cmd.plan.clone(), now);
         checkouts::insert(&mut tx, &record).await?;
         idempotency::record(&mut tx, &cmd.idempotency, self.id.as_str(), now).await?;
         ctx.store.commit(tx).await?;
@@ -254,9 +242,7 @@ impl CheckoutState {
         let next = failed(current, Failure::TimedOut, Utc::now());
         self.save(next, ctx).await
     }
-}
 
-impl CheckoutState {
     async fn try_touch(&mut self, ctx: &Ctx) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
         let current = self.existing().map_err(Attempt::Refused)?;
         if !matches!(current.phase, Phase::Reserving | Phase::Releasing) {
@@ -347,19 +333,7 @@ mod tests {
             CartPick { product_id: "p1".into(), seller_id: "s1".into(), quantity: 1 },
             CartPick { product_id: "p2".into(), seller_id: "s2".into(), quantity: 2 },
         ];
-        let record = CheckoutRecord {
-            id: "c1".into(),
-            buyer_id: "buyer".into(),
-            phase: Phase::Reserving,
-            plan: plan(&picks),
-            orders: Vec::new(),
-            total: 0,
-            currency: String::new(),
-            expires_at: None,
-            failure: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let record = CheckoutRecord::reserving("c1".into(), "buyer".into(), plan(&picks), now);
         CheckoutState { id: "c1".into(), record: Some(record), version: 1 }
     }
 

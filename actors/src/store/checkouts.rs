@@ -79,6 +79,25 @@ pub struct CheckoutRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+impl CheckoutRecord {
+    /// A new checkout of `plan` for `buyer_id`, RESERVING, made at `now`.
+    pub fn reserving(id: CheckoutId, buyer_id: UserId, plan: Vec<PlannedLine>, now: DateTime<Utc>) -> Self {
+        CheckoutRecord {
+            id,
+            buyer_id,
+            phase: Phase::Reserving,
+            plan,
+            orders: Vec::new(),
+            total: 0,
+            currency: String::new(),
+            expires_at: None,
+            failure: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 fn body(record: &CheckoutRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
