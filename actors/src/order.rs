@@ -8,7 +8,7 @@ use crate::store::{self, orders, payments, payments::PaymentRecord, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::orders::{Order, OrderStatus, OrderTimeline};
-use bazaar_protocol::payments::{Payment, PaymentStatus};
+use bazaar_protocol::payments::{Payment, PaymentShare, PaymentStatus};
 use bazaar_protocol::{EventId, OrderId, PaymentId, UserId};
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
@@ -64,6 +64,8 @@ pub enum OrderMsg {
     /// Cancels the order if its reservation hold has ended while it is still ORDERED; replies
     /// whether it did.
     Expire { reply: Reply<bool> },
+    /// Reads the stored order again: its checkout's payment moved it.
+    Reread { reply: Reply<Order> },
 }
 
 /// Reads the order for its buyer or seller.
@@ -116,7 +118,13 @@ crate::request!(SettleRefund, OrderState, "order.settle_refund", Result<(), Orde
 pub struct ExpireOrder;
 crate::request!(ExpireOrder, OrderState, "order.expire", Result<bool, OrderError>, |self, reply| OrderMsg::Expire { reply });
 
-crate::remote_requests!(OrderState: GetOrder, GetOrderTimeline, PaymentOfOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund, ExpireOrder);
+/// Reads the stored order again: the payment of its checkout moved it to PAYMENT_PENDING in the
+/// transaction that made the payment (one transaction for all of a checkout's orders).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RereadOrder;
+crate::request!(RereadOrder, OrderState, "order.reread", Result<Order, OrderError>, |self, reply| OrderMsg::Reread { reply });
+
+crate::remote_requests!(OrderState: GetOrder, GetOrderTimeline, PaymentOfOrder, CancelOrder, RequestPayment, SettlePayment, SettleRefund, ExpireOrder, RereadOrder);
 
 /// The `OrderCancelled` reason of an order whose reservation hold ended unpaid.
 pub const RESERVATION_EXPIRED: &str = "reservation_expired";
@@ -131,6 +139,27 @@ pub struct OrderState {
 fn moved(order: &Order, next: OrderStatus, now: DateTime<Utc>) -> Order {
     debug_assert!(order.status.may_become(next), "{:?} -> {:?}", order.status, next);
     Order { status: next, updated_at: now, ..order.clone() }
+}
+
+/// The ORDERED `order` waiting for payment `payment_id`; `None` when it is not ORDERED (so not
+/// payable). Paying an order, and paying the orders of a checkout together, both start here.
+pub fn awaiting_payment(order: &Order, payment_id: &PaymentId, now: DateTime<Utc>) -> Option<Order> {
+    if order.status != OrderStatus::Ordered {
+        return None;
+    }
+    let mut pending = moved(order, OrderStatus::PaymentPending, now);
+    pending.payment_id = Some(payment_id.clone());
+    Some(pending)
+}
+
+/// `order`'s share of the payment that pays it: all of its amount, nothing given back yet.
+pub fn share_of(order: &Order) -> PaymentShare {
+    PaymentShare {
+        order_id: order.id.clone(),
+        seller_id: order.seller_id.clone(),
+        amount: order.amount,
+        refunded_amount: 0,
+    }
 }
 
 impl OrderState {
@@ -171,19 +200,18 @@ impl OrderState {
             Some(order) if order.buyer_id == cmd.buyer_id => order,
             _ => return Err(OrderError::NotFound),
         };
-        if order.status != OrderStatus::Ordered {
-            return Err(OrderError::NotPayable(order.id.clone(), order.status.as_str().to_owned()));
-        }
-        let mut pending = moved(order, OrderStatus::PaymentPending, now);
-        pending.payment_id = Some(cmd.payment_id.clone());
+        let pending = awaiting_payment(order, &cmd.payment_id, now)
+            .ok_or_else(|| OrderError::NotPayable(order.id.clone(), order.status.as_str().to_owned()))?;
         let payment = PaymentRecord {
             payment: Payment {
                 id: cmd.payment_id.clone(),
-                order_id: order.id.clone(),
+                order_id: Some(order.id.clone()),
+                checkout_id: None,
                 amount: order.amount,
                 status: PaymentStatus::Requested,
                 reason: None,
                 refunded_amount: 0,
+                orders: vec![share_of(order)],
             },
             buyer_id: order.buyer_id.clone(),
             seller_id: order.seller_id.clone(),
@@ -221,7 +249,9 @@ impl OrderState {
     /// the payment is not this order's. The changes come in the order they are to be written.
     pub fn refund(&self, payment: &Payment, now: DateTime<Utc>) -> Vec<(Order, Event)> {
         let Some(order) = self.order.as_ref() else { return Vec::new() };
-        if order.payment_id.as_ref() != Some(&payment.id) || payment.status != PaymentStatus::Refunded {
+        // A checkout's payment may be refunded seller by seller: the order is REFUNDED once its
+        // own share is given back in full.
+        if order.payment_id.as_ref() != Some(&payment.id) || !payment.refunded_in_full(&order.id) {
             return Vec::new();
         }
         match order.status {
@@ -265,7 +295,9 @@ impl OrderState {
     ) -> Result<(), Attempt<OrderError>> {
         let mut tx = ctx.store.begin().await?;
         if let Some(cause) = cause {
-            if !store::mark_processed(&mut tx, "order", cause.as_str()).await? {
+            // One event may settle several orders (a checkout's payment): done is per order.
+            let key = format!("{cause}/{}", self.id);
+            if !store::mark_processed(&mut tx, "order", &key).await? {
                 return Ok(());
             }
         }
@@ -323,7 +355,11 @@ impl OrderState {
             payment.payment.id.as_str(),
             1,
             now,
-            Event::PaymentRequested { payment: payment.payment.clone(), order: pending.clone() },
+            Event::PaymentRequested {
+                payment: payment.payment.clone(),
+                order: pending.clone(),
+                more_orders: Vec::new(),
+            },
         );
         store::append_events(&mut tx, &[requested]).await?;
         ctx.store.commit(tx).await?;
@@ -392,6 +428,13 @@ impl Entity for OrderState {
                     reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_request_payment(&cmd, ctx)));
             }
             OrderMsg::PaymentDecided { payment, cause, reply } => {
+                // A checkout's payment moved the order in storage, not here: read it first if
+                // memory does not know the payment yet.
+                let stale = self.order.as_ref().is_none_or(|order| order.payment_id.as_ref() != Some(&payment.id));
+                if stale && self.reload(ctx).await.is_err() {
+                    let _ = reply.send(Err(OrderError::Unavailable));
+                    return;
+                }
                 if self.order.is_none() {
                     warn!(order_id = %self.id, payment_id = %payment.id, "payment outcome for an unknown order");
                 }
@@ -413,6 +456,13 @@ impl Entity for OrderState {
             OrderMsg::Expire { reply } => {
                 let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_expire(ctx)));
             }
+            OrderMsg::Reread { reply } => {
+                let outcome = match self.reload(ctx).await {
+                    Ok(()) => self.order.clone().ok_or(OrderError::NotFound),
+                    Err(_) => Err(OrderError::Unavailable),
+                };
+                let _ = reply.send(outcome);
+            }
         }
     }
 
@@ -432,6 +482,9 @@ impl Entity for OrderState {
                 let _ = reply.send(Err(OrderError::Unavailable));
             }
             OrderMsg::Expire { reply } => {
+                let _ = reply.send(Err(OrderError::Unavailable));
+            }
+            OrderMsg::Reread { reply } => {
                 let _ = reply.send(Err(OrderError::Unavailable));
             }
             OrderMsg::PaymentOf { reply } => {
@@ -473,7 +526,22 @@ mod tests {
     }
 
     fn payment(status: PaymentStatus) -> Payment {
-        Payment { id: "pay1".into(), order_id: "o1".into(), amount: 200, status, reason: None, refunded_amount: 0 }
+        let refunded_amount = if status == PaymentStatus::Refunded { 200 } else { 0 };
+        Payment {
+            id: "pay1".into(),
+            order_id: Some("o1".into()),
+            checkout_id: None,
+            amount: 200,
+            status,
+            reason: None,
+            refunded_amount,
+            orders: vec![PaymentShare {
+                order_id: "o1".into(),
+                seller_id: "seller".into(),
+                amount: 200,
+                refunded_amount,
+            }],
+        }
     }
 
     fn request(buyer: &str) -> RequestPayment {

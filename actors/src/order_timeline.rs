@@ -9,7 +9,7 @@
 
 use bazaar_protocol::events::{topics, Envelope, Event};
 use bazaar_protocol::orders::{ChangedBy, Order, OrderEvent, OrderStatus, OrderTimeline};
-use bazaar_protocol::payments::PaymentStatus;
+use bazaar_protocol::payments::Payment;
 use bazaar_protocol::OrderId;
 
 use crate::store::{history, Store, StoreError};
@@ -36,14 +36,14 @@ pub fn timeline(order_id: OrderId, own: &[Envelope], paying: &[Envelope], max: u
     // A stream read to `max + 1` rows may go on past them.
     let cut = (own.len() > max, paying.len() > max);
     let own: Vec<&Envelope> = own.iter().filter(|e| is_order_change(&e.event)).collect();
-    let paying: Vec<&Envelope> = paying.iter().filter(|e| is_payment_change(&e.event)).collect();
-    let merged = merge(&own, &paying, cut);
+    let paying: Vec<&Envelope> = paying.iter().filter(|e| is_payment_change(&e.event, &order_id)).collect();
+    let merged = merge(&own, &paying, cut, &order_id);
     let truncated = merged.len() > max;
     let mut events = Vec::with_capacity(merged.len().min(max));
     let mut status = OrderStatus::Ordered;
     let mut last_refund_by = ChangedBy::Seller;
     for envelope in merged.into_iter().take(max) {
-        let entry = entry(envelope, status, last_refund_by);
+        let entry = entry(envelope, status, last_refund_by, &order_id);
         status = entry.status;
         if matches!(envelope.event, Event::PaymentRefunded { .. }) {
             last_refund_by = entry.by;
@@ -63,20 +63,28 @@ fn is_order_change(event: &Event) -> bool {
     )
 }
 
-fn is_payment_change(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::PaymentRequested { .. }
-            | Event::PaymentApproved { .. }
-            | Event::PaymentDeclined { .. }
-            | Event::PaymentRefunded { .. }
-    )
+/// Whether `event` of the order's payment changed order `order`: a checkout's payment is refunded
+/// seller by seller, and another seller's refund is not this order's.
+fn is_payment_change(event: &Event, order: &OrderId) -> bool {
+    match event {
+        Event::PaymentRequested { .. } | Event::PaymentApproved { .. } | Event::PaymentDeclined { .. } => true,
+        Event::PaymentRefunded { order_id, .. } => order_id.as_ref().is_none_or(|refunded| refunded == order),
+        Event::UserRegistered { .. }
+        | Event::ProductListed { .. }
+        | Event::StockChanged(_)
+        | Event::OrderPlaced { .. }
+        | Event::OrderCancelled { .. }
+        | Event::OrderPaid { .. }
+        | Event::OrderRefunded { .. }
+        | Event::ChatRoomOpened { .. }
+        | Event::ChatMessagePosted { .. } => false,
+    }
 }
 
 /// The event of the other stream that `event` follows from, as an index into it. When the other
 /// stream was cut and the cause is not among its rows, the cause is past them: `other.len()`,
 /// so the effect waits for the other stream's end.
-fn cause_of(event: &Event, other: &[&Envelope], other_cut: bool) -> Option<usize> {
+fn cause_of(event: &Event, other: &[&Envelope], other_cut: bool, order: &OrderId) -> Option<usize> {
     let first = |wanted: fn(&Event) -> bool| {
         other.iter().position(|e| wanted(&e.event)).or(if other_cut { Some(other.len()) } else { None })
     };
@@ -84,7 +92,10 @@ fn cause_of(event: &Event, other: &[&Envelope], other_cut: bool) -> Option<usize
         Event::OrderPaid { .. } => first(|e| matches!(e, Event::PaymentApproved { .. })),
         Event::OrderCancelled { .. } => first(|e| matches!(e, Event::PaymentDeclined { .. })),
         Event::OrderRefunded { .. } => {
-            first(|e| matches!(e, Event::PaymentRefunded { payment, .. } if payment.status == PaymentStatus::Refunded))
+            let refunded = other.iter().position(
+                |e| matches!(&e.event, Event::PaymentRefunded { payment, .. } if payment.refunded_in_full(order)),
+            );
+            refunded.or(if other_cut { Some(other.len()) } else { None })
         }
         Event::PaymentRequested { .. } => first(|e| matches!(e, Event::OrderPlaced { .. })),
         // What starts a stream, or follows from nothing in the other.
@@ -102,9 +113,14 @@ fn cause_of(event: &Event, other: &[&Envelope], other_cut: bool) -> Option<usize
 
 /// Both streams in one order that keeps each stream's own order and every cause before its
 /// effect; otherwise by time, the order's event first on a tie.
-fn merge<'a>(own: &[&'a Envelope], paying: &[&'a Envelope], (own_cut, paying_cut): (bool, bool)) -> Vec<&'a Envelope> {
-    let own_causes: Vec<Option<usize>> = own.iter().map(|e| cause_of(&e.event, paying, paying_cut)).collect();
-    let paying_causes: Vec<Option<usize>> = paying.iter().map(|e| cause_of(&e.event, own, own_cut)).collect();
+fn merge<'a>(
+    own: &[&'a Envelope],
+    paying: &[&'a Envelope],
+    (own_cut, paying_cut): (bool, bool),
+    order: &OrderId,
+) -> Vec<&'a Envelope> {
+    let own_causes: Vec<Option<usize>> = own.iter().map(|e| cause_of(&e.event, paying, paying_cut, order)).collect();
+    let paying_causes: Vec<Option<usize>> = paying.iter().map(|e| cause_of(&e.event, own, own_cut, order)).collect();
     let (mut i, mut j) = (0, 0);
     let mut merged = Vec::with_capacity(own.len() + paying.len());
     while i < own.len() || j < paying.len() {
@@ -134,7 +150,11 @@ fn merge<'a>(own: &[&'a Envelope], paying: &[&'a Envelope], (own_cut, paying_cut
 }
 
 /// One entry: `status` is the order's before the event, `refund_by` who made the last refund.
-fn entry(envelope: &Envelope, status: OrderStatus, refund_by: ChangedBy) -> OrderEvent {
+fn entry(envelope: &Envelope, status: OrderStatus, refund_by: ChangedBy, order_id: &OrderId) -> OrderEvent {
+    // A checkout's payment charges each order its own share of the amount.
+    let share = |payment: &Payment| {
+        payment.orders.iter().find(|s| &s.order_id == order_id).map_or(payment.amount, |s| s.amount)
+    };
     let mut entry = OrderEvent {
         id: envelope.id.clone(),
         kind: envelope.event.type_name().to_owned(),
@@ -167,21 +187,21 @@ fn entry(envelope: &Envelope, status: OrderStatus, refund_by: ChangedBy) -> Orde
             entry.by = refund_by;
             entry.status = order.status;
         }
-        Event::PaymentRequested { payment, order } => {
+        Event::PaymentRequested { payment, order, .. } => {
             entry.by = ChangedBy::Buyer;
             entry.status = order.status;
-            entry.amount = Some(payment.amount);
+            entry.amount = Some(share(payment));
             entry.payment_id = Some(payment.id.clone());
         }
         Event::PaymentApproved { payment } => {
-            entry.amount = Some(payment.amount);
+            entry.amount = Some(share(payment));
             entry.payment_id = Some(payment.id.clone());
         }
         Event::PaymentDeclined { payment } => {
             entry.reason = payment.reason.clone();
             entry.payment_id = Some(payment.id.clone());
         }
-        Event::PaymentRefunded { payment, amount, at_provider } => {
+        Event::PaymentRefunded { payment, amount, at_provider, .. } => {
             // Through the API only the seller refunds; the rest were found at the provider.
             entry.by = if *at_provider { ChangedBy::System } else { ChangedBy::Seller };
             // Events from before partial refunds gave back the whole payment.
@@ -201,6 +221,7 @@ fn entry(envelope: &Envelope, status: OrderStatus, refund_by: ChangedBy) -> Orde
 mod tests {
     use super::*;
     use bazaar_protocol::payments::Payment;
+    use bazaar_protocol::payments::PaymentStatus;
     use chrono::{DateTime, Duration, Utc};
 
     fn at(seconds: i64) -> DateTime<Utc> {
@@ -227,7 +248,16 @@ mod tests {
     }
 
     fn payment(status: PaymentStatus, refunded_amount: i64) -> Payment {
-        Payment { id: "pay1".into(), order_id: "o1".into(), amount: 200, status, reason: None, refunded_amount }
+        Payment {
+            id: "pay1".into(),
+            order_id: Some("o1".into()),
+            checkout_id: None,
+            amount: 200,
+            status,
+            reason: None,
+            refunded_amount,
+            orders: Vec::new(),
+        }
     }
 
     fn env(entity: &str, seq: i64, seconds: i64, event: Event) -> Envelope {
@@ -250,6 +280,7 @@ mod tests {
                 Event::PaymentRequested {
                     payment: payment(PaymentStatus::Requested, 0),
                     order: order(OrderStatus::PaymentPending),
+                    more_orders: Vec::new(),
                 },
             ),
             env("pay1", 2, 2 + p, Event::PaymentApproved { payment: payment(PaymentStatus::Approved, 0) }),
@@ -261,6 +292,7 @@ mod tests {
                     payment: payment(PaymentStatus::Approved, 50),
                     amount: Some(50),
                     at_provider: false,
+                    order_id: None,
                 },
             ),
             env(
@@ -271,6 +303,7 @@ mod tests {
                     payment: payment(PaymentStatus::Refunded, 200),
                     amount: Some(150),
                     at_provider: true,
+                    order_id: None,
                 },
             ),
         ];
@@ -329,6 +362,58 @@ mod tests {
     }
 
     #[test]
+    fn an_order_of_a_checkout_shows_its_own_share_and_refunds_only() {
+        use bazaar_protocol::payments::PaymentShare;
+        let share = |order: &str, refunded_amount: i64| PaymentShare {
+            order_id: order.into(),
+            seller_id: "s".into(),
+            amount: if order == "o1" { 200 } else { 300 },
+            refunded_amount,
+        };
+        let shared = |status, mine: i64, theirs: i64| Payment {
+            order_id: None,
+            checkout_id: Some("c1".into()),
+            amount: 500,
+            refunded_amount: mine + theirs,
+            orders: vec![share("o1", mine), share("o2", theirs)],
+            ..payment(status, 0)
+        };
+        let own = vec![
+            env("o1", 1, 0, Event::OrderPlaced { order: order(OrderStatus::Ordered) }),
+            env("o1", 3, 3, Event::OrderPaid { order: order(OrderStatus::Paid) }),
+            env("o1", 4, 7, Event::OrderRefunded { order: order(OrderStatus::Refunded) }),
+        ];
+        let refund = |seq, seconds, payment, amount: i64, order: &str| {
+            let event = Event::PaymentRefunded {
+                payment,
+                amount: Some(amount),
+                at_provider: false,
+                order_id: Some(order.into()),
+            };
+            env("pay1", seq, seconds, event)
+        };
+        let requested = Event::PaymentRequested {
+            payment: shared(PaymentStatus::Requested, 0, 0),
+            order: order(OrderStatus::PaymentPending),
+            more_orders: Vec::new(),
+        };
+        let paying = vec![
+            env("pay1", 1, 1, requested),
+            env("pay1", 2, 2, Event::PaymentApproved { payment: shared(PaymentStatus::Approved, 0, 0) }),
+            // The other seller refunds all of theirs first: not this order's change.
+            refund(3, 4, shared(PaymentStatus::Approved, 0, 300), 300, "o2"),
+            refund(4, 6, shared(PaymentStatus::Refunded, 200, 300), 200, "o1"),
+        ];
+        let timeline = timeline("o1".into(), &own, &paying, 50);
+        assert_eq!(
+            kinds(&timeline),
+            ["OrderPlaced", "PaymentRequested", "PaymentApproved", "OrderPaid", "PaymentRefunded", "OrderRefunded"]
+        );
+        let amounts: Vec<Option<i64>> = timeline.events.iter().map(|e| e.amount).collect();
+        assert_eq!((amounts[1], amounts[2], amounts[4]), (Some(200), Some(200), Some(200)), "this order's share");
+    }
+
+    #[test]
     fn a_declined_payment_cancels_the_order_after_the_decline() {
         let declined = Payment { reason: Some("card_declined".into()), ..payment(PaymentStatus::Declined, 0) };
         let cancelled = Event::OrderCancelled { order: order(OrderStatus::Cancelled), reason: "card_declined".into() };
@@ -344,6 +429,7 @@ mod tests {
                 Event::PaymentRequested {
                     payment: payment(PaymentStatus::Requested, 0),
                     order: order(OrderStatus::PaymentPending),
+                    more_orders: Vec::new(),
                 },
             ),
             env("pay1", 2, 6, Event::PaymentDeclined { payment: declined }),
@@ -392,6 +478,7 @@ mod tests {
                     payment: payment(PaymentStatus::Approved, 10 * seq),
                     amount: Some(10),
                     at_provider: false,
+                    order_id: None,
                 },
             )
         };

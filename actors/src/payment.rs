@@ -28,7 +28,7 @@ use crate::store::{self, payments, payments::PaymentRecord, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::payments::{Payment, PaymentStatus};
-use bazaar_protocol::{EventId, PaymentId, UserId};
+use bazaar_protocol::{EventId, OrderId, PaymentId, UserId};
 use chrono::Utc;
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
@@ -173,10 +173,14 @@ pub struct PaymentState {
 }
 
 impl PaymentState {
-    /// The payment, if `viewer` is the order's buyer or seller.
-    pub fn visible_to(&self, viewer: &UserId) -> Result<&Payment, PaymentError> {
+    /// The payment, if `viewer` is its buyer (all of it) or the seller of one of its orders (the
+    /// shares of that seller's orders only).
+    pub fn visible_to(&self, viewer: &UserId) -> Result<Payment, PaymentError> {
         match &self.record {
-            Some(r) if &r.buyer_id == viewer || &r.seller_id == viewer => Ok(&r.payment),
+            Some(r) if &r.buyer_id == viewer => Ok(r.payment.clone()),
+            Some(r) if r.payment.orders.iter().any(|share| &share.seller_id == viewer) => {
+                Ok(r.payment.seen_by_seller(viewer))
+            }
             _ => Err(PaymentError::NotFound),
         }
     }
@@ -200,27 +204,28 @@ impl PaymentState {
         }
     }
 
-    /// Decides a refund of `amount` (`None`: all that is left) by `by`: the payment after it,
-    /// and what this refund gives back. The payment stays APPROVED until nothing is left.
-    pub fn refund(&self, by: &UserId, amount: Option<i64>) -> Result<(Payment, i64), PaymentError> {
+    /// Decides a refund of `amount` (`None`: all that is left of the seller's share) by `by`:
+    /// the payment after it, what this refund gives back, and the order whose share it is. A
+    /// seller refunds their own order's share only (a checkout's payment has one per seller); the
+    /// payment stays APPROVED until nothing is left of any share.
+    pub fn refund(&self, by: &UserId, amount: Option<i64>) -> Result<(Payment, i64, OrderId), PaymentError> {
         let record = self.record.as_ref().ok_or(PaymentError::NotFound)?;
         if by == &record.buyer_id {
             return Err(PaymentError::Forbidden);
         }
-        if by != &record.seller_id {
-            return Err(PaymentError::NotFound);
-        }
         let current = &record.payment;
-        let left = current.refundable();
+        let share = current.orders.iter().find(|share| &share.seller_id == by).ok_or(PaymentError::NotFound)?;
+        let left = share.refundable();
         if !current.status.may_become(PaymentStatus::Refunded) || left <= 0 {
-            return Err(PaymentError::NotRefundable(current.id.clone(), current.status.as_str().to_owned()));
+            let status = if left <= 0 { PaymentStatus::Refunded } else { current.status };
+            return Err(PaymentError::NotRefundable(current.id.clone(), status.as_str().to_owned()));
         }
         // The edge refuses amounts under 1; anything else over what is left is the conflict.
         let given = amount.unwrap_or(left);
         if given > left || given < 1 {
             return Err(PaymentError::RefundExceedsPayment { payment: current.id.clone(), left });
         }
-        Ok((refunded_by(current, given), given))
+        Ok((refunded_by(current, &share.order_id, given), given, share.order_id.clone()))
     }
 
     /// Decides what the gateway's record changes: a REQUESTED payment is approved or declined as
@@ -229,14 +234,14 @@ impl PaymentState {
     /// order is never taken.
     pub fn reconcile(&self, found: &ChargeRecord) -> Option<(Payment, Event)> {
         let current = &self.record.as_ref()?.payment;
-        if found.order_id != current.order_id.as_str() {
+        if found.order_id != current.reference() {
             warn!(payment_id = %self.id, reference = %found.reference, "gateway record is for another order; ignored");
             return None;
         }
         match current.status {
             PaymentStatus::Requested => {
                 let answer =
-                    GatewayAnswer::from_outcome(&current.id, judge(found, current.order_id.as_str(), current.amount));
+                    GatewayAnswer::from_outcome(&current.id, judge(found, current.reference(), current.amount));
                 self.decide(&answer)
             }
             PaymentStatus::Approved => {
@@ -245,8 +250,21 @@ impl PaymentState {
                 if !charged || given < 1 {
                     return None;
                 }
-                let next = refunded_by(current, given);
-                Some((next.clone(), Event::PaymentRefunded { payment: next, amount: Some(given), at_provider: true }))
+                // Whose share a refund made at the provider gives back is known only when there
+                // is one share; for a checkout's payment an operator must say.
+                let [share] = current.orders.as_slice() else {
+                    error!(payment_id = %self.id, reference = %found.reference, given, "a refund made at the provider for a checkout's payment names no order; an operator must record it");
+                    needs_operator("refund_unattributed");
+                    return None;
+                };
+                let next = refunded_by(current, &share.order_id, given);
+                let event = Event::PaymentRefunded {
+                    payment: next.clone(),
+                    amount: Some(given),
+                    at_provider: true,
+                    order_id: None,
+                };
+                Some((next, event))
             }
             PaymentStatus::Declined => {
                 if found.state == ChargeState::Charged && found.refunded < found.amount {
@@ -297,12 +315,17 @@ impl PaymentState {
                 Earlier::Nothing => {}
                 Earlier::Mismatch => return Err(Attempt::Refused(PaymentError::IdempotencyMismatch)),
                 // The retry of a refund already made: the payment as it is, nothing given again.
-                Earlier::Done(_) => return self.visible_to(&cmd.by).cloned().map_err(Attempt::Refused),
+                Earlier::Done(_) => return self.visible_to(&cmd.by).map_err(Attempt::Refused),
             }
         }
-        let (next, given) = self.refund(&cmd.by, cmd.amount).map_err(Attempt::Refused)?;
+        let (next, given, order) = self.refund(&cmd.by, cmd.amount).map_err(Attempt::Refused)?;
         payments::update(&mut tx, &next, record.version, now).await?;
-        let event = Event::PaymentRefunded { payment: next.clone(), amount: Some(given), at_provider: false };
+        let event = Event::PaymentRefunded {
+            payment: next.clone(),
+            amount: Some(given),
+            at_provider: false,
+            order_id: Some(order),
+        };
         store::append_events(&mut tx, &[Envelope::new(next.id.as_str(), record.version + 1, now, event)]).await?;
         if let Some(key) = &cmd.idempotency {
             idempotency::record(&mut tx, key, next.id.as_str(), now).await?;
@@ -312,7 +335,7 @@ impl PaymentState {
             record.payment = next.clone();
             record.version += 1;
         }
-        Ok(next)
+        Ok(next.seen_by_seller(&cmd.by))
     }
 
     /// Refunds for the seller, deciding again after lost races.
@@ -350,8 +373,7 @@ impl PaymentState {
             return Err(PaymentError::Unavailable);
         }
         let Some(record) = &self.record else { return Err(PaymentError::NotFound) };
-        let request =
-            LookupRequest { payment_id: self.id.as_str(), order_id: record.payment.order_id.as_str(), reference };
+        let request = LookupRequest { payment_id: self.id.as_str(), order_id: record.payment.reference(), reference };
         let found = match tokio::time::timeout(ctx.settings.gateway_timeout, ctx.gateway.lookup(request)).await {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
@@ -397,7 +419,7 @@ impl PaymentState {
         let idempotency_key = format!("refund-{cause}");
         let request = RefundRequest {
             payment_id: self.id.as_str(),
-            order_id: record.payment.order_id.as_str(),
+            order_id: record.payment.reference(),
             // The whole payment in one refund is sent as "all of it", as it always was.
             amount: amount.filter(|given| *given < record.payment.amount),
             reason: "refunded by the seller",
@@ -438,7 +460,7 @@ impl PaymentState {
             let idempotency_key = format!("charge-{id}");
             let request = ChargeRequest {
                 payment_id: id.as_str(),
-                order_id: record.payment.order_id.as_str(),
+                order_id: record.payment.reference(),
                 customer: record.buyer_id.as_str(),
                 token: &record.token,
                 amount: record.payment.amount,
@@ -462,11 +484,16 @@ impl PaymentState {
     }
 }
 
-/// The payment after `given` more is given back: REFUNDED once nothing is left.
-fn refunded_by(current: &Payment, given: i64) -> Payment {
+/// The payment after `given` more is given back of order `order`'s share: REFUNDED once nothing
+/// is left of any.
+fn refunded_by(current: &Payment, order: &OrderId, given: i64) -> Payment {
     let refunded_amount = current.refunded_amount + given;
     let status = if refunded_amount >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Approved };
-    Payment { status, refunded_amount, ..current.clone() }
+    let mut orders = current.orders.clone();
+    if let Some(share) = orders.iter_mut().find(|share| &share.order_id == order) {
+        share.refunded_amount += given;
+    }
+    Payment { status, refunded_amount, orders, ..current.clone() }
 }
 
 impl Entity for PaymentState {
@@ -486,7 +513,7 @@ impl Entity for PaymentState {
     async fn handle(&mut self, msg: PaymentMsg, ctx: &Ctx, myself: &EntityRef<Self>) {
         match msg {
             PaymentMsg::Get { viewer, reply } => {
-                let _ = reply.send(self.visible_to(&viewer).cloned());
+                let _ = reply.send(self.visible_to(&viewer));
             }
             PaymentMsg::Charge { cause: _, reply } => match &self.record {
                 None => {
@@ -515,7 +542,7 @@ impl Entity for PaymentState {
                     // the order, the payment and the gateway's code (never the card token).
                     if let (GatewayAnswer::Declined(code), PaymentStatus::Declined) = (&answer, record.payment.status) {
                         info!(
-                            order_id = %record.payment.order_id,
+                            order_id = %record.payment.reference(),
                             payment_id = %self.id,
                             decline_code = %code,
                             "payment declined"
@@ -572,6 +599,7 @@ mod tests {
     use super::*;
     use crate::region::test_support::ctx as test_ctx;
     use crate::region::RegionRef;
+    use bazaar_protocol::payments::PaymentShare;
     use std::time::Duration;
 
     fn state(status: PaymentStatus) -> PaymentState {
@@ -581,11 +609,18 @@ mod tests {
             record: Some(PaymentRecord {
                 payment: Payment {
                     id: "pay1".into(),
-                    order_id: "o1".into(),
+                    order_id: Some("o1".into()),
+                    checkout_id: None,
                     amount: 10,
                     status,
                     reason: None,
                     refunded_amount: 0,
+                    orders: vec![PaymentShare {
+                        order_id: "o1".into(),
+                        seller_id: "seller".into(),
+                        amount: 10,
+                        refunded_amount: 0,
+                    }],
                 },
                 buyer_id: "buyer".into(),
                 seller_id: "seller".into(),
@@ -635,17 +670,81 @@ mod tests {
     #[test]
     fn partial_refunds_add_up_to_the_amount_and_never_past_it() {
         let mut entity = state(PaymentStatus::Approved);
-        let (first, given) = entity.refund(&"seller".into(), Some(3)).unwrap();
+        let (first, given, _) = entity.refund(&"seller".into(), Some(3)).unwrap();
         assert_eq!((first.status, first.refunded_amount, given), (PaymentStatus::Approved, 3, 3));
         entity.record.as_mut().unwrap().payment = first;
         assert_eq!(
             entity.refund(&"seller".into(), Some(8)),
             Err(PaymentError::RefundExceedsPayment { payment: "pay1".into(), left: 7 })
         );
-        let (rest, given) = entity.refund(&"seller".into(), None).unwrap();
+        let (rest, given, order) = entity.refund(&"seller".into(), None).unwrap();
+        assert_eq!(order, OrderId::from("o1"));
         assert_eq!((rest.status, rest.refunded_amount, given), (PaymentStatus::Refunded, 10, 7));
         entity.record.as_mut().unwrap().payment = rest;
         assert!(matches!(entity.refund(&"seller".into(), Some(1)), Err(PaymentError::NotRefundable(..))));
+    }
+
+    /// A checkout's payment of 30: seller s1's order o1 (10) and seller s2's order o2 (20).
+    fn checkout_payment(status: PaymentStatus) -> PaymentState {
+        let mut entity = state(status);
+        let record = entity.record.as_mut().unwrap();
+        record.seller_id = "".into();
+        record.payment.order_id = None;
+        record.payment.checkout_id = Some("c1".into());
+        record.payment.amount = 30;
+        record.payment.orders = vec![
+            PaymentShare { order_id: "o1".into(), seller_id: "s1".into(), amount: 10, refunded_amount: 0 },
+            PaymentShare { order_id: "o2".into(), seller_id: "s2".into(), amount: 20, refunded_amount: 0 },
+        ];
+        entity
+    }
+
+    #[test]
+    fn each_seller_refunds_only_their_own_share_and_the_payment_is_refunded_when_all_are() {
+        let mut entity = checkout_payment(PaymentStatus::Approved);
+        let (after, given, order) = entity.refund(&"s1".into(), Some(4)).unwrap();
+        assert_eq!((given, order.as_str(), after.refunded_amount, after.status), (4, "o1", 4, PaymentStatus::Approved));
+        entity.record.as_mut().unwrap().payment = after;
+        // Never past the seller's own share, though the payment has more left.
+        assert_eq!(
+            entity.refund(&"s1".into(), Some(7)),
+            Err(PaymentError::RefundExceedsPayment { payment: "pay1".into(), left: 6 })
+        );
+        let (after, given, order) = entity.refund(&"s2".into(), None).unwrap();
+        assert_eq!((given, order.as_str(), after.status), (20, "o2", PaymentStatus::Approved));
+        assert!(after.refunded_in_full(&"o2".into()) && !after.refunded_in_full(&"o1".into()));
+        entity.record.as_mut().unwrap().payment = after;
+        assert!(matches!(entity.refund(&"s2".into(), Some(1)), Err(PaymentError::NotRefundable(..))));
+        let (last, given, _) = entity.refund(&"s1".into(), None).unwrap();
+        assert_eq!((given, last.refunded_amount, last.status), (6, 30, PaymentStatus::Refunded));
+        // Nobody but its sellers refunds; the buyer is told so.
+        assert_eq!(entity.refund(&"buyer".into(), None), Err(PaymentError::Forbidden));
+        assert_eq!(entity.refund(&"s3".into(), None), Err(PaymentError::NotFound));
+    }
+
+    #[test]
+    fn a_seller_sees_only_their_own_share_and_the_buyer_all_of_them() {
+        let entity = checkout_payment(PaymentStatus::Approved);
+        assert_eq!(entity.visible_to(&"buyer".into()).unwrap().orders.len(), 2);
+        let seen = entity.visible_to(&"s2".into()).unwrap();
+        assert_eq!(seen.orders.iter().map(|s| s.order_id.as_str()).collect::<Vec<_>>(), ["o2"]);
+        assert_eq!(entity.visible_to(&"s3".into()), Err(PaymentError::NotFound));
+    }
+
+    #[test]
+    fn a_refund_made_at_the_provider_for_a_checkouts_payment_is_not_guessed_onto_a_share() {
+        let entity = checkout_payment(PaymentStatus::Approved);
+        let found = ChargeRecord {
+            reference: "pk".into(),
+            order_id: "c1".into(),
+            amount: 30,
+            refunded: 5,
+            state: ChargeState::Charged,
+        };
+        assert!(entity.reconcile(&found).is_none());
+        // The charge itself is still found by the checkout's id.
+        let (approved, _) = checkout_payment(PaymentStatus::Requested).reconcile(&found).unwrap();
+        assert_eq!(approved.status, PaymentStatus::Approved);
     }
 
     #[test]

@@ -75,6 +75,15 @@ fn flat<T, E: std::fmt::Display>(answer: Result<Result<T, E>, CallError>) -> Res
     }
 }
 
+/// Resolves when every one of `steps` has (the first failure, if any).
+fn all_done(
+    steps: Vec<impl std::future::Future<Output = Result<(), String>> + Send + 'static>,
+) -> BoxFuture<'static, Result<(), String>> {
+    futures_util::future::join_all(steps)
+        .map(|outcomes| outcomes.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()))
+        .boxed()
+}
+
 /// Sends one step of `envelope` to its entity and resolves when that entity answered.
 fn send(
     regions: &Regions,
@@ -87,21 +96,39 @@ fn send(
         (Event::PaymentRequested { payment, .. }, Step::Charge) => {
             regions.payments.ask_within(payment.id.as_str(), charge_timeout, ChargePayment { cause }).map(flat).boxed()
         }
-        (Event::PaymentApproved { payment } | Event::PaymentDeclined { payment }, Step::SettlePayment) => regions
-            .orders
-            .ask(payment.order_id.as_str(), SettlePayment { payment: payment.clone(), cause })
-            .map(flat)
-            .boxed(),
+        (Event::PaymentApproved { payment } | Event::PaymentDeclined { payment }, Step::SettlePayment) => {
+            // A checkout's payment settles each of its orders; the step is done when all are.
+            let settles: Vec<_> = payment
+                .order_ids()
+                .into_iter()
+                .map(|order| {
+                    let settle = SettlePayment { payment: payment.clone(), cause: cause.clone() };
+                    regions.orders.ask(order.as_str(), settle).map(flat)
+                })
+                .collect();
+            all_done(settles)
+        }
         (Event::PaymentRefunded { payment, amount, .. }, Step::RefundAtGateway) => regions
             .payments
             .ask_within(payment.id.as_str(), charge_timeout, RefundAtGateway { cause, amount: *amount })
             .map(flat)
             .boxed(),
-        (Event::PaymentRefunded { payment, .. }, Step::SettleRefund) => regions
-            .orders
-            .ask(payment.order_id.as_str(), SettleRefund { payment: payment.clone(), cause })
-            .map(flat)
-            .boxed(),
+        (Event::PaymentRefunded { payment, order_id, .. }, Step::SettleRefund) => {
+            // The order whose share was given back; a refund that names none (from before
+            // checkout payments, or found at the provider) is of the payment's one order.
+            let orders = match order_id {
+                Some(order) => vec![order.clone()],
+                None => payment.order_ids(),
+            };
+            let settles: Vec<_> = orders
+                .into_iter()
+                .map(|order| {
+                    let settle = SettleRefund { payment: payment.clone(), cause: cause.clone() };
+                    regions.orders.ask(order.as_str(), settle).map(flat)
+                })
+                .collect();
+            all_done(settles)
+        }
         (Event::OrderCancelled { order, .. } | Event::OrderRefunded { order }, Step::ReleaseStock) => {
             // Each line's units go back to its own product; the step is done when all have.
             let releases: Vec<_> = order
@@ -112,9 +139,7 @@ fn send(
                     regions.products.ask(line.product_id.as_str(), release).map(flat)
                 })
                 .collect();
-            futures_util::future::join_all(releases)
-                .map(|outcomes| outcomes.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()))
-                .boxed()
+            all_done(releases)
         }
         (event, step) => {
             // `steps` never pairs them so; a mistake here must not stall the lane forever.
@@ -464,11 +489,13 @@ mod tests {
         use bazaar_protocol::payments::{Payment, PaymentStatus};
         let payment = Payment {
             id: "pay1".into(),
-            order_id: "o1".into(),
+            order_id: Some("o1".into()),
+            checkout_id: None,
             amount: 1,
             status: PaymentStatus::Approved,
             reason: None,
             refunded_amount: 0,
+            orders: Vec::new(),
         };
         let approved =
             Envelope::new("pay1", 2, chrono::Utc::now(), Event::PaymentApproved { payment: payment.clone() });
@@ -476,7 +503,7 @@ mod tests {
             "pay1",
             3,
             chrono::Utc::now(),
-            Event::PaymentRefunded { payment, amount: None, at_provider: false },
+            Event::PaymentRefunded { payment, amount: None, at_provider: false, order_id: None },
         );
         // Both are the payment's events, so they share its lane: the refund's steps cannot start
         // before the settlement of the approval completed.

@@ -152,8 +152,12 @@ impl HubState {
     /// Whether the order change of event `id` is to be pushed: its buyer or seller has a socket
     /// here and the event was not pushed yet.
     fn admit_order(&mut self, id: &EventId, order: &Order) -> bool {
-        let watched = self.users.contains_key(&order.buyer_id) || self.users.contains_key(&order.seller_id);
-        watched && self.pushed_orders.first_time(id)
+        self.watched(order) && self.pushed_orders.first_time(id)
+    }
+
+    /// Whether the order's buyer or seller has a socket here.
+    fn watched(&self, order: &Order) -> bool {
+        self.users.contains_key(&order.buyer_id) || self.users.contains_key(&order.seller_id)
     }
 
     fn local_online(&self, room: &RoomId) -> BTreeSet<UserId> {
@@ -233,11 +237,20 @@ impl HubState {
             }
             Event::OrderPlaced { order }
             | Event::OrderCancelled { order, .. }
-            | Event::PaymentRequested { order, .. }
             | Event::OrderPaid { order }
             | Event::OrderRefunded { order } => {
                 if self.admit_order(&envelope.id, order) {
                     self.push_order(order);
+                }
+            }
+            // A checkout's payment moves each of its orders.
+            Event::PaymentRequested { order, more_orders, .. } => {
+                let watched: Vec<&Order> =
+                    std::iter::once(order).chain(more_orders).filter(|o| self.watched(o)).collect();
+                if !watched.is_empty() && self.pushed_orders.first_time(&envelope.id) {
+                    for order in watched {
+                        self.push_order(order);
+                    }
                 }
             }
             // Not shown on sockets.

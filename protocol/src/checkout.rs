@@ -1,6 +1,6 @@
 //! Checkout: a buyer's cart turned into one order per seller, all reserved or none.
 
-use crate::ids::{CheckoutId, UserId};
+use crate::ids::{CheckoutId, PaymentId, UserId};
 use crate::orders::Order;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,9 @@ pub struct Checkout {
     /// When the orders' reservation hold ends (each order still ORDERED then is cancelled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The one payment of its orders, once paid with `POST /payments {checkoutId}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<PaymentId>,
     /// When it was made.
     pub created_at: DateTime<Utc>,
 }

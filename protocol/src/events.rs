@@ -4,7 +4,7 @@
 use crate::auth::UserView;
 use crate::catalog::Product;
 use crate::chat::{ChatMessage, Room};
-use crate::ids::{EventId, OrderId, ProductId};
+use crate::ids::{EventId, OrderId, ProductId, UserId};
 use crate::orders::Order;
 use crate::payments::Payment;
 use chrono::{DateTime, Utc};
@@ -55,6 +55,10 @@ pub enum Event {
     PaymentRequested {
         payment: Payment,
         order: Order,
+        /// A checkout's payment: the other orders it pays, each now PAYMENT_PENDING as `order`
+        /// is; absent for an order's own payment.
+        #[serde(default, rename = "moreOrders", skip_serializing_if = "Vec::is_empty")]
+        more_orders: Vec<Order>,
     },
     PaymentApproved {
         payment: Payment,
@@ -72,6 +76,10 @@ pub enum Event {
         /// reconciliation, not asked for through bazaar; absent (false) otherwise.
         #[serde(default, rename = "atProvider", skip_serializing_if = "std::ops::Not::not")]
         at_provider: bool,
+        /// The order whose share this refund gives back (its seller asked); absent in events
+        /// from before checkout payments, and for a refund found at the provider.
+        #[serde(default, rename = "orderId", skip_serializing_if = "Option::is_none")]
+        order_id: Option<OrderId>,
     },
     OrderPaid {
         order: Order,
@@ -117,6 +125,68 @@ pub mod topics {
 }
 
 impl Event {
+    /// The sellers the event concerns, when the event alone says: a product's or an order's
+    /// seller, each seller a checkout's payment pays (for a refund, the one whose share it gave
+    /// back). `None` when the event does not carry them (a stock change, payments from before
+    /// checkout payments).
+    pub fn sellers(&self) -> Option<Vec<UserId>> {
+        match self {
+            Event::ProductListed { product } => Some(vec![product.seller_id.clone()]),
+            Event::OrderPlaced { order }
+            | Event::OrderCancelled { order, .. }
+            | Event::OrderPaid { order }
+            | Event::OrderRefunded { order } => Some(vec![order.seller_id.clone()]),
+            Event::PaymentRequested { order, more_orders, .. } => {
+                Some(std::iter::once(order).chain(more_orders).map(|o| o.seller_id.clone()).collect())
+            }
+            Event::PaymentApproved { payment } | Event::PaymentDeclined { payment } => {
+                (!payment.orders.is_empty()).then(|| payment.orders.iter().map(|s| s.seller_id.clone()).collect())
+            }
+            Event::PaymentRefunded { payment, order_id, .. } => {
+                let shares = payment.orders.iter().filter(|s| order_id.as_ref().is_none_or(|o| o == &s.order_id));
+                let sellers: Vec<UserId> = shares.map(|s| s.seller_id.clone()).collect();
+                (!sellers.is_empty()).then_some(sellers)
+            }
+            Event::StockChanged(_)
+            | Event::UserRegistered { .. }
+            | Event::ChatRoomOpened { .. }
+            | Event::ChatMessagePosted { .. } => None,
+        }
+    }
+
+    /// The event as seller `seller` may see it: of a checkout's payment, only the shares and the
+    /// order of that seller (the other sellers' orders are none of theirs). Other events as they
+    /// are.
+    pub fn seen_by_seller(&self, seller: &UserId) -> Event {
+        match self {
+            Event::PaymentRequested { payment, order, more_orders } => {
+                let mine = std::iter::once(order).chain(more_orders).find(|o| &o.seller_id == seller).unwrap_or(order);
+                Event::PaymentRequested {
+                    payment: payment.seen_by_seller(seller),
+                    order: mine.clone(),
+                    more_orders: Vec::new(),
+                }
+            }
+            Event::PaymentApproved { payment } => Event::PaymentApproved { payment: payment.seen_by_seller(seller) },
+            Event::PaymentDeclined { payment } => Event::PaymentDeclined { payment: payment.seen_by_seller(seller) },
+            Event::PaymentRefunded { payment, amount, at_provider, order_id } => Event::PaymentRefunded {
+                payment: payment.seen_by_seller(seller),
+                amount: *amount,
+                at_provider: *at_provider,
+                order_id: order_id.clone(),
+            },
+            Event::UserRegistered { .. }
+            | Event::ProductListed { .. }
+            | Event::StockChanged(_)
+            | Event::OrderPlaced { .. }
+            | Event::OrderCancelled { .. }
+            | Event::OrderPaid { .. }
+            | Event::OrderRefunded { .. }
+            | Event::ChatRoomOpened { .. }
+            | Event::ChatMessagePosted { .. } => self.clone(),
+        }
+    }
+
     /// The type name on the wire (`OrderPlaced`, ...).
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -175,5 +245,72 @@ mod tests {
         assert_eq!(json["data"]["stock"], 4);
         let back: Envelope = serde_json::from_value(json).unwrap();
         assert_eq!(back, env);
+    }
+
+    fn order(id: &str, seller: &str) -> Order {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        Order {
+            id: id.into(),
+            buyer_id: "b".into(),
+            seller_id: seller.into(),
+            product_id: "p".into(),
+            quantity: 1,
+            amount: 10,
+            currency: "KRW".into(),
+            status: crate::orders::OrderStatus::PaymentPending,
+            created_at: at,
+            updated_at: at,
+            expires_at: None,
+            payment_id: Some("pay".into()),
+            lines: Vec::new(),
+            checkout_id: Some("c".into()),
+        }
+    }
+
+    fn checkout_payment() -> Payment {
+        let share = |order: &str, seller: &str| crate::payments::PaymentShare {
+            order_id: order.into(),
+            seller_id: seller.into(),
+            amount: 10,
+            refunded_amount: 0,
+        };
+        Payment {
+            id: "pay".into(),
+            order_id: None,
+            checkout_id: Some("c".into()),
+            amount: 20,
+            status: crate::payments::PaymentStatus::Requested,
+            reason: None,
+            refunded_amount: 0,
+            orders: vec![share("o1", "s1"), share("o2", "s2")],
+        }
+    }
+
+    #[test]
+    fn a_checkouts_payment_concerns_each_seller_and_shows_each_only_their_own_part() {
+        let requested = Event::PaymentRequested {
+            payment: checkout_payment(),
+            order: order("o1", "s1"),
+            more_orders: vec![order("o2", "s2")],
+        };
+        assert_eq!(requested.sellers(), Some(vec!["s1".into(), "s2".into()]));
+        let Event::PaymentRequested { payment, order, more_orders } = requested.seen_by_seller(&"s2".into()) else {
+            unreachable!()
+        };
+        assert_eq!((order.id.as_str(), more_orders.len()), ("o2", 0));
+        assert_eq!(payment.orders.iter().map(|s| s.seller_id.as_str()).collect::<Vec<_>>(), ["s2"]);
+
+        let refunded = Event::PaymentRefunded {
+            payment: checkout_payment(),
+            amount: Some(3),
+            at_provider: false,
+            order_id: Some("o2".into()),
+        };
+        assert_eq!(refunded.sellers(), Some(vec!["s2".into()]), "a refund concerns the seller who gave it");
+        let approved = Event::PaymentApproved { payment: checkout_payment() };
+        assert_eq!(approved.sellers().map(|s| s.len()), Some(2));
+        // A payment from before shares does not say: its order is looked up.
+        let old = Event::PaymentApproved { payment: Payment { orders: Vec::new(), ..checkout_payment() } };
+        assert_eq!(old.sellers(), None);
     }
 }

@@ -1,6 +1,6 @@
 //! Payments: the request body, the payment view and its status machine.
 
-use crate::ids::{OrderId, PaymentId};
+use crate::ids::{CheckoutId, OrderId, PaymentId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// `POST /payments`.
@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequest {
-    /// The order to pay.
-    pub order_id: String,
+    /// The order to pay (or `checkoutId`: exactly one of the two).
+    #[serde(default)]
+    pub order_id: Option<String>,
+    /// The checkout whose orders to pay with one charge (or `orderId`).
+    #[serde(default)]
+    pub checkout_id: Option<String>,
     /// How to pay.
     pub method: PaymentMethod,
 }
@@ -72,8 +76,12 @@ impl PaymentStatus {
 pub struct Payment {
     /// The payment's id.
     pub id: PaymentId,
-    /// The order it pays.
-    pub order_id: OrderId,
+    /// The order it pays; absent on a checkout's payment, which pays the `orders` below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    /// The checkout whose orders it pays, with one charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_id: Option<CheckoutId>,
     /// The amount charged, in the order's currency.
     pub amount: i64,
     /// Where it is.
@@ -88,12 +96,72 @@ pub struct Payment {
     // Always sent, though read with a default.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub refunded_amount: i64,
+    /// Each order it pays, with its part of the amount and of what was given back: one for an
+    /// order's payment, one per seller for a checkout's (a seller sees only their own). Absent
+    /// in events written before checkout payments existed (the payment's one order).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub orders: Vec<PaymentShare>,
+}
+
+/// One order's part of a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentShare {
+    pub order_id: OrderId,
+    /// The order's seller: the one who may refund this share.
+    pub seller_id: UserId,
+    /// The order's amount: what this share was charged.
+    pub amount: i64,
+    /// How much of this share was given back; at most `amount`.
+    pub refunded_amount: i64,
+}
+
+impl PaymentShare {
+    /// What may still be given back of this share.
+    pub fn refundable(&self) -> i64 {
+        self.amount - self.refunded_amount
+    }
 }
 
 impl Payment {
     /// What may still be given back.
     pub fn refundable(&self) -> i64 {
         self.amount - self.refunded_amount
+    }
+
+    /// The id the gateway knows the charge by: the order's, or the checkout's for a checkout's
+    /// payment.
+    pub fn reference(&self) -> &str {
+        match (&self.order_id, &self.checkout_id) {
+            (Some(order), _) => order.as_str(),
+            (None, Some(checkout)) => checkout.as_str(),
+            (None, None) => self.id.as_str(),
+        }
+    }
+
+    /// The orders it pays.
+    pub fn order_ids(&self) -> Vec<OrderId> {
+        if self.orders.is_empty() {
+            return self.order_id.iter().cloned().collect();
+        }
+        self.orders.iter().map(|share| share.order_id.clone()).collect()
+    }
+
+    /// Whether order `order`'s part has been given back in full (for payments from before shares:
+    /// whether the payment is REFUNDED).
+    pub fn refunded_in_full(&self, order: &OrderId) -> bool {
+        match self.orders.iter().find(|share| &share.order_id == order) {
+            Some(share) => share.refunded_amount >= share.amount,
+            None => self.orders.is_empty() && self.status == PaymentStatus::Refunded,
+        }
+    }
+
+    /// The payment as seller `seller` sees it: only the shares of their own orders.
+    pub fn seen_by_seller(&self, seller: &UserId) -> Payment {
+        let orders = self.orders.iter().filter(|share| &share.seller_id == seller).cloned().collect();
+        Payment { orders, ..self.clone() }
     }
 }
 

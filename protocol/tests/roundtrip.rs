@@ -12,7 +12,7 @@ use bazaar_protocol::chat::{ChatMessage, ClientFrame, HistoryPage, OpenRoomReque
 use bazaar_protocol::error::{ErrorBody, ErrorCode, ErrorDetail};
 use bazaar_protocol::events::{topics, Envelope, Event, StockChanged};
 use bazaar_protocol::orders::{Order, OrderLine, OrderStatus, PlaceOrderRequest};
-use bazaar_protocol::payments::{Payment, PaymentMethod, PaymentRequest, PaymentStatus};
+use bazaar_protocol::payments::{Payment, PaymentMethod, PaymentRequest, PaymentShare, PaymentStatus};
 use bazaar_protocol::values::{Email, Quantity, Role};
 use bazaar_protocol::{EventId, OrderId, Page, PaymentId, ProductId, RoomId, UserId};
 use chrono::{DateTime, Utc};
@@ -312,25 +312,37 @@ fn payment_method() -> impl Strategy<Value = PaymentMethod> {
 }
 
 fn payment_request() -> impl Strategy<Value = PaymentRequest> {
-    (id_text(), payment_method()).prop_map(|(order_id, method)| PaymentRequest { order_id, method })
+    (prop::option::of(id_text()), prop::option::of(id_text()), payment_method())
+        .prop_map(|(order_id, checkout_id, method)| PaymentRequest { order_id, checkout_id, method })
+}
+
+fn payment_share() -> impl Strategy<Value = PaymentShare> {
+    (id(), id(), any::<i64>(), any::<i64>()).prop_map(|(order_id, seller_id, amount, refunded_amount)| PaymentShare {
+        order_id,
+        seller_id,
+        amount,
+        refunded_amount,
+    })
 }
 
 fn payment() -> BoxedStrategy<Payment> {
     (
-        id(),
-        id(),
+        (id(), prop::option::of(id()), prop::option::of(id())),
         any::<i64>(),
         payment_status(),
         prop::option::of(prop_oneof![Just("card_declined".to_owned()), Just("gateway_timeout".to_owned()), text()]),
         any::<i64>(),
+        prop::collection::vec(payment_share(), 0..4),
     )
-        .prop_map(|(id, order_id, amount, status, reason, refunded_amount)| Payment {
+        .prop_map(|((id, order_id, checkout_id), amount, status, reason, refunded_amount, orders)| Payment {
             id,
             order_id,
+            checkout_id,
             amount,
             status,
             reason,
             refunded_amount,
+            orders,
         })
         .boxed()
 }
@@ -438,11 +450,18 @@ fn event() -> BoxedStrategy<Event> {
         stock_changed().prop_map(Event::StockChanged),
         order().prop_map(|order| Event::OrderPlaced { order }),
         (order(), text()).prop_map(|(order, reason)| Event::OrderCancelled { order, reason }),
-        (payment(), order()).prop_map(|(payment, order)| Event::PaymentRequested { payment, order }),
+        (payment(), order(), prop::collection::vec(order(), 0..3))
+            .prop_map(|(payment, order, more_orders)| Event::PaymentRequested { payment, order, more_orders }),
         payment().prop_map(|payment| Event::PaymentApproved { payment }),
         payment().prop_map(|payment| Event::PaymentDeclined { payment }),
-        (payment(), prop::option::of(any::<i64>()), any::<bool>())
-            .prop_map(|(payment, amount, at_provider)| Event::PaymentRefunded { payment, amount, at_provider }),
+        (payment(), prop::option::of(any::<i64>()), any::<bool>(), prop::option::of(id())).prop_map(
+            |(payment, amount, at_provider, order_id)| Event::PaymentRefunded {
+                payment,
+                amount,
+                at_provider,
+                order_id
+            }
+        ),
         order().prop_map(|order| Event::OrderPaid { order }),
         order().prop_map(|order| Event::OrderRefunded { order }),
         room().prop_map(|room| Event::ChatRoomOpened { room }),

@@ -4,15 +4,16 @@
 //! there first.
 
 use crate::attempt::Attempt;
-use crate::checkout::plan;
+use crate::checkout::{pay, plan};
 use crate::entity::{Ctx, Entity, EntityRef};
 use crate::idempotency::{self, Earlier, IdempotencyKey};
 use crate::product::ReservedLine;
 use crate::store::checkouts::{self, CheckoutRecord, Failure, Phase, PlannedLine};
-use crate::store::{self, orders, StoreError};
+use crate::store::{self, orders, payments, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
-use bazaar_protocol::{CheckoutId, UserId};
+use bazaar_protocol::payments::Payment;
+use bazaar_protocol::{CheckoutId, PaymentId, UserId};
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,9 @@ pub enum CheckoutError {
     NotFound,
     #[error("the idempotency key was used for a different request")]
     IdempotencyMismatch,
+    /// Paying it: it is not open, was paid before, or none of its orders is still ORDERED.
+    #[error("{0}")]
+    NotPayable(String),
     #[error("storage unavailable")]
     Unavailable,
 }
@@ -82,6 +86,22 @@ pub struct GetCheckout {
     pub viewer: UserId,
 }
 
+/// Pays every order of the checkout still ORDERED with one payment (see [`crate::checkout::pay`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayCheckout {
+    /// The id the new payment gets.
+    pub payment_id: PaymentId,
+    pub buyer_id: UserId,
+    /// The card token to charge.
+    pub token: String,
+    pub idempotency: IdempotencyKey,
+}
+
+/// Tells which payment pays the checkout, if any (for a provider's notification, which names
+/// the checkout as its order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentOfCheckout;
+
 /// Messages a checkout entity accepts. Local-only: entities never cross nodes.
 pub enum CheckoutMsg {
     Open(OpenCheckout, Reply<Opened>),
@@ -91,6 +111,8 @@ pub enum CheckoutMsg {
     Abandon(AbandonCheckout, Reply<CheckoutRecord>),
     Touch(Reply<CheckoutRecord>),
     Get(GetCheckout, Reply<CheckoutRecord>),
+    Pay(PayCheckout, Reply<Payment>),
+    PaymentOf(Reply<Option<PaymentId>>),
 }
 
 crate::request!(OpenCheckout, CheckoutState, "checkout.open", Result<Opened, CheckoutError>, |self, reply| CheckoutMsg::Open(self, reply));
@@ -101,7 +123,10 @@ crate::request!(AbandonCheckout, CheckoutState, "checkout.abandon", Result<Check
 crate::request!(TouchCheckout, CheckoutState, "checkout.touch", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Touch(reply));
 crate::request!(read GetCheckout, CheckoutState, "checkout.get", Result<CheckoutRecord, CheckoutError>, |self, reply| CheckoutMsg::Get(self, reply));
 
-crate::remote_requests!(CheckoutState: OpenCheckout, CompleteCheckout, FailCheckout, CheckoutReleased, AbandonCheckout, TouchCheckout, GetCheckout);
+crate::request!(PayCheckout, CheckoutState, "checkout.pay", Result<Payment, CheckoutError>, |self, reply| CheckoutMsg::Pay(self, reply));
+crate::request!(read PaymentOfCheckout, CheckoutState, "checkout.payment_of", Result<Option<PaymentId>, CheckoutError>, |self, reply| CheckoutMsg::PaymentOf(reply));
+
+crate::remote_requests!(CheckoutState: OpenCheckout, CompleteCheckout, FailCheckout, CheckoutReleased, AbandonCheckout, TouchCheckout, GetCheckout, PayCheckout, PaymentOfCheckout);
 
 /// The checkout entity's state.
 pub struct CheckoutState {
@@ -243,6 +268,54 @@ impl CheckoutState {
         self.save(next, ctx).await
     }
 
+    /// Starts the checkout's one payment in one transaction with its orders' move to
+    /// PAYMENT_PENDING (each checked against its version), or answers the payment a retry with the
+    /// same key made.
+    async fn try_pay(&mut self, cmd: &PayCheckout, ctx: &Ctx) -> Result<Payment, Attempt<CheckoutError>> {
+        let current = self.existing().map_err(Attempt::Refused)?;
+        if current.buyer_id != cmd.buyer_id {
+            return Err(Attempt::Refused(CheckoutError::NotFound));
+        }
+        let mut tx = ctx.store.begin().await?;
+        match idempotency::check(&mut tx, &cmd.idempotency).await? {
+            Earlier::Nothing => {}
+            Earlier::Mismatch => return Err(Attempt::Refused(CheckoutError::IdempotencyMismatch)),
+            Earlier::Done(payment_id) => {
+                let record = payments::load_in(&mut tx, &payment_id)
+                    .await?
+                    .ok_or_else(|| Attempt::Store(StoreError::Corrupt("idempotency record without payment".into())))?;
+                return Ok(record.payment);
+            }
+        }
+        let mut stored = Vec::with_capacity(current.orders.len());
+        for order in &current.orders {
+            if let Some(found) = orders::load_versioned_in(&mut tx, order.id.as_str()).await? {
+                stored.push(found);
+            }
+        }
+        let now = Utc::now();
+        let orders_now: Vec<_> = stored.iter().map(|(order, _)| order.clone()).collect();
+        let (pending, payment) = pay::decide(current, &orders_now, &cmd.payment_id, &cmd.buyer_id, &cmd.token, now)
+            .map_err(Attempt::Refused)?;
+        for order in &pending {
+            let version = stored.iter().find(|(o, _)| o.id == order.id).map_or(0, |(_, v)| *v);
+            orders::update(&mut tx, order, version).await?;
+        }
+        payments::insert(&mut tx, &payment, now).await?;
+        idempotency::record(&mut tx, &cmd.idempotency, payment.payment.id.as_str(), now).await?;
+        let mut pending = pending.into_iter();
+        let first = pending.next().ok_or(Attempt::Refused(CheckoutError::Unavailable))?;
+        let requested =
+            Event::PaymentRequested { payment: payment.payment.clone(), order: first, more_orders: pending.collect() };
+        store::append_events(&mut tx, &[Envelope::new(payment.payment.id.as_str(), 1, now, requested)]).await?;
+        let next = CheckoutRecord { payment_id: Some(payment.payment.id.clone()), updated_at: now, ..current.clone() };
+        checkouts::update(&mut tx, &next, self.version).await?;
+        ctx.store.commit(tx).await?;
+        self.record = Some(next);
+        self.version += 1;
+        Ok(payment.payment)
+    }
+
     async fn try_touch(&mut self, ctx: &Ctx) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
         let current = self.existing().map_err(Attempt::Refused)?;
         if !matches!(current.phase, Phase::Reserving | Phase::Releasing) {
@@ -290,6 +363,12 @@ impl Entity for CheckoutState {
             CheckoutMsg::Touch(reply) => {
                 let _ = reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_touch(ctx)));
             }
+            CheckoutMsg::Pay(cmd, reply) => {
+                let _ = reply.send(with_retries!(self, ctx, CheckoutError::Unavailable, self.try_pay(&cmd, ctx)));
+            }
+            CheckoutMsg::PaymentOf(reply) => {
+                let _ = reply.send(self.existing().map(|record| record.payment_id.clone()));
+            }
             CheckoutMsg::Get(query, reply) => {
                 let found = match &self.record {
                     Some(record) if record.buyer_id == query.viewer => Ok(record.clone()),
@@ -315,6 +394,12 @@ impl Entity for CheckoutState {
             | CheckoutMsg::Abandon(_, reply)
             | CheckoutMsg::Touch(reply)
             | CheckoutMsg::Get(_, reply) => {
+                let _ = reply.send(Err(CheckoutError::Unavailable));
+            }
+            CheckoutMsg::Pay(_, reply) => {
+                let _ = reply.send(Err(CheckoutError::Unavailable));
+            }
+            CheckoutMsg::PaymentOf(reply) => {
                 let _ = reply.send(Err(CheckoutError::Unavailable));
             }
         }

@@ -9,6 +9,8 @@
 //!    ([`entity::CompleteCheckout`]). A line short: it fails (RELEASING), every line is given up
 //!    ([`ForgoLine`]: its units back if it was taken), then it is FAILED.
 //!
+//! Once open, the checkout's orders may be paid together with one charge ([`pay`]).
+//!
 //! A request cut off half-way (a crash, a timeout) leaves the checkout RESERVING or RELEASING:
 //! a retry with the same key carries on from step 2, and the [`sweep`] gives up a checkout that
 //! has not moved for `checkout_timeout` (its lines released). The entity decides each phase
@@ -16,18 +18,22 @@
 //! both opens and releases its stock.
 
 pub mod entity;
+pub mod pay;
 pub mod plan;
 pub mod sweep;
 
+use crate::order::RereadOrder;
 use crate::product::{ForgoLine, ProductError, ReserveLine, ReservedLine};
 use crate::region::CallError;
 use crate::regions::Regions;
 use crate::store::checkouts::{Failure, PlannedLine};
 use crate::user::RemoveCartItems;
+use bazaar_protocol::payments::Payment;
 use bazaar_protocol::values::Quantity;
 use bazaar_protocol::{CheckoutId, ProductId, UserId};
 use entity::{
-    CheckoutError, CheckoutReleased, CompleteCheckout, FailCheckout, GetCheckout, OpenCheckout, Opened, TouchCheckout,
+    CheckoutError, CheckoutReleased, CompleteCheckout, FailCheckout, GetCheckout, OpenCheckout, Opened, PayCheckout,
+    TouchCheckout,
 };
 use plan::CartPick;
 use std::time::Duration;
@@ -227,6 +233,24 @@ pub async fn release(regions: &Regions, record: &CheckoutRecord, deadline: Insta
         }
     }
     matches!(regions.checkouts.ask(record.id.as_str(), CheckoutReleased).await, Ok(Ok(_)))
+}
+
+/// Pays the orders of checkout `id` still ORDERED with one payment (see [`pay`]): the payment,
+/// REQUESTED (the saga charges it), or the one a retry with the same key made. Each order it pays
+/// is told to read its row again before the answer, so reading it next shows PAYMENT_PENDING.
+pub async fn pay_checkout(regions: &Regions, id: &str, cmd: PayCheckout) -> Result<Payment, CheckoutError> {
+    let payment = match regions.checkouts.ask(id, cmd).await {
+        Ok(answer) => answer?,
+        Err(_) => return Err(CheckoutError::Unavailable),
+    };
+    let rereads = payment.order_ids().into_iter().map(|order| async move {
+        if let Err(reason) = regions.orders.ask(order.as_str(), RereadOrder).await.map_err(|e| e.to_string()) {
+            // It reads the row again before it settles the payment anyway.
+            warn!(order_id = %order, %reason, "order not told of its checkout's payment");
+        }
+    });
+    futures_util::future::join_all(rereads).await;
+    Ok(payment)
 }
 
 /// Takes the checked-out products out of the buyer's cart. A failure leaves them there (the

@@ -5,7 +5,7 @@
 use super::{expect_one, query, query_as, query_scalar, timestamp, LongText, Store, StoreError, Tx};
 use bazaar_protocol::checkout::CheckoutStatus;
 use bazaar_protocol::orders::Order;
-use bazaar_protocol::{CheckoutId, OrderId, ProductId, UserId};
+use bazaar_protocol::{CheckoutId, OrderId, PaymentId, ProductId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +75,10 @@ pub struct CheckoutRecord {
     pub currency: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub failure: Option<Failure>,
+    /// The one payment of its orders, once the buyer paid the checkout (absent in checkouts
+    /// from before checkout payments).
+    #[serde(default)]
+    pub payment_id: Option<PaymentId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -92,6 +96,7 @@ impl CheckoutRecord {
             currency: String::new(),
             expires_at: None,
             failure: None,
+            payment_id: None,
             created_at: now,
             updated_at: now,
         }

@@ -49,6 +49,11 @@ pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<Order>, StoreError>
     Ok(load_with(tx.backend(), &mut **tx, id).await?.map(|(order, _)| order))
 }
 
+/// Loads an order and its version inside a transaction (to change it there).
+pub async fn load_versioned_in(tx: &mut Tx, id: &str) -> Result<Option<(Order, i64)>, StoreError> {
+    load_with(tx.backend(), &mut **tx, id).await
+}
+
 async fn load_with<'e>(
     backend: Backend,
     executor: impl sqlx::Executor<'e, Database = sqlx::Any>,

@@ -1,7 +1,9 @@
 //! Payment rows and the simulated gateway's ledger of charges.
 
-use super::{corrupt, expect_one, query, query_as, query_scalar, timestamp, Backend, OnBackend, Store, StoreError, Tx};
-use bazaar_protocol::payments::{Payment, PaymentStatus};
+use super::{
+    corrupt, expect_one, query, query_as, query_scalar, timestamp, Backend, LongText, OnBackend, Store, StoreError, Tx,
+};
+use bazaar_protocol::payments::{Payment, PaymentShare, PaymentStatus};
 use bazaar_protocol::UserId;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
@@ -14,7 +16,7 @@ pub struct PaymentRecord {
     pub payment: Payment,
     /// The order's buyer.
     pub buyer_id: UserId,
-    /// The order's seller.
+    /// The order's seller; empty for a checkout's payment, whose sellers are in its shares.
     pub seller_id: UserId,
     /// The amount's currency.
     pub currency: String,
@@ -26,17 +28,36 @@ pub struct PaymentRecord {
 
 fn from_row(row: &AnyRow) -> Result<PaymentRecord, StoreError> {
     let status: String = row.try_get("status")?;
+    let reference: String = row.try_get("order_id")?;
+    let checkout_id: Option<String> = row.try_get("checkout_id")?;
+    let seller_id: UserId = row.try_get::<String, _>("seller_id")?.into();
+    let amount: i64 = row.try_get("amount")?;
+    let refunded_amount: i64 = row.try_get("refunded_amount")?;
+    // MySQL keeps the shares as MEDIUMTEXT, which its driver reports as a blob: read through LongText.
+    let orders = match row.try_get::<Option<LongText>, _>("shares")? {
+        Some(LongText(text)) => serde_json::from_str(&text).map_err(|e| corrupt("payment shares", &e.to_string()))?,
+        // A payment from before shares: its one order is all of it.
+        None => vec![PaymentShare {
+            order_id: reference.as_str().into(),
+            seller_id: seller_id.clone(),
+            amount,
+            refunded_amount,
+        }],
+    };
     Ok(PaymentRecord {
         payment: Payment {
             id: row.try_get::<String, _>("id")?.into(),
-            order_id: row.try_get::<String, _>("order_id")?.into(),
-            amount: row.try_get("amount")?,
+            // A checkout's payment keeps the checkout's id in order_id (the gateway's reference).
+            order_id: checkout_id.is_none().then(|| reference.into()),
+            checkout_id: checkout_id.map(Into::into),
+            amount,
             status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?,
             reason: row.try_get("reason")?,
-            refunded_amount: row.try_get("refunded_amount")?,
+            refunded_amount,
+            orders,
         },
         buyer_id: row.try_get::<String, _>("buyer_id")?.into(),
-        seller_id: row.try_get::<String, _>("seller_id")?.into(),
+        seller_id,
         currency: row.try_get("currency")?,
         token: row.try_get("token")?,
         version: row.try_get("version")?,
@@ -67,11 +88,11 @@ pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> 
     query(
         tx,
         "INSERT INTO payments (id, order_id, buyer_id, seller_id, amount, currency, token, status, reason,
-                               created_at, updated_at, refunded_amount, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1)",
+                               created_at, updated_at, refunded_amount, checkout_id, shares, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)",
     )
     .bind(record.payment.id.as_str())
-    .bind(record.payment.order_id.as_str())
+    .bind(record.payment.reference())
     .bind(record.buyer_id.as_str())
     .bind(record.seller_id.as_str())
     .bind(record.payment.amount)
@@ -82,22 +103,30 @@ pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> 
     .bind(timestamp::encode(now))
     .bind(timestamp::encode(now))
     .bind(record.payment.refunded_amount)
+    .bind(record.payment.checkout_id.as_ref().map(|id| id.as_str()))
+    .bind(shares(&record.payment)?)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+fn shares(payment: &Payment) -> Result<String, StoreError> {
+    serde_json::to_string(&payment.orders).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Writes a payment's new status and refunded amount if it is still at `version`.
 pub async fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
     let done = query(
         tx,
-        "UPDATE payments SET status = $1, reason = $2, updated_at = $3, refunded_amount = $4, version = version + 1
-         WHERE id = $5 AND version = $6",
+        "UPDATE payments SET status = $1, reason = $2, updated_at = $3, refunded_amount = $4, shares = $5,
+                             version = version + 1
+         WHERE id = $6 AND version = $7",
     )
     .bind(payment.status.as_str())
     .bind(&payment.reason)
     .bind(timestamp::encode(now))
     .bind(payment.refunded_amount)
+    .bind(shares(payment)?)
     .bind(payment.id.as_str())
     .bind(version)
     .execute(&mut **tx)

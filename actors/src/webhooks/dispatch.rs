@@ -15,6 +15,7 @@ use crate::store::webhooks::{self as rows, EndpointRow, NewDelivery, OPERATOR};
 use crate::store::{self, Store, StoreError};
 use bazaar_protocol::events::{topics, Envelope, Event};
 use bazaar_protocol::webhooks::OPERATOR_EVENTS;
+use bazaar_protocol::UserId;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,33 +71,14 @@ pub fn spawn(
         .collect()
 }
 
-/// The seller an event concerns, when the event alone says.
-fn seller_in(event: &Event) -> Option<&str> {
-    match event {
-        Event::ProductListed { product } => Some(product.seller_id.as_str()),
-        Event::OrderPlaced { order }
-        | Event::OrderCancelled { order, .. }
-        | Event::OrderPaid { order }
-        | Event::OrderRefunded { order }
-        | Event::PaymentRequested { order, .. } => Some(order.seller_id.as_str()),
-        Event::StockChanged(_)
-        | Event::PaymentApproved { .. }
-        | Event::PaymentDeclined { .. }
-        | Event::PaymentRefunded { .. }
-        | Event::UserRegistered { .. }
-        | Event::ChatRoomOpened { .. }
-        | Event::ChatMessagePosted { .. } => None,
-    }
-}
-
-/// The endpoints `envelope` goes to, given the seller it concerns.
-pub fn recipients<'a>(endpoints: &'a [EndpointRow], envelope: &Envelope, seller: Option<&str>) -> Vec<&'a EndpointRow> {
+/// The endpoints `envelope` goes to, given the sellers it concerns.
+pub fn recipients<'a>(endpoints: &'a [EndpointRow], envelope: &Envelope, sellers: &[UserId]) -> Vec<&'a EndpointRow> {
     let kind = envelope.event.type_name();
     endpoints
         .iter()
         .filter(|endpoint| endpoint.events.iter().any(|e| e == kind))
         .filter(|endpoint| envelope.at >= endpoint.created_at)
-        .filter(|endpoint| endpoint.owner_id == OPERATOR || seller == Some(endpoint.owner_id.as_str()))
+        .filter(|endpoint| endpoint.owner_id == OPERATOR || sellers.iter().any(|s| s.as_str() == endpoint.owner_id))
         .collect()
 }
 
@@ -108,12 +90,16 @@ struct Sellers {
 }
 
 impl Sellers {
-    /// The seller `event` concerns, reading the product or the order when the event does not
-    /// say; `None` for an event of no seller (or whose row is gone).
-    async fn of(&mut self, store: &Store, event: &Event) -> Result<Option<String>, StoreError> {
-        if let Some(seller) = seller_in(event) {
-            return Ok(Some(seller.to_owned()));
+    /// The sellers `event` concerns, reading the product or the order when the event does not
+    /// say; none for an event of no seller (or whose row is gone).
+    async fn of(&mut self, store: &Store, event: &Event) -> Result<Vec<UserId>, StoreError> {
+        if let Some(sellers) = event.sellers() {
+            return Ok(sellers);
         }
+        Ok(self.looked_up(store, event).await?.map(UserId::from).into_iter().collect())
+    }
+
+    async fn looked_up(&mut self, store: &Store, event: &Event) -> Result<Option<String>, StoreError> {
         match event {
             Event::StockChanged(change) => {
                 let id = change.product_id.as_str();
@@ -129,7 +115,7 @@ impl Sellers {
             Event::PaymentApproved { payment }
             | Event::PaymentDeclined { payment }
             | Event::PaymentRefunded { payment, .. } => {
-                let id = payment.order_id.as_str();
+                let Some(id) = payment.order_id.as_ref().map(|id| id.as_str()) else { return Ok(None) };
                 if let Some(seller) = self.of_order.get(id) {
                     return Ok(Some(seller.clone()));
                 }
@@ -184,19 +170,29 @@ impl Dispatcher {
             let envelope = &record.envelope;
             let kind = envelope.event.type_name();
             let a_seller_wants = endpoints.iter().any(|e| e.owner_id != OPERATOR && e.events.iter().any(|t| t == kind));
-            let seller = if a_seller_wants { self.sellers.of(&self.store, &envelope.event).await? } else { None };
-            let to = recipients(&endpoints, envelope, seller.as_deref());
+            let sellers =
+                if a_seller_wants { self.sellers.of(&self.store, &envelope.event).await? } else { Vec::new() };
+            let to = recipients(&endpoints, envelope, &sellers);
             if to.is_empty() {
                 continue;
             }
-            let body = serde_json::to_string(&**envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let encode =
+                |envelope: &Envelope| serde_json::to_string(envelope).map_err(|e| StoreError::Corrupt(e.to_string()));
+            let whole = encode(envelope)?;
             for endpoint in to {
+                // A seller gets only their own part of a checkout's payment.
+                let body = if endpoint.owner_id == OPERATOR {
+                    whole.clone()
+                } else {
+                    let seller = UserId::from(endpoint.owner_id.as_str());
+                    encode(&Envelope { event: envelope.event.seen_by_seller(&seller), ..(**envelope).clone() })?
+                };
                 deliveries.push(NewDelivery {
                     id: uuid::Uuid::now_v7().to_string(),
                     endpoint_id: endpoint.id.clone(),
                     event_id: envelope.id.to_string(),
                     event_type: kind.to_owned(),
-                    body: body.clone(),
+                    body,
                     created_at: now,
                 });
             }
@@ -354,11 +350,13 @@ mod tests {
             endpoint("registered-after", "s1", &["OrderPlaced"], later),
         ];
         let envelope = placed("s1", t0 + chrono::Duration::seconds(1));
-        let to: Vec<&str> =
-            recipients(&endpoints, &envelope, seller_in(&envelope.event)).iter().map(|e| e.id.as_str()).collect();
+        let to: Vec<&str> = recipients(&endpoints, &envelope, &envelope.event.sellers().unwrap())
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect();
         assert_eq!(to, ["mine", "op"]);
         // An event of no known seller goes to the operator only.
-        let to: Vec<&str> = recipients(&endpoints, &envelope, None).iter().map(|e| e.id.as_str()).collect();
+        let to: Vec<&str> = recipients(&endpoints, &envelope, &[]).iter().map(|e| e.id.as_str()).collect();
         assert_eq!(to, ["op"]);
     }
 }

@@ -315,7 +315,7 @@ impl Client {
     }
 
     fn learn_payment(&mut self, payment: &Payment) {
-        if let Some(known) = self.orders.iter_mut().find(|k| k.id == payment.order_id) {
+        if let Some(known) = self.orders.iter_mut().find(|k| payment.order_id.as_ref() == Some(&k.id)) {
             known.payment = Some(payment.id.clone());
             known.amount = payment.amount;
             known.payment_status = Some(payment.status);

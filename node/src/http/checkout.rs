@@ -29,6 +29,7 @@ impl From<CheckoutError> for ApiError {
             CheckoutError::IdempotencyMismatch => {
                 ApiError::new(ErrorCode::IdempotencyMismatch, "this Idempotency-Key was used with a different request")
             }
+            CheckoutError::NotPayable(why) => ApiError::new(ErrorCode::OrderNotPayable, why),
             CheckoutError::Unavailable => ApiError::unavailable(),
         }
     }
@@ -156,6 +157,7 @@ fn view(record: &CheckoutRecord, orders: Vec<bazaar_protocol::orders::Order>) ->
         total: record.total,
         currency: record.currency.clone(),
         expires_at: record.expires_at,
+        payment_id: record.payment_id.clone(),
         created_at: record.created_at,
     }
 }

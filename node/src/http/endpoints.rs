@@ -760,10 +760,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         verb: Verb::Post,
         path: "/payments",
         tag: "payments",
-        summary: "Pays an order (its buyer)",
-        description: "202 while the gateway decides (or 200 with the final state if already decided). Paying an \
-                      order that is not ORDERED: 409 `order_not_payable`; the same key with another body: 409 \
-                      `idempotency_mismatch`.",
+        summary: "Pays an order, or every order of a checkout with one charge (its buyer)",
+        description: "`{orderId, method}` pays one order; `{checkoutId, method}` pays every order of the checkout \
+                      still ORDERED with one payment, one share per order. 202 while the gateway decides (or 200 \
+                      with the final state if already decided). Nothing left to pay (an order not ORDERED, a \
+                      checkout paid before): 409 `order_not_payable`; neither or both ids: 400; the same key \
+                      with another body: 409 `idempotency_mismatch`.",
         access: Access::Bearer,
         ungated: false,
         input: Input::Json(typed::<PaymentRequest>()),
@@ -779,8 +781,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         verb: Verb::Get,
         path: "/payments/{id}",
         tag: "payments",
-        summary: "A payment (buyer or seller of the order)",
-        description: "404 for anyone else.",
+        summary: "A payment (its buyer, or the seller of an order it pays)",
+        description: "A seller sees only the shares of their own orders; 404 for anyone else.",
         access: Access::Bearer,
         ungated: false,
         input: Input::Nothing,
@@ -793,9 +795,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
         verb: Verb::Post,
         path: "/payments/{id}/refund",
         tag: "payments",
-        summary: "Refunds a payment, in part or in full (the order's seller)",
-        description: "`{\"amount\": N}` gives back N; no body (or `{}`) all that is left. A refund with an amount \
-                      needs an `Idempotency-Key` (400 without). More than is left: 409 `refund_exceeds_payment`; \
+        summary: "Refunds a payment, in part or in full (the seller of an order it pays, their share only)",
+        description: "`{\"amount\": N}` gives back N; no body (or `{}`) all that is left of the seller's order. A \
+                      refund with an amount needs an `Idempotency-Key` (400 without). More than is left of it: \
+                      409 `refund_exceeds_payment`; \
                       an amount under 1: 422 `invalid`; anything but an APPROVED payment: 409 \
                       `payment_not_refundable`; the same key with another body: 409 `idempotency_mismatch`.",
         access: Access::Bearer,

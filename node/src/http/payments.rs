@@ -10,10 +10,13 @@ use super::{
 use crate::app::App;
 use crate::rate_limit::client_key;
 use crate::tokens::Caller;
+use bazaar_actors::checkout::entity::{CheckoutError, PayCheckout, PaymentOfCheckout};
+use bazaar_actors::checkout::pay_checkout;
 use bazaar_actors::idempotency::{Earlier, IdempotencyKey};
 use bazaar_actors::order::{OrderError, PaymentOfOrder, RequestPayment};
 use bazaar_actors::payment::{GetPayment, PaymentError, ReconcilePayment, RefundPayment};
 use bazaar_actors::payment_gateway::NoticeError;
+use bazaar_actors::region::CallError;
 use bazaar_protocol::payments::{PaymentRequest, PaymentStatus, RefundRequest};
 use bazaar_protocol::values::{Invalid, Role};
 use bazaar_protocol::{ErrorCode, PaymentId};
@@ -90,6 +93,13 @@ async fn pay(app: Arc<App>, who: Caller, key: String, body: PaymentRequest) -> A
     if who.role != Role::Buyer {
         return Err(ApiError::forbidden("only the order's buyer pays it"));
     }
+    let paying = match (&body.order_id, &body.checkout_id) {
+        (Some(order), None) => Paying::Order(order.clone()),
+        (None, Some(checkout)) => Paying::Checkout(checkout.clone()),
+        // A body naming neither is a body missing its field (400, as any other), and one naming
+        // both is no clearer.
+        _ => return Err(ApiError::bad_request("the body needs exactly one of orderId and checkoutId")),
+    };
     if body.method.kind != "card" {
         return Err(Invalid::new("method.type", "must be card").into());
     }
@@ -111,14 +121,24 @@ async fn pay(app: Arc<App>, who: Caller, key: String, body: PaymentRequest) -> A
             return Ok(json(status_of(payment.status), &payment));
         }
     }
-    let cmd = RequestPayment {
-        payment_id: PaymentId::generate(),
-        buyer_id: who.id,
-        token: body.method.token.clone(),
-        idempotency: key,
+    let (payment_id, buyer_id, token) = (PaymentId::generate(), who.id, body.method.token.clone());
+    let payment = match paying {
+        Paying::Order(order) => {
+            let cmd = RequestPayment { payment_id, buyer_id, token, idempotency: key };
+            settle(app.regions.orders.ask(&order, cmd).await)?
+        }
+        Paying::Checkout(checkout) => {
+            let cmd = PayCheckout { payment_id, buyer_id, token, idempotency: key };
+            pay_checkout(&app.regions, &checkout, cmd).await?
+        }
     };
-    let payment = settle(app.regions.orders.ask(&body.order_id, cmd).await)?;
     Ok(json(status_of(payment.status), &payment))
+}
+
+/// What `POST /payments` pays.
+enum Paying {
+    Order(String),
+    Checkout(String),
 }
 
 async fn get(app: Arc<App>, who: Caller, id: String) -> ApiResult {
@@ -181,7 +201,7 @@ async fn webhook(app: Arc<App>, gateway: String, body: Vec<u8>) -> ApiResult {
             return Ok(json(StatusCode::OK, &serde_json::json!({"received": true, "ignored": why})))
         }
     };
-    let payment_id = match app.regions.orders.ask(&notice.order_id, PaymentOfOrder).await {
+    let payment_id = match payment_of(&app, &notice.order_id).await {
         Ok(Ok(Some(payment_id))) => payment_id,
         Ok(Ok(None) | Err(OrderError::NotFound)) => {
             // Not an order of bazaar's, or one never paid: nothing to follow, and nothing a
@@ -197,4 +217,18 @@ async fn webhook(app: Arc<App>, gateway: String, body: Vec<u8>) -> ApiResult {
     let reconcile = ReconcilePayment { reference: notice.reference };
     let payment = settle(app.regions.payments.ask(payment_id.as_str(), reconcile).await)?;
     Ok(json(StatusCode::OK, &serde_json::json!({"received": true, "status": payment.status})))
+}
+
+/// The payment behind the id a provider knows a charge by: an order's, or a checkout's for the
+/// one payment of its orders (`NotFound` when it is neither).
+async fn payment_of(app: &App, id: &str) -> Result<Result<Option<PaymentId>, OrderError>, CallError> {
+    match app.regions.orders.ask(id, PaymentOfOrder).await? {
+        Err(OrderError::NotFound) => {}
+        found => return Ok(found),
+    }
+    Ok(match app.regions.checkouts.ask(id, PaymentOfCheckout).await? {
+        Ok(payment) => Ok(payment),
+        Err(CheckoutError::NotFound) => Err(OrderError::NotFound),
+        Err(_) => Err(OrderError::Unavailable),
+    })
 }

@@ -22,6 +22,7 @@ mod cart;
 mod catalog;
 mod chat_http;
 mod checkout;
+mod checkout_payment;
 mod concurrency;
 mod cors;
 mod crash;

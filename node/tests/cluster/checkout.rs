@@ -1,8 +1,9 @@
 //! Checkout across the cluster: the products of a cart live on different nodes, checkouts race
 //! for the last units through every node, and still none oversells, none leaves a line held, and
-//! a retry through another node finds the same checkout.
+//! a retry through another node finds the same checkout; one payment through yet another node
+//! pays the orders wherever they live, and each seller refunds their own through their own node.
 
-use crate::support::{Cluster, Role};
+use crate::support::{eventually, Cluster, Role, EVENT_DEADLINE};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -79,4 +80,54 @@ async fn checkouts_through_every_node_never_oversell_and_a_retry_elsewhere_finds
     for node in &nodes {
         assert_eq!(node.get(&path, Some(token)).await.expect(200), answers[first].json, "{path} via {}", node.name);
     }
+    // One payment for the checkout through a third node: every order, wherever it lives, PAID.
+    let paying = &nodes[(first + 2) % 3];
+    let body = json!({"checkoutId": id_of(&again), "method": {"type": "card", "token": "tok_visa"}});
+    let payment = paying
+        .send(Method::POST, "/payments", Some(token), Some(&body), &[("idempotency-key", "pay")])
+        .await
+        .expect(202);
+    assert_eq!(payment["amount"], 9 * 1_000 + 5_000, "{payment}");
+    let payment_id = id_of(&payment);
+    let orders: Vec<(String, String)> = again["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (id_of(o), o["sellerId"].as_str().unwrap().to_owned()))
+        .collect();
+    let status_everywhere = |order: String, wanted: &'static str| {
+        let nodes = nodes.clone();
+        let token = token.clone();
+        async move {
+            eventually(EVENT_DEADLINE, &format!("order {order} to be {wanted} on every node"), || async {
+                for node in &nodes {
+                    let read = node.get(&format!("/orders/{order}"), Some(&token)).await.expect(200);
+                    if read["status"] != wanted {
+                        return Err(format!("{} via {}", read["status"], node.name));
+                    }
+                }
+                Ok(())
+            })
+            .await
+        }
+    };
+    for (order, _) in &orders {
+        status_everywhere(order.clone(), "PAID").await;
+    }
+    // The retry through another node answers the same payment.
+    let retried =
+        nodes[first % 3].send(Method::POST, "/payments", Some(token), Some(&body), &[("idempotency-key", "pay")]).await;
+    assert_eq!(retried.json["id"], json!(payment_id), "{}", retried.text);
+
+    // Each seller refunds their own order through their own node: each order REFUNDED alone.
+    for (i, seller) in sellers.iter().enumerate() {
+        let (order, _) = orders.iter().find(|(_, s)| s == &seller.id).expect("an order per seller");
+        let path = format!("/payments/{payment_id}/refund");
+        let refunded = nodes[i].send(Method::POST, &path, Some(&seller.token), None, &[]).await.expect(200);
+        let own = refunded["orders"].as_array().unwrap();
+        assert_eq!(own.len(), 1, "a seller sees their own share: {refunded}");
+        status_everywhere(order.clone(), "REFUNDED").await;
+    }
+    let done = nodes[first % 3].get(&format!("/payments/{payment_id}"), Some(token)).await.expect(200);
+    assert_eq!((done["status"].as_str(), done["refundedAmount"].as_i64()), (Some("REFUNDED"), Some(14_000)));
 }

@@ -47,7 +47,16 @@ fn paid(id: &str, quantity: u32, status: OrderStatus, payment: &str) -> Order {
 }
 
 fn payment(id: &str, order_id: &str, amount: i64, status: PaymentStatus, refunded: i64) -> Payment {
-    Payment { id: id.into(), order_id: order_id.into(), amount, status, reason: None, refunded_amount: refunded }
+    Payment {
+        id: id.into(),
+        order_id: Some(order_id.into()),
+        checkout_id: None,
+        amount,
+        status,
+        reason: None,
+        refunded_amount: refunded,
+        orders: Vec::new(),
+    }
 }
 
 fn product(stock: i64) -> Product {
