@@ -167,6 +167,27 @@ async ([sellerId, count]) => {
 }
 """
 
+SECOND_SELLER = """
+async ([email, password]) => {
+  // Another seller, through the public API (the page's own session is left alone): a rug.
+  const json = { "Content-Type": "application/json" };
+  const signup = await fetch("/auth/signup", {
+    method: "POST", headers: json, body: JSON.stringify({ email, password, name: "Rita's Rugs", role: "SELLER" }),
+  });
+  if (signup.status !== 201) throw new Error(`signup: ${signup.status}`);
+  const login = await (await fetch("/auth/login", {
+    method: "POST", headers: json, body: JSON.stringify({ email, password }),
+  })).json();
+  const product = await fetch("/products", {
+    method: "POST",
+    headers: { ...json, Authorization: `Bearer ${login.accessToken}` },
+    body: JSON.stringify({ name: "Rug", price: 50000, stock: 2, description: "Hand-woven" }),
+  });
+  if (product.status !== 201) throw new Error(`product: ${product.status}`);
+  return (await product.json()).id;
+}
+"""
+
 
 def run(base, shots):
     problems = []
@@ -265,6 +286,37 @@ def run(base, shots):
             expect(seller.locator("#orders tr[data-order-id]")).to_have_count(2)
             assert_not_reloaded(seller, "the seller")
             shoot(seller, shots, "seller-orders.png")
+
+            # A cart over two sellers checks out into two orders, paid with one payment.
+            buyer.evaluate(SECOND_SELLER, [f"rugs-{suffix}@example.com", PASSWORD])
+            buyer.goto(f"{base}/#/products")
+            for name in ["Lamp", "Rug"]:
+                buyer.locator("#products tr", has_text=name).locator("button.add-to-cart").click()
+                expect(buyer.locator("#notice")).to_contain_text(f"In your cart: 1 × {name}")
+            buyer.locator("#nav-cart").click()
+            expect(buyer.locator("#cart tr[data-product-id]")).to_have_count(2)
+            expect(buyer.locator("main")).to_contain_text("From 2 sellers")
+            buyer.locator("#checkout").click()
+            expect(buyer).to_have_url(re.compile(r"#/orders$"))
+            group = buyer.locator("#orders tr.checkout-row")
+            expect(group).to_have_count(1)
+            expect(group).to_contain_text("2 sellers, 59,900 KRW in all")
+            in_checkout = buyer.locator("#orders tr.in-checkout")
+            expect(in_checkout).to_have_count(2)
+            mark_no_reload(buyer)
+            group.locator("button.pay-checkout").click()
+            expect(buyer.locator("#notice")).to_contain_text("One payment of 59,900 KRW for 2 orders")
+            expect(in_checkout.locator(".order-status", has_text="PAID")).to_have_count(2)
+            shoot(buyer, shots, "buyer-checkout.png")
+            # The lamp's seller got their order of it live, and refunds it; the rug's stays PAID.
+            lamp_order = seller.locator("#orders tr.in-checkout")
+            expect(lamp_order.locator(".order-status")).to_have_text("PAID")
+            lamp_order.locator("button.refund").click()
+            expect(lamp_order.locator(".order-status")).to_have_text("REFUNDED")
+            expect(in_checkout.locator(".order-status", has_text="REFUNDED")).to_have_count(1)
+            expect(in_checkout.locator(".order-status", has_text="PAID")).to_have_count(1)
+            assert_not_reloaded(seller, "the seller")
+            assert_not_reloaded(buyer, "the buyer")
 
             # More history than one page, posted through the API before the chat is opened.
             seeded = buyer.evaluate(SEED_CHAT, [seller_id, SEEDED_MESSAGES])

@@ -544,7 +544,23 @@ function drawCart(cart) {
       cart.totals.map((total) =>
         h("p", { class: "cart-total", dataset: { currency: total.currency } }, "Total: ", h("strong", {}, money(total.amount, total.currency))),
       ),
-      sellers.length > 1 ? h("p", { class: "muted" }, `From ${sellers.length} sellers.`) : null,
+      sellers.length > 1 ? h("p", { class: "muted" }, `From ${sellers.length} sellers: one order each, paid together.`) : null,
+      rows.length
+        ? h(
+            "button",
+            {
+              id: "checkout",
+              onclick: action(async () => {
+                // POST /checkout: one order per seller, every line reserved or none.
+                const checkout = await api("POST", "/checkout", undefined, { idempotent: true });
+                for (const order of checkout.orders) state.orders.set(order.id, order);
+                notice(`Checked out into ${checkout.orders.length} orders of ${money(checkout.total, checkout.currency)}: pay them together here`);
+                location.hash = "#/orders";
+              }),
+            },
+            "Check out",
+          )
+        : null,
     ),
   );
 }
@@ -591,8 +607,18 @@ async function drawOrders() {
   const orders = [...state.orders.values()]
     .filter((order) => order.buyerId === me.id || order.sellerId === me.id)
     .sort((a, b) => (a.id < b.id ? 1 : -1));
+  // The orders of one checkout are shown together, under a row of their own (paid at once).
+  const groups = new Map(); // checkoutId (or order id) -> orders, in the order first seen
+  for (const order of orders) {
+    const key = order.checkoutId ? `checkout:${order.checkoutId}` : order.id;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(order);
+  }
   const rows = [];
-  for (const order of orders) rows.push(orderRow(order, await productName(order.productId), me));
+  for (const [key, members] of groups) {
+    if (key.startsWith("checkout:")) rows.push(checkoutRow(key.slice("checkout:".length), members, me));
+    for (const order of members) rows.push(orderRow(order, await linesName(order), me));
+  }
   if (location.hash !== "#/orders") return; // the user moved on while names were fetched
   const title = me.role === "SELLER" ? "Incoming orders" : "Your orders";
   view().replaceChildren(
@@ -657,6 +683,59 @@ function timelineView(timeline) {
       ),
     ),
     timeline.truncated ? h("p", { class: "muted" }, "The oldest changes only: the rest were left out.") : null,
+  );
+}
+
+// What an order holds: its product, or "2 × Lamp, 1 × Cup" for several lines.
+async function linesName(order) {
+  const lines = order.lines || [];
+  if (lines.length <= 1) return productName(order.productId);
+  const names = [];
+  for (const line of lines) names.push(`${line.quantity} × ${await productName(line.productId)}`);
+  return names.join(", ");
+}
+
+// The heading row of a checkout's orders: how many sellers, the total, and for its buyer one
+// payment for every order still ORDERED (POST /payments {checkoutId}).
+function checkoutRow(checkoutId, orders, me) {
+  const currency = orders[0].currency;
+  const total = orders.reduce((sum, order) => sum + Number(order.amount), 0);
+  const actions = [];
+  const open = orders.filter((order) => order.status === "ORDERED");
+  if (me.role === "BUYER" && open.length) {
+    const token = h("select", { name: "token" }, PAY_TOKENS.map((t) => h("option", { value: t }, t)));
+    actions.push(
+      token,
+      h(
+        "button",
+        {
+          class: "pay-checkout",
+          onclick: action(async () => {
+            const payment = await api(
+              "POST",
+              "/payments",
+              { checkoutId, method: { type: "card", token: token.value } },
+              { idempotent: true },
+            );
+            notice(`One payment of ${money(payment.amount, currency)} for ${payment.orders.length} orders: they update live`);
+            for (const share of payment.orders) {
+              const order = state.orders.get(share.orderId);
+              if (order && order.status === "ORDERED") state.orders.set(order.id, { ...order, status: "PAYMENT_PENDING", paymentId: payment.id });
+            }
+            await drawOrders();
+          }),
+        },
+        open.length === orders.length ? "Pay all" : `Pay ${open.length} left`,
+      ),
+    );
+  }
+  const sellers = new Set(orders.map((order) => order.sellerId)).size;
+  const what = me.role === "BUYER" ? `${sellers} seller${sellers === 1 ? "" : "s"}, ${money(total, currency)} in all` : "your part of a buyer's checkout";
+  return h(
+    "tr",
+    { class: "checkout-row", dataset: { checkoutId } },
+    h("td", { colspan: "5" }, "Checkout ", h("code", {}, checkoutId.slice(-12)), `: ${what}`),
+    h("td", {}, h("div", { class: "row-actions" }, actions)),
   );
 }
 
@@ -727,7 +806,7 @@ function orderRow(order, name, me) {
   );
   return h(
     "tr",
-    { dataset: { orderId: order.id } },
+    { class: order.checkoutId ? "in-checkout" : "", dataset: { orderId: order.id } },
     h("td", {}, h("code", {}, order.id.slice(-12))),
     h("td", { class: "product" }, name),
     h("td", {}, String(order.quantity)),
