@@ -338,3 +338,43 @@ async fn the_operators_endpoint_gets_every_sellers_events_and_new_accounts_signe
     assert_eq!(other.get("/webhooks").await.expect(200)["items"], json!([]));
     other.delete("/webhooks/operator").await.expect_error(404, "not_found");
 }
+
+#[tokio::test]
+async fn each_seller_of_a_checkout_is_sent_its_payment_with_only_their_own_share() {
+    let node = node_with(&[]).await;
+    let buyer = node.signup(Role::Buyer).await;
+    let (first, second) = (node.signup(Role::Seller).await, node.signup(Role::Seller).await);
+    let (first_inbox, second_inbox) = (Receiver::start().await, Receiver::start().await);
+    let wanted = ["PaymentRequested", "PaymentApproved", "PaymentRefunded"];
+    register(&first, &first_inbox.url(), &wanted).await;
+    register(&second, &second_inbox.url(), &wanted).await;
+    for (seller, price) in [(&first, 1_000), (&second, 2_000)] {
+        let product = id_of(&seller.list_product(price, 5).await);
+        buyer.put(&format!("/cart/items/{product}"), json!({"quantity": 1})).await.expect(200);
+    }
+    let checkout = buyer
+        .send(reqwest::Method::POST, "/checkout", Body::None, &[("idempotency-key", &unique_key())])
+        .await
+        .expect(201);
+    let body = json!({"checkoutId": id_of(&checkout), "method": {"type": "card", "token": "tok_visa"}});
+    let payment_id = id_of(&buyer.post_with_key("/payments", body, &unique_key()).await.expect(202));
+    buyer.wait_for_payment_status(&payment_id, "APPROVED", EVENT_DEADLINE).await;
+    // The second seller refunds theirs: only the second seller hears of it.
+    second.post_empty(&format!("/payments/{payment_id}/refund")).await.expect(200);
+
+    for (seller, inbox, count) in [(&first, &first_inbox, 2), (&second, &second_inbox, 3)] {
+        let received = inbox.wait_for(count, EVENT_DEADLINE).await;
+        for request in &received {
+            let body = request.json();
+            let shares = body["data"]["payment"]["orders"].as_array().unwrap_or_else(|| panic!("{body}")).clone();
+            assert_eq!(shares.len(), 1, "{}: {body}", request.event_type());
+            assert_eq!(shares[0]["sellerId"], seller.id.as_str(), "{body}");
+            if request.event_type() == "PaymentRequested" {
+                assert_eq!(body["data"]["order"]["sellerId"], seller.id.as_str(), "{body}");
+                assert!(body["data"].get("moreOrders").is_none(), "{body}");
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(first_inbox.received().len(), 2, "the first seller is not told of the second's refund");
+}
