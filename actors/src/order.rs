@@ -446,6 +446,12 @@ impl Entity for OrderState {
                 ));
             }
             OrderMsg::PaymentRefunded { payment, cause, reply } => {
+                // As for an outcome: memory may not know the checkout's payment yet.
+                let stale = self.order.as_ref().is_none_or(|order| order.payment_id.as_ref() != Some(&payment.id));
+                if stale && self.reload(ctx).await.is_err() {
+                    let _ = reply.send(Err(OrderError::Unavailable));
+                    return;
+                }
                 let _ = reply.send(with_retries!(
                     self,
                     ctx,

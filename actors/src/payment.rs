@@ -215,7 +215,8 @@ impl PaymentState {
         }
         let current = &record.payment;
         let share = current.orders.iter().find(|share| &share.seller_id == by).ok_or(PaymentError::NotFound)?;
-        let left = share.refundable();
+        // A refund made at the provider that names no share still leaves less of the charge.
+        let left = share.refundable().min(current.refundable());
         if !current.status.may_become(PaymentStatus::Refunded) || left <= 0 {
             let status = if left <= 0 { PaymentStatus::Refunded } else { current.status };
             return Err(PaymentError::NotRefundable(current.id.clone(), status.as_str().to_owned()));
@@ -225,7 +226,7 @@ impl PaymentState {
         if given > left || given < 1 {
             return Err(PaymentError::RefundExceedsPayment { payment: current.id.clone(), left });
         }
-        Ok((refunded_by(current, &share.order_id, given), given, share.order_id.clone()))
+        Ok((refunded_by(current, Some(&share.order_id), given), given, share.order_id.clone()))
     }
 
     /// Decides what the gateway's record changes: a REQUESTED payment is approved or declined as
@@ -251,13 +252,18 @@ impl PaymentState {
                     return None;
                 }
                 // Whose share a refund made at the provider gives back is known only when there
-                // is one share; for a checkout's payment an operator must say.
-                let [share] = current.orders.as_slice() else {
-                    error!(payment_id = %self.id, reference = %found.reference, given, "a refund made at the provider for a checkout's payment names no order; an operator must record it");
-                    needs_operator("refund_unattributed");
-                    return None;
+                // is one share. For a checkout's payment it is recorded against the charge alone
+                // (so no seller can then refund more than the charge has left), and an operator
+                // must say whose it was; it is found once, so it is counted once.
+                let share = match current.orders.as_slice() {
+                    [share] => Some(&share.order_id),
+                    _ => {
+                        error!(payment_id = %self.id, reference = %found.reference, given, "a refund made at the provider for a checkout's payment names no order; an operator must attribute it");
+                        needs_operator("refund_unattributed");
+                        None
+                    }
                 };
-                let next = refunded_by(current, &share.order_id, given);
+                let next = refunded_by(current, share, given);
                 let event = Event::PaymentRefunded {
                     payment: next.clone(),
                     amount: Some(given),
@@ -484,13 +490,13 @@ impl PaymentState {
     }
 }
 
-/// The payment after `given` more is given back of order `order`'s share: REFUNDED once nothing
-/// is left of any.
-fn refunded_by(current: &Payment, order: &OrderId, given: i64) -> Payment {
+/// The payment after `given` more is given back of order `order`'s share (`None`: of the charge,
+/// no share named): REFUNDED once nothing is left of it.
+fn refunded_by(current: &Payment, order: Option<&OrderId>, given: i64) -> Payment {
     let refunded_amount = current.refunded_amount + given;
     let status = if refunded_amount >= current.amount { PaymentStatus::Refunded } else { PaymentStatus::Approved };
     let mut orders = current.orders.clone();
-    if let Some(share) = orders.iter_mut().find(|share| &share.order_id == order) {
+    if let Some(share) = orders.iter_mut().find(|share| Some(&share.order_id) == order) {
         share.refunded_amount += given;
     }
     Payment { status, refunded_amount, orders, ..current.clone() }
@@ -733,15 +739,27 @@ mod tests {
 
     #[test]
     fn a_refund_made_at_the_provider_for_a_checkouts_payment_is_not_guessed_onto_a_share() {
-        let entity = checkout_payment(PaymentStatus::Approved);
+        let mut entity = checkout_payment(PaymentStatus::Approved);
         let found = ChargeRecord {
             reference: "pk".into(),
             order_id: "c1".into(),
             amount: 30,
-            refunded: 5,
+            refunded: 25,
             state: ChargeState::Charged,
         };
+        let (next, event) = entity.reconcile(&found).unwrap();
+        assert_eq!((next.refunded_amount, next.status), (25, PaymentStatus::Approved));
+        assert!(next.orders.iter().all(|share| share.refunded_amount == 0), "no share is guessed");
+        assert!(matches!(event, Event::PaymentRefunded { order_id: None, at_provider: true, .. }));
+        entity.record.as_mut().unwrap().payment = next;
+        // Found once: the same record again changes nothing.
         assert!(entity.reconcile(&found).is_none());
+        // No seller gets back more than the charge has left.
+        assert_eq!(
+            entity.refund(&"s2".into(), Some(6)),
+            Err(PaymentError::RefundExceedsPayment { payment: "pay1".into(), left: 5 })
+        );
+        assert_eq!(entity.refund(&"s2".into(), None).unwrap().1, 5, "all that is left of the charge");
         // The charge itself is still found by the checkout's id.
         let (approved, _) = checkout_payment(PaymentStatus::Requested).reconcile(&found).unwrap();
         assert_eq!(approved.status, PaymentStatus::Approved);

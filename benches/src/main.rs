@@ -122,6 +122,12 @@ pub struct HttpArgs {
     /// Orders read round robin (http-read).
     #[arg(long, default_value_t = 16)]
     pub orders: usize,
+    /// Store in this database instead of SQLite in the node's data directory: a
+    /// `postgres://` or `mysql://` URL (its `database_url`) of an existing database, empty or left
+    /// by an earlier run (order-place, http-read). Start the server as the test script does:
+    /// `source scripts/servers/postgres.sh; postgres_start DIR PORT` prints the URL to use.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

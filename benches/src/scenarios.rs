@@ -277,7 +277,7 @@ pub async fn http_read(ctx: &Ctx, args: &HttpArgs) -> anyhow::Result<()> {
     let base = load::run_http("baseline hello-world", addr, conns, ctx.warmup, ctx.measure, Arc::new(get)).await?;
     server.stop().await;
 
-    let (node, addr) = ctx.node("node1", &node_env()).await?;
+    let (node, addr) = ctx.node("node1", &with_database(args).0).await?;
     let api = Api::new(addr);
     let (seller, buyer) = (api.user("SELLER").await?, api.user("BUYER").await?);
     let product = api.product(&seller, 1_000_000).await?;
@@ -321,9 +321,23 @@ pub async fn http_read(ctx: &Ctx, args: &HttpArgs) -> anyhow::Result<()> {
     ctx.finish("http-read", &rows, &notes, body, plot)
 }
 
+/// The node's settings with `args`' database, if any, and a note naming where it stores.
+fn with_database(args: &HttpArgs) -> (Vec<(&'static str, String)>, String) {
+    let mut env = node_env();
+    match &args.database {
+        Some(url) => {
+            env.push(("BAZAAR_DATABASE_URL", url.clone()));
+            let backend = url.split(':').next().unwrap_or("the database");
+            (env, format!("durable: {backend} at --database (its own commit durability)"))
+        }
+        None => (env, "durable: SQLite with the default synchronous=full (fsync per commit)".to_owned()),
+    }
+}
+
 pub async fn order_place(ctx: &Ctx, args: &HttpArgs) -> anyhow::Result<()> {
     let conns = args.connections;
-    let (node, addr) = ctx.node("node1", &node_env()).await?;
+    let (env, stored) = with_database(args);
+    let (node, addr) = ctx.node("node1", &env).await?;
     let api = Api::new(addr);
     let (seller, buyer) = (api.user("SELLER").await?, api.user("BUYER").await?);
     let products = each("creating products", (0..conns.max(1)).collect(), 8, |_| {
@@ -365,16 +379,15 @@ pub async fn order_place(ctx: &Ctx, args: &HttpArgs) -> anyhow::Result<()> {
             ctx.warmup.as_secs(),
             ctx.measure.as_secs()
         ),
-        format!(
-            "durable: SQLite with the default synchronous=full (fsync per commit); {} products \
-             (one per connection), one buyer",
-            conns.max(1)
-        ),
+        format!("{stored}; {} products (one per connection), one buyer", conns.max(1)),
         format!("baseline: the same two POSTs ({} and {} B bodies) to a bare hyper hello-world", sizes[0], sizes[1]),
     ];
     notes.extend(error_notes(&bazaar));
     let body = json!({
-        "params": {"connections": conns, "warmupSeconds": ctx.warmup.as_secs(), "seconds": ctx.measure.as_secs()},
+        "params": {
+            "connections": conns, "warmupSeconds": ctx.warmup.as_secs(), "seconds": ctx.measure.as_secs(),
+            "database": args.database.as_deref().map(|url| url.split(':').next().unwrap_or("")).unwrap_or("sqlite"),
+        },
         "bazaar": bazaar.json(), "baseline": base.json(),
         "ratio": ratio(bazaar.per_second(), base.per_second()),
         "target": {"ratioAtLeast": 0.2, "p99AtMostMs": 20.0},

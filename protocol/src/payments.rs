@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequest {
     /// The order to pay (or `checkoutId`: exactly one of the two).
-    #[serde(default)]
+    // Left out when absent: the body is the idempotency fingerprint, and `{orderId, method}` must
+    // hash as it did before checkout payments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
     /// The checkout whose orders to pay with one charge (or `orderId`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkout_id: Option<String>,
     /// How to pay.
     pub method: PaymentMethod,
@@ -158,10 +160,24 @@ impl Payment {
         }
     }
 
-    /// The payment as seller `seller` sees it: only the shares of their own orders.
+    /// The payment as seller `seller` sees it: of a checkout's payment, only the shares of their
+    /// own orders, and the amount, what was given back and the status of those shares alone (what
+    /// the other sellers sold and refunded is none of theirs). An order's payment as it is.
     pub fn seen_by_seller(&self, seller: &UserId) -> Payment {
-        let orders = self.orders.iter().filter(|share| &share.seller_id == seller).cloned().collect();
-        Payment { orders, ..self.clone() }
+        if self.checkout_id.is_none() {
+            return self.clone();
+        }
+        let orders: Vec<PaymentShare> =
+            self.orders.iter().filter(|share| &share.seller_id == seller).cloned().collect();
+        let amount = orders.iter().map(|share| share.amount).sum();
+        let refunded_amount = orders.iter().map(|share| share.refunded_amount).sum();
+        let used_up = !orders.is_empty() && orders.iter().all(|share| share.refundable() <= 0);
+        let status = match self.status {
+            PaymentStatus::Approved | PaymentStatus::Refunded if used_up => PaymentStatus::Refunded,
+            PaymentStatus::Approved | PaymentStatus::Refunded => PaymentStatus::Approved,
+            status => status,
+        };
+        Payment { amount, refunded_amount, status, orders, ..self.clone() }
     }
 }
 
@@ -174,4 +190,48 @@ pub struct RefundRequest {
     /// How much to give back, in the payment's currency; absent: all that is left.
     #[serde(default)]
     pub amount: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_payments_body_reads_as_it_did_before_checkout_payments() {
+        // The body is the idempotency fingerprint: a retry across the upgrade must hash the same.
+        let body = PaymentRequest {
+            order_id: Some("o1".into()),
+            checkout_id: None,
+            method: PaymentMethod { kind: "card".into(), token: "tok".into() },
+        };
+        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"orderId":"o1","method":{"type":"card","token":"tok"}}"#);
+    }
+
+    #[test]
+    fn a_seller_sees_only_their_part_of_a_checkouts_payment() {
+        let share = |order: &str, seller: &str, amount, refunded_amount| PaymentShare {
+            order_id: order.into(),
+            seller_id: seller.into(),
+            amount,
+            refunded_amount,
+        };
+        let payment = Payment {
+            id: "pay".into(),
+            order_id: None,
+            checkout_id: Some("c".into()),
+            amount: 30,
+            status: PaymentStatus::Approved,
+            reason: None,
+            refunded_amount: 24,
+            orders: vec![share("o1", "s1", 10, 4), share("o2", "s2", 20, 20)],
+        };
+        let first = payment.seen_by_seller(&"s1".into());
+        assert_eq!((first.amount, first.refunded_amount, first.status), (10, 4, PaymentStatus::Approved));
+        let second = payment.seen_by_seller(&"s2".into());
+        assert_eq!((second.amount, second.refunded_amount, second.status), (20, 20, PaymentStatus::Refunded));
+        assert_eq!(second.orders, [share("o2", "s2", 20, 20)]);
+        // An order's own payment is the seller's whole.
+        let own = Payment { checkout_id: None, order_id: Some("o1".into()), ..payment.clone() };
+        assert_eq!(own.seen_by_seller(&"s1".into()), own);
+    }
 }

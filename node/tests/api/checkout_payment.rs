@@ -106,6 +106,7 @@ async fn one_payment_pays_every_order_of_a_checkout_and_each_seller_refunds_only
     let (first, second, third) = (&sellers[0], &sellers[1], &sellers[2]);
     let seen = first.get(&format!("/payments/{payment_id}")).await.expect(200);
     assert_eq!(shares(&seen), [(orders[&first.id].clone(), first.id.clone(), 10_000, 0)]);
+    assert_eq!(seen["amount"], 10_000, "a seller sees their own part of the charge: {seen}");
     // The visibility rule: a PAID order of the checkout lets its seller read the buyer.
     third.get(&format!("/auth/user/{}", buyer.id)).await.expect(200);
 
@@ -118,7 +119,13 @@ async fn one_payment_pays_every_order_of_a_checkout_and_each_seller_refunds_only
     assert!(over.message().contains("6000"), "{}", over.text);
     // Another seller refunds all of theirs: their order alone is REFUNDED, its unit back.
     let all = second.post_empty(&format!("/payments/{payment_id}/refund")).await.expect(200);
-    assert_eq!((all["status"].as_str(), all["refundedAmount"].as_i64()), (Some("APPROVED"), Some(24_000)));
+    // The seller's view is their own part: the other seller's refund and sales are not in it.
+    assert_eq!(
+        (all["status"].as_str(), all["amount"].as_i64(), all["refundedAmount"].as_i64()),
+        (Some("REFUNDED"), Some(20_000), Some(20_000))
+    );
+    let whole = buyer.get(&format!("/payments/{payment_id}")).await.expect(200);
+    assert_eq!((whole["status"].as_str(), whole["refundedAmount"].as_i64()), (Some("APPROVED"), Some(24_000)));
     buyer.wait_for_order_status(&orders[&second.id], "REFUNDED", EVENT_DEADLINE).await;
     second.wait_for_stock(&products[1], 5).await;
     refund(second, &payment_id, 1).await.expect_error(409, "payment_not_refundable");
@@ -155,7 +162,9 @@ async fn one_payment_pays_every_order_of_a_checkout_and_each_seller_refunds_only
     // The last seller's refund and the rest of the first's use the charge up: REFUNDED.
     third.post_empty(&format!("/payments/{payment_id}/refund")).await.expect(200);
     let last = first.post_empty(&format!("/payments/{payment_id}/refund")).await.expect(200);
-    assert_eq!((last["status"].as_str(), last["refundedAmount"].as_i64()), (Some("REFUNDED"), Some(60_000)));
+    assert_eq!((last["status"].as_str(), last["refundedAmount"].as_i64()), (Some("REFUNDED"), Some(10_000)));
+    let whole = buyer.get(&format!("/payments/{payment_id}")).await.expect(200);
+    assert_eq!((whole["status"].as_str(), whole["refundedAmount"].as_i64()), (Some("REFUNDED"), Some(60_000)));
     for order in orders.values() {
         buyer.wait_for_order_status(order, "REFUNDED", EVENT_DEADLINE).await;
     }

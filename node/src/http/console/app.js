@@ -725,12 +725,13 @@ function checkoutRow(checkoutId, orders, me) {
             await drawOrders();
           }),
         },
-        open.length === orders.length ? "Pay all" : `Pay ${open.length} left`,
+        // What the one charge will be: the orders still ORDERED (one cancelled since is not paid).
+        `${open.length === orders.length ? "Pay all" : `Pay ${open.length} left`}: ${money(open.reduce((sum, order) => sum + Number(order.amount), 0), currency)}`,
       ),
     );
   }
   const sellers = new Set(orders.map((order) => order.sellerId)).size;
-  const what = me.role === "BUYER" ? `${sellers} seller${sellers === 1 ? "" : "s"}, ${money(total, currency)} in all` : "your part of a buyer's checkout";
+  const what = me.role === "BUYER" ? `${sellers} seller${sellers === 1 ? "" : "s"}, ${money(total, currency)} at checkout` : "your part of a buyer's checkout";
   return h(
     "tr",
     { class: "checkout-row", dataset: { checkoutId } },
