@@ -457,4 +457,103 @@ mod tests {
         assert_eq!(next.phase, Phase::Releasing);
         assert!(next.orders.is_empty());
     }
+
+    mod two_owners {
+        //! A checkout's payment moves orders that are other entities, maybe live on other nodes:
+        //! an order entity deciding on its own copy at the same moment must never also commit.
+        use super::*;
+        use crate::idempotency::IdempotencyKey;
+        use crate::order::{CancelOrder, GetOrder, OrderError, OrderState};
+        use crate::region::test_support::{ctx, ctx_over};
+        use crate::region::RegionRef;
+        use crate::store::{Durability, Store};
+        use bazaar_protocol::orders::OrderStatus;
+
+        fn key(key: &str) -> IdempotencyKey {
+            IdempotencyKey { user_id: "buyer".into(), key: key.into(), request_hash: "h".into() }
+        }
+
+        /// An open checkout of two orders (sellers s1 and s2), made through the entity.
+        async fn open_checkout(checkouts: &RegionRef<CheckoutState>, n: usize) -> CheckoutRecord {
+            let picks = [
+                CartPick { product_id: format!("p1-{n}").into(), seller_id: "s1".into(), quantity: 1 },
+                CartPick { product_id: format!("p2-{n}").into(), seller_id: "s2".into(), quantity: 1 },
+            ];
+            let open =
+                OpenCheckout { buyer_id: "buyer".into(), plan: plan(&picks), idempotency: key(&format!("co-{n}")) };
+            let id = CheckoutId::generate();
+            let Opened::Here(record) = checkouts.ask(id.as_str(), open).await.unwrap().unwrap() else { panic!("new") };
+            let reserved: Vec<ReservedLine> = record
+                .plan
+                .iter()
+                .map(|line| ReservedLine {
+                    product_id: line.product_id.clone(),
+                    seller_id: line.seller_id.clone(),
+                    quantity: line.quantity,
+                    unit_price: 1_000,
+                    currency: "KRW".into(),
+                })
+                .collect();
+            checkouts.ask(id.as_str(), CompleteCheckout { reserved }).await.unwrap().unwrap()
+        }
+
+        fn pay(n: usize) -> PayCheckout {
+            PayCheckout {
+                payment_id: PaymentId::generate(),
+                buyer_id: "buyer".into(),
+                token: "tok_ok".into(),
+                idempotency: key(&format!("pay-{n}")),
+            }
+        }
+
+        #[tokio::test]
+        async fn an_order_held_on_another_node_and_the_checkouts_payment_never_both_commit() {
+            let (ctx_a, db) = ctx(Duration::from_secs(60)).await;
+            let store_b = Store::open(db.url(), Durability::Normal).await.unwrap();
+            let ctx_b = ctx_over(store_b.clone(), Duration::from_secs(60), Duration::from_secs(60));
+            let checkouts = RegionRef::<CheckoutState>::spawn(ctx_a.clone()).await.unwrap();
+            // Node B also believes it owns the orders (a view change in flight), and holds them.
+            let orders_b = RegionRef::<OrderState>::spawn(ctx_b).await.unwrap();
+            let buyer = UserId::from("buyer");
+
+            // The payment commits first; B's copy still says ORDERED, and its cancel must lose.
+            let record = open_checkout(&checkouts, 0).await;
+            let first = record.orders[0].id.clone();
+            let held = orders_b.ask(first.as_str(), GetOrder { viewer: buyer.clone() }).await.unwrap().unwrap();
+            assert_eq!(held.status, OrderStatus::Ordered);
+            let payment = checkouts.ask(record.id.as_str(), pay(0)).await.unwrap().unwrap();
+            assert_eq!(payment.orders.len(), 2);
+            let cancel = orders_b.ask(first.as_str(), CancelOrder { by: buyer.clone() }).await.unwrap();
+            assert!(matches!(cancel, Err(OrderError::NotCancellable(..))), "{cancel:?}");
+            let (stored, _) = orders::load(&store_b, first.as_str()).await.unwrap().unwrap();
+            assert_eq!((stored.status, stored.payment_id), (OrderStatus::PaymentPending, Some(payment.id.clone())));
+
+            // The cancel commits first: the payment leaves that order out and charges the rest.
+            let record = open_checkout(&checkouts, 1).await;
+            let first = record.orders[0].id.clone();
+            orders_b.ask(first.as_str(), CancelOrder { by: buyer.clone() }).await.unwrap().unwrap();
+            let payment = checkouts.ask(record.id.as_str(), pay(1)).await.unwrap().unwrap();
+            let paid: Vec<&str> = payment.orders.iter().map(|share| share.order_id.as_str()).collect();
+            assert_eq!(paid, [record.orders[1].id.as_str()]);
+            assert_eq!(payment.amount, 1_000);
+
+            // At the same moment, many times: each order is either cancelled or paid, never both.
+            for n in 2..12 {
+                let record = open_checkout(&checkouts, n).await;
+                let first = record.orders[0].id.clone();
+                orders_b.ask(first.as_str(), GetOrder { viewer: buyer.clone() }).await.unwrap().unwrap();
+                let (paid, cancelled) = tokio::join!(
+                    checkouts.ask(record.id.as_str(), pay(n)),
+                    orders_b.ask(first.as_str(), CancelOrder { by: buyer.clone() })
+                );
+                let paid = paid.unwrap().unwrap();
+                let cancelled = cancelled.unwrap().is_ok();
+                let charged = paid.orders.iter().any(|share| share.order_id == first);
+                assert!(cancelled != charged, "round {n}: cancelled {cancelled}, charged {charged}");
+                let (stored, _) = orders::load(&store_b, first.as_str()).await.unwrap().unwrap();
+                let expected = if charged { OrderStatus::PaymentPending } else { OrderStatus::Cancelled };
+                assert_eq!(stored.status, expected, "round {n}");
+            }
+        }
+    }
 }

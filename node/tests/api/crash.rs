@@ -332,3 +332,41 @@ async fn a_spent_refresh_token_stays_spent_across_a_crash() {
         .await
         .expect_error(401, "unauthorized");
 }
+
+#[tokio::test]
+async fn a_checkouts_payment_in_flight_at_the_crash_pays_every_order_after_the_restart() {
+    let mut node = TestNode::spawn().await;
+    let mut buyer = node.signup(Role::Buyer).await;
+    let mut products = Vec::new();
+    for price in [1_000, 2_000] {
+        let seller = node.signup(Role::Seller).await;
+        let product = id_of(&seller.list_product(price, 5).await);
+        buyer.put(&format!("/cart/items/{product}"), serde_json::json!({"quantity": 1})).await.expect(200);
+        products.push(product);
+    }
+    let checkout = buyer
+        .send(reqwest::Method::POST, "/checkout", Body::None, &[("idempotency-key", &unique_key())])
+        .await
+        .expect(201);
+    let orders: Vec<String> = checkout["orders"].as_array().unwrap().iter().map(id_of).collect();
+    let key = unique_key();
+    let body = serde_json::json!({"checkoutId": id_of(&checkout), "method": {"type": "card", "token": "tok_slow"}});
+    // tok_slow answers after about a second: the kill lands while the one charge is in flight.
+    let payment = buyer.post_with_key("/payments", body.clone(), &key).await.expect(202);
+    node.kill9().await;
+    node.restart().await;
+    buyer.login().await;
+
+    for order in &orders {
+        let read = buyer.wait_for_order_status(order, "PAID", EVENT_DEADLINE).await;
+        assert_eq!(read["paymentId"], payment["id"]);
+    }
+    let approved = buyer.wait_for_payment_status(&id_of(&payment), "APPROVED", EVENT_DEADLINE).await;
+    assert_eq!(approved["amount"], 3_000);
+    // The retry after the restart answers the same payment; the stock of both is taken once.
+    let retry = buyer.post_with_key("/payments", body, &key).await;
+    assert_eq!(retry.json["id"], payment["id"], "{}", retry.text);
+    for product in &products {
+        assert_eq!(buyer.stock_of(product).await, 4);
+    }
+}

@@ -14,6 +14,7 @@ const state = {
   session: JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null"), // {accessToken, refreshToken, me}
   orders: new Map(), // id -> order, as last seen (list or `order` frame)
   timeline: null, // the order timeline shown under the orders (GET /orders/{id}/events), or null
+  tokens: new Map(), // order or checkout id -> the card token picked for it, kept across redraws
   products: new Map(), // id -> product
   users: new Map(), // id -> profile (or null when not visible)
   rooms: new Map(), // id -> {id, members, messages: Map(seq -> message), nextBefore, lastSeq, online, readBy}
@@ -62,6 +63,18 @@ function notice(text) {
 
 function money(amount, currency) {
   return `${Number(amount).toLocaleString("en")} ${currency || ""}`.trim();
+}
+
+// The card token picker of the order or checkout `key`: a live update redraws the orders, and the
+// token picked must survive that (or the next click would pay with another card).
+function tokenPicker(key) {
+  const select = h(
+    "select",
+    { name: "token", onchange: () => state.tokens.set(key, select.value) },
+    PAY_TOKENS.map((t) => h("option", { value: t }, t)),
+  );
+  select.value = state.tokens.get(key) || PAY_TOKENS[0];
+  return select;
 }
 
 function statusBadge(status) {
@@ -178,6 +191,7 @@ function signOutLocally(message) {
   saveSession();
   stopSocket();
   state.orders.clear();
+  state.tokens.clear();
   state.timeline = null;
   state.rooms.clear();
   renderHeader();
@@ -703,7 +717,7 @@ function checkoutRow(checkoutId, orders, me) {
   const actions = [];
   const open = orders.filter((order) => order.status === "ORDERED");
   if (me.role === "BUYER" && open.length) {
-    const token = h("select", { name: "token" }, PAY_TOKENS.map((t) => h("option", { value: t }, t)));
+    const token = tokenPicker(checkoutId);
     actions.push(
       token,
       h(
@@ -743,7 +757,7 @@ function checkoutRow(checkoutId, orders, me) {
 function orderRow(order, name, me) {
   const actions = [];
   if (order.status === "ORDERED" && me.role === "BUYER") {
-    const token = h("select", { name: "token" }, PAY_TOKENS.map((t) => h("option", { value: t }, t)));
+    const token = tokenPicker(order.id);
     actions.push(
       token,
       h(
