@@ -1,7 +1,7 @@
 //! Every kind's region on this node, in one handle.
 
 use crate::chat_room::RoomState;
-use crate::checkout::CheckoutState;
+use crate::checkout::entity::CheckoutState;
 use crate::cluster::router::Routed;
 use crate::entity::Entity;
 use crate::order::OrderState;

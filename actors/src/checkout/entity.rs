@@ -295,8 +295,13 @@ impl CheckoutState {
         }
         let now = Utc::now();
         let orders_now: Vec<_> = stored.iter().map(|(order, _)| order.clone()).collect();
-        let (pending, payment) = pay::decide(current, &orders_now, &cmd.payment_id, &cmd.buyer_id, &cmd.token, now)
-            .map_err(Attempt::Refused)?;
+        let decided = pay::decide(current, &orders_now, &cmd.payment_id, &cmd.buyer_id, &cmd.token, now);
+        let (pending, payment) = decided.map_err(|refused| {
+            Attempt::Refused(match refused {
+                pay::Unpayable::NotYours => CheckoutError::NotFound,
+                pay::Unpayable::Refused(why) => CheckoutError::NotPayable(why),
+            })
+        })?;
         for order in &pending {
             let version = stored.iter().find(|(o, _)| o.id == order.id).map_or(0, |(_, v)| *v);
             orders::update(&mut tx, order, version).await?;

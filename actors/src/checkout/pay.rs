@@ -11,7 +11,6 @@
 //!
 //! [`RereadOrder`]: crate::order::RereadOrder
 
-use crate::checkout::entity::CheckoutError;
 use crate::order::{awaiting_payment, share_of};
 use crate::store::checkouts::{CheckoutRecord, Phase};
 use crate::store::payments::PaymentRecord;
@@ -20,9 +19,20 @@ use bazaar_protocol::payments::{Payment, PaymentStatus};
 use bazaar_protocol::{PaymentId, UserId};
 use chrono::{DateTime, Utc};
 
+/// Why a checkout cannot be paid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unpayable {
+    /// Not the caller's checkout: existence is not revealed.
+    #[error("checkout not found")]
+    NotYours,
+    /// Not open, paid before, or nothing left ORDERED: the reason, for the buyer.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Decides the payment of `checkout` by `buyer` with card `token`, given its orders as stored
 /// now (`current`): the orders it pays (now PAYMENT_PENDING), and the payment. Orders no longer
-/// ORDERED (cancelled, expired, paid on their own) are left out; none left is `NotPayable`.
+/// ORDERED (cancelled, expired, paid on their own) are left out; none left is refused.
 pub fn decide(
     checkout: &CheckoutRecord,
     current: &[Order],
@@ -30,25 +40,25 @@ pub fn decide(
     buyer: &UserId,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<(Vec<Order>, PaymentRecord), CheckoutError> {
+) -> Result<(Vec<Order>, PaymentRecord), Unpayable> {
     if &checkout.buyer_id != buyer {
-        return Err(CheckoutError::NotFound);
+        return Err(Unpayable::NotYours);
     }
     if checkout.phase != Phase::Open {
         let status = checkout.phase.status().as_str();
-        return Err(CheckoutError::NotPayable(format!("checkout {} is {status}", checkout.id)));
+        return Err(Unpayable::Refused(format!("checkout {} is {status}", checkout.id)));
     }
     if let Some(paid_by) = &checkout.payment_id {
-        return Err(CheckoutError::NotPayable(format!("checkout {} is paid by payment {paid_by}", checkout.id)));
+        return Err(Unpayable::Refused(format!("checkout {} is paid by payment {paid_by}", checkout.id)));
     }
     let pending: Vec<Order> = current.iter().filter_map(|order| awaiting_payment(order, payment_id, now)).collect();
     if pending.is_empty() {
-        return Err(CheckoutError::NotPayable(format!("checkout {} has no order left to pay", checkout.id)));
+        return Err(Unpayable::Refused(format!("checkout {} has no order left to pay", checkout.id)));
     }
     let amount = pending
         .iter()
         .try_fold(0i64, |sum, order| sum.checked_add(order.amount))
-        .ok_or_else(|| CheckoutError::NotPayable(format!("checkout {} is too large to pay at once", checkout.id)))?;
+        .ok_or_else(|| Unpayable::Refused(format!("checkout {} is too large to pay at once", checkout.id)))?;
     let payment = PaymentRecord {
         payment: Payment {
             id: payment_id.clone(),
@@ -134,11 +144,11 @@ mod tests {
         let now = Utc::now();
         assert!(matches!(
             decide(&checkout, &orders, &"pay1".into(), &"buyer".into(), "tok", now),
-            Err(CheckoutError::NotPayable(_))
+            Err(Unpayable::Refused(_))
         ));
         assert_eq!(
             decide(&checkout, &orders, &"pay1".into(), &"other".into(), "tok", now).unwrap_err(),
-            CheckoutError::NotFound
+            Unpayable::NotYours
         );
         let paid = CheckoutRecord {
             payment_id: Some("pay0".into()),
@@ -146,7 +156,7 @@ mod tests {
         };
         assert!(matches!(
             decide(&paid, &paid.orders, &"pay1".into(), &"buyer".into(), "tok", now),
-            Err(CheckoutError::NotPayable(_))
+            Err(Unpayable::Refused(_))
         ));
     }
 }

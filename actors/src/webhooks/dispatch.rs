@@ -125,7 +125,16 @@ impl Sellers {
                 }
                 Ok(found)
             }
-            _ => Ok(None),
+            // Every other event names its seller itself, or concerns none.
+            Event::UserRegistered { .. }
+            | Event::ProductListed { .. }
+            | Event::OrderPlaced { .. }
+            | Event::OrderCancelled { .. }
+            | Event::PaymentRequested { .. }
+            | Event::OrderPaid { .. }
+            | Event::OrderRefunded { .. }
+            | Event::ChatRoomOpened { .. }
+            | Event::ChatMessagePosted { .. } => Ok(None),
         }
     }
 }

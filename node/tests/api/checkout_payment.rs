@@ -4,7 +4,8 @@
 //! refunds only; a declined card cancels every order; an order cancelled before is left out.
 
 use crate::support::*;
-use crate::toss_emulator::{TossEmulator, SECRET_KEY};
+use crate::toss::node_on;
+use crate::toss_emulator::TossEmulator;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -210,14 +211,7 @@ async fn a_declined_card_cancels_every_order_and_an_order_cancelled_before_is_le
 #[tokio::test]
 async fn a_checkout_is_one_toss_charge_and_each_sellers_refund_a_partial_cancel_of_it() {
     let emulator = TossEmulator::start().await;
-    let node = TestNode::spawn_with(&[
-        ("BAZAAR_GATEWAY", "toss"),
-        ("BAZAAR_TOSS_API_URL", &emulator.url()),
-        ("BAZAAR_TOSS_SECRET_KEY", SECRET_KEY),
-        ("BAZAAR_TOSS_TIMEOUT_MS", "500"),
-        ("BAZAAR_GATEWAY_TIMEOUT_MS", "3000"),
-    ])
-    .await;
+    let node = node_on(&emulator).await;
     let (buyer, checkout, sellers, _) = checked_out(&node).await;
     let checkout_id = id_of(&checkout);
     let orders = order_of_seller(&checkout);

@@ -13,7 +13,7 @@ fn id_of(value: &Value) -> String {
 }
 
 /// A node charging through the emulator; each request to Toss may take 500 ms.
-async fn node_on(emulator: &TossEmulator) -> TestNode {
+pub(crate) async fn node_on(emulator: &TossEmulator) -> TestNode {
     TestNode::spawn_with(&[
         ("BAZAAR_GATEWAY", "toss"),
         ("BAZAAR_TOSS_API_URL", &emulator.url()),
