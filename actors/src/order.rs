@@ -276,6 +276,17 @@ impl OrderState {
         Ok(())
     }
 
+    /// Reads the order again if memory does not know `payment` as its payment: a checkout's
+    /// payment moves the order in storage, not here, so an outcome or a refund of it may reach
+    /// a copy read before.
+    async fn read_if_unaware_of(&mut self, payment: &PaymentId, ctx: &Ctx) -> Result<(), StoreError> {
+        let unaware = self.order.as_ref().is_none_or(|order| order.payment_id.as_ref() != Some(payment));
+        if unaware {
+            self.reload(ctx).await?;
+        }
+        Ok(())
+    }
+
     async fn commit_change(
         &mut self,
         next: Order,
@@ -428,10 +439,7 @@ impl Entity for OrderState {
                     reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_request_payment(&cmd, ctx)));
             }
             OrderMsg::PaymentDecided { payment, cause, reply } => {
-                // A checkout's payment moved the order in storage, not here: read it first if
-                // memory does not know the payment yet.
-                let stale = self.order.as_ref().is_none_or(|order| order.payment_id.as_ref() != Some(&payment.id));
-                if stale && self.reload(ctx).await.is_err() {
+                if self.read_if_unaware_of(&payment.id, ctx).await.is_err() {
                     let _ = reply.send(Err(OrderError::Unavailable));
                     return;
                 }
@@ -446,9 +454,7 @@ impl Entity for OrderState {
                 ));
             }
             OrderMsg::PaymentRefunded { payment, cause, reply } => {
-                // As for an outcome: memory may not know the checkout's payment yet.
-                let stale = self.order.as_ref().is_none_or(|order| order.payment_id.as_ref() != Some(&payment.id));
-                if stale && self.reload(ctx).await.is_err() {
+                if self.read_if_unaware_of(&payment.id, ctx).await.is_err() {
                     let _ = reply.send(Err(OrderError::Unavailable));
                     return;
                 }

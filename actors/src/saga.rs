@@ -12,14 +12,16 @@
 //! delivered again, which each entity applies at most once (processed-events table, state checks).
 
 use crate::cluster::ClusterView;
+use crate::entity::Request;
 use crate::event_log::{EventLog, LogRecord, Partition};
-use crate::order::{SettlePayment, SettleRefund};
+use crate::order::{OrderError, OrderState, SettlePayment, SettleRefund};
 use crate::payment::{ChargePayment, RefundAtGateway};
 use crate::product::ReleaseStock;
 use crate::region::CallError;
 use crate::regions::Regions;
 use crate::store::{self, Store};
 use bazaar_protocol::events::{topics, Envelope, Event};
+use bazaar_protocol::OrderId;
 use futures_util::future::{BoxFuture, OptionFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
@@ -84,6 +86,18 @@ fn all_done(
         .boxed()
 }
 
+/// Sends `request()` to each of `orders`; resolves when all have answered.
+fn each_order<Q>(
+    regions: &Regions,
+    orders: Vec<OrderId>,
+    request: impl Fn() -> Q,
+) -> BoxFuture<'static, Result<(), String>>
+where
+    Q: Request<OrderState, Reply = Result<(), OrderError>>,
+{
+    all_done(orders.into_iter().map(|order| regions.orders.ask(order.as_str(), request()).map(flat)).collect())
+}
+
 /// Sends one step of `envelope` to its entity and resolves when that entity answered.
 fn send(
     regions: &Regions,
@@ -96,17 +110,12 @@ fn send(
         (Event::PaymentRequested { payment, .. }, Step::Charge) => {
             regions.payments.ask_within(payment.id.as_str(), charge_timeout, ChargePayment { cause }).map(flat).boxed()
         }
+        // A checkout's payment settles each of its orders; the step is done when all are.
         (Event::PaymentApproved { payment } | Event::PaymentDeclined { payment }, Step::SettlePayment) => {
-            // A checkout's payment settles each of its orders; the step is done when all are.
-            let settles: Vec<_> = payment
-                .order_ids()
-                .into_iter()
-                .map(|order| {
-                    let settle = SettlePayment { payment: payment.clone(), cause: cause.clone() };
-                    regions.orders.ask(order.as_str(), settle).map(flat)
-                })
-                .collect();
-            all_done(settles)
+            each_order(regions, payment.order_ids(), || SettlePayment {
+                payment: payment.clone(),
+                cause: cause.clone(),
+            })
         }
         (Event::PaymentRefunded { payment, amount, .. }, Step::RefundAtGateway) => regions
             .payments
@@ -115,19 +124,13 @@ fn send(
             .boxed(),
         (Event::PaymentRefunded { payment, order_id, .. }, Step::SettleRefund) => {
             // The order whose share was given back; a refund that names none (from before
-            // checkout payments, or found at the provider) is of the payment's one order.
+            // checkout payments, or found at the provider) goes to every order of the payment,
+            // each of which checks its own share.
             let orders = match order_id {
                 Some(order) => vec![order.clone()],
                 None => payment.order_ids(),
             };
-            let settles: Vec<_> = orders
-                .into_iter()
-                .map(|order| {
-                    let settle = SettleRefund { payment: payment.clone(), cause: cause.clone() };
-                    regions.orders.ask(order.as_str(), settle).map(flat)
-                })
-                .collect();
-            all_done(settles)
+            each_order(regions, orders, || SettleRefund { payment: payment.clone(), cause: cause.clone() })
         }
         (Event::OrderCancelled { order, .. } | Event::OrderRefunded { order }, Step::ReleaseStock) => {
             // Each line's units go back to its own product; the step is done when all have.

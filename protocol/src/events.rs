@@ -155,11 +155,12 @@ impl Event {
     }
 
     /// The event as seller `seller` may see it: of a checkout's payment, only the shares and the
-    /// order of that seller (the other sellers' orders are none of theirs). Other events as they
-    /// are.
-    pub fn seen_by_seller(&self, seller: &UserId) -> Event {
-        match self {
-            Event::PaymentRequested { payment, order, more_orders } => {
+    /// order of that seller (the other sellers' orders are none of theirs); `None` for every other
+    /// event, which a seller sees as it is (so it is not copied for each seller).
+    pub fn seen_by_seller(&self, seller: &UserId) -> Option<Event> {
+        let shared = |payment: &Payment| payment.checkout_id.is_some();
+        Some(match self {
+            Event::PaymentRequested { payment, order, more_orders } if shared(payment) => {
                 let mine = std::iter::once(order).chain(more_orders).find(|o| &o.seller_id == seller).unwrap_or(order);
                 Event::PaymentRequested {
                     payment: payment.seen_by_seller(seller),
@@ -167,15 +168,26 @@ impl Event {
                     more_orders: Vec::new(),
                 }
             }
-            Event::PaymentApproved { payment } => Event::PaymentApproved { payment: payment.seen_by_seller(seller) },
-            Event::PaymentDeclined { payment } => Event::PaymentDeclined { payment: payment.seen_by_seller(seller) },
-            Event::PaymentRefunded { payment, amount, at_provider, order_id } => Event::PaymentRefunded {
-                payment: payment.seen_by_seller(seller),
-                amount: *amount,
-                at_provider: *at_provider,
-                order_id: order_id.clone(),
-            },
-            Event::UserRegistered { .. }
+            Event::PaymentApproved { payment } if shared(payment) => {
+                Event::PaymentApproved { payment: payment.seen_by_seller(seller) }
+            }
+            Event::PaymentDeclined { payment } if shared(payment) => {
+                Event::PaymentDeclined { payment: payment.seen_by_seller(seller) }
+            }
+            Event::PaymentRefunded { payment, amount, at_provider, order_id } if shared(payment) => {
+                Event::PaymentRefunded {
+                    payment: payment.seen_by_seller(seller),
+                    amount: *amount,
+                    at_provider: *at_provider,
+                    order_id: order_id.clone(),
+                }
+            }
+            // An order's own payment, and every other event, hide nothing from its seller.
+            Event::PaymentRequested { .. }
+            | Event::PaymentApproved { .. }
+            | Event::PaymentDeclined { .. }
+            | Event::PaymentRefunded { .. }
+            | Event::UserRegistered { .. }
             | Event::ProductListed { .. }
             | Event::StockChanged(_)
             | Event::OrderPlaced { .. }
@@ -183,8 +195,8 @@ impl Event {
             | Event::OrderPaid { .. }
             | Event::OrderRefunded { .. }
             | Event::ChatRoomOpened { .. }
-            | Event::ChatMessagePosted { .. } => self.clone(),
-        }
+            | Event::ChatMessagePosted { .. } => return None,
+        })
     }
 
     /// The type name on the wire (`OrderPlaced`, ...).
@@ -294,7 +306,8 @@ mod tests {
             more_orders: vec![order("o2", "s2")],
         };
         assert_eq!(requested.sellers(), Some(vec!["s1".into(), "s2".into()]));
-        let Event::PaymentRequested { payment, order, more_orders } = requested.seen_by_seller(&"s2".into()) else {
+        let Some(Event::PaymentRequested { payment, order, more_orders }) = requested.seen_by_seller(&"s2".into())
+        else {
             unreachable!()
         };
         assert_eq!((order.id.as_str(), more_orders.len()), ("o2", 0));
@@ -312,5 +325,8 @@ mod tests {
         // A payment from before shares does not say: its order is looked up.
         let old = Event::PaymentApproved { payment: Payment { orders: Vec::new(), ..checkout_payment() } };
         assert_eq!(old.sellers(), None);
+        // An order's own payment hides nothing from its seller: nothing to narrow.
+        let own = Event::PaymentApproved { payment: Payment { checkout_id: None, ..checkout_payment() } };
+        assert_eq!(own.seen_by_seller(&"s1".into()), None);
     }
 }

@@ -428,7 +428,11 @@ mod tests {
     }
 
     fn taken(state: &CheckoutState) -> Vec<ReservedLine> {
-        let plan = &state.record.as_ref().unwrap().plan;
+        reserved_at_1000(&state.record.as_ref().unwrap().plan)
+    }
+
+    /// Every line of `plan` reserved at 1,000 KRW a unit.
+    fn reserved_at_1000(plan: &[PlannedLine]) -> Vec<ReservedLine> {
         plan.iter()
             .map(|line| ReservedLine {
                 product_id: line.product_id.clone(),
@@ -488,17 +492,7 @@ mod tests {
                 OpenCheckout { buyer_id: "buyer".into(), plan: plan(&picks), idempotency: key(&format!("co-{n}")) };
             let id = CheckoutId::generate();
             let Opened::Here(record) = checkouts.ask(id.as_str(), open).await.unwrap().unwrap() else { panic!("new") };
-            let reserved: Vec<ReservedLine> = record
-                .plan
-                .iter()
-                .map(|line| ReservedLine {
-                    product_id: line.product_id.clone(),
-                    seller_id: line.seller_id.clone(),
-                    quantity: line.quantity,
-                    unit_price: 1_000,
-                    currency: "KRW".into(),
-                })
-                .collect();
+            let reserved = reserved_at_1000(&record.plan);
             checkouts.ask(id.as_str(), CompleteCheckout { reserved }).await.unwrap().unwrap()
         }
 

@@ -190,11 +190,12 @@ impl Dispatcher {
             let whole = encode(envelope)?;
             for endpoint in to {
                 // A seller gets only their own part of a checkout's payment.
-                let body = if endpoint.owner_id == OPERATOR {
-                    whole.clone()
-                } else {
-                    let seller = UserId::from(endpoint.owner_id.as_str());
-                    encode(&Envelope { event: envelope.event.seen_by_seller(&seller), ..(**envelope).clone() })?
+                let narrowed = (endpoint.owner_id != OPERATOR)
+                    .then(|| envelope.event.seen_by_seller(&UserId::from(endpoint.owner_id.as_str())))
+                    .flatten();
+                let body = match narrowed {
+                    Some(event) => encode(&Envelope { event, ..(**envelope).clone() })?,
+                    None => whole.clone(),
                 };
                 deliveries.push(NewDelivery {
                     id: uuid::Uuid::now_v7().to_string(),
