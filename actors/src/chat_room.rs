@@ -1,9 +1,17 @@
 //! The chat-room entity: membership and the room's gapless message sequence. Posting is
 //! idempotent per sender by `clientMsgId`.
+//!
+//! The room is its sequence's single writer, so it decides the next post as soon as the last one
+//! is in the store's open batch, without waiting for that batch's commit: posts that arrive
+//! together share one commit. Answers still wait for durability. They go, in order, through the
+//! room's answerer ([`answer_in_order`]): a post is answered, and handed to this node's sockets,
+//! once its commit is through; a read is answered after the posts before it. A batch that fails
+//! fails the posts in it. The next post then finds the stored version behind the room's, and
+//! decides again on what was stored.
 
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityRef};
-use crate::store::{self, chat, chat::RoomRecord, StoreError};
+use crate::store::{self, chat, chat::RoomRecord, Committing, StoreError};
 use crate::with_retries;
 use bazaar_protocol::chat::{ChatMessage, Room};
 use bazaar_protocol::events::{Envelope, Event};
@@ -11,6 +19,8 @@ use bazaar_protocol::{RoomId, UserId};
 use chrono::{DateTime, Utc};
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
 
 /// Why a room command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -79,6 +89,42 @@ crate::remote_requests!(RoomState: OpenRoom, GetRoom, PostMessage);
 pub struct RoomState {
     id: RoomId,
     record: Option<RoomRecord>,
+    /// The answerer of this room's posts and reads, started with the first of them.
+    answers: Option<mpsc::Sender<Answer>>,
+}
+
+/// The most answers a room holds waiting for their commits; a room with this many waits (its
+/// mailbox fills, and its senders are told it is busy) until the oldest is answered.
+const ANSWERS_WAITING: usize = 1_024;
+
+/// An answer of the room: given once its post (if it made one) and every post before it are
+/// durable.
+struct Answer {
+    /// The post's commit, and its event for this node's sockets.
+    post: Option<(Committing, Arc<Envelope>)>,
+    /// Gives the answer, or the failure of the post's commit.
+    give: Box<dyn FnOnce(Result<(), RoomError>) + Send>,
+}
+
+/// Gives a room's answers in the order it decided them.
+async fn answer_in_order(mut answers: mpsc::Receiver<Answer>, live: broadcast::Sender<Arc<Envelope>>, room: RoomId) {
+    while let Some(Answer { post, give }) = answers.recv().await {
+        let outcome = match post {
+            None => Ok(()),
+            Some((committing, event)) => match committing.await {
+                Ok(()) => {
+                    // No subscriber is fine: no socket of this node is listening.
+                    let _ = live.send(event);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(room = %room, reason = %e, "a chat post's batch did not commit");
+                    Err(RoomError::Unavailable)
+                }
+            },
+        };
+        give(outcome);
+    }
 }
 
 impl RoomState {
@@ -105,8 +151,23 @@ impl RoomState {
     }
 
     async fn reload(&mut self, ctx: &Ctx) -> Result<(), StoreError> {
-        *self = Self::load(self.id.as_str(), ctx).await?;
+        // The answerer stays: answers already queued go out before any decided after this.
+        self.record = chat::load(&ctx.store, self.id.as_str()).await?;
         Ok(())
+    }
+
+    /// Queues an answer behind the ones before it.
+    async fn answer(&mut self, ctx: &Ctx, answer: Answer) {
+        let answers = self.answers.get_or_insert_with(|| {
+            let (queue, answers) = mpsc::channel(ANSWERS_WAITING);
+            tokio::spawn(answer_in_order(answers, ctx.live.clone(), self.id.clone()));
+            queue
+        });
+        if let Err(mpsc::error::SendError(answer)) = answers.send(answer).await {
+            // The answerer is gone (it panicked): this answer is not known durable.
+            self.answers = None;
+            (answer.give)(Err(RoomError::Unavailable));
+        }
     }
 
     async fn try_open(
@@ -122,12 +183,11 @@ impl RoomState {
         let room =
             Room { id: self.id.clone(), members: [buyer.clone(), seller.clone()], created_at: now, last_message: None };
         let mut tx = ctx.store.begin().await?;
-        chat::insert(&mut tx, &room).await?;
+        chat::insert(&mut tx, &room)?;
         store::append_events(
             &mut tx,
             &[Envelope::new(room.id.as_str(), 1, now, Event::ChatRoomOpened { room: room.clone() })],
-        )
-        .await?;
+        )?;
         ctx.store.commit(tx).await?;
         self.record = Some(RoomRecord { room: room.clone(), last_seq: 0, version: 1 });
         Ok((room, true))
@@ -139,24 +199,30 @@ impl RoomState {
         text: &str,
         client_msg_id: &str,
         ctx: &Ctx,
-    ) -> Result<Posted, Attempt<RoomError>> {
+    ) -> Result<(Posted, Option<(Committing, Arc<Envelope>)>), Attempt<RoomError>> {
         let now = Utc::now();
         let message = self.next_message(from, text, now).map_err(Attempt::Refused)?;
         let version = self.record.as_ref().map_or(0, |r| r.version);
         let mut tx = ctx.store.begin().await?;
+        // Read through the write connection: the earlier post may be in the open batch, and its
+        // answer waits for that batch's commit like the first answer did.
         if let Some(earlier) = chat::find_by_client_id(&mut tx, self.id.as_str(), from.as_str(), client_msg_id).await? {
-            return Ok(Posted { message: earlier, duplicate: true });
+            return Ok((Posted { message: earlier, duplicate: true }, None));
         }
-        chat::append(&mut tx, &message, client_msg_id, version).await?;
-        let posted =
-            Envelope::new(self.id.as_str(), message.seq, now, Event::ChatMessagePosted { message: message.clone() });
-        store::append_events(&mut tx, &[posted]).await?;
-        ctx.store.commit(tx).await?;
+        chat::append(&mut tx, &message, client_msg_id, version)?;
+        let posted = Arc::new(Envelope::new(
+            self.id.as_str(),
+            message.seq,
+            now,
+            Event::ChatMessagePosted { message: message.clone() },
+        ));
+        store::append_events(&mut tx, &[(*posted).clone()])?;
+        let committing = ctx.store.release(tx).await?;
         if let Some(record) = self.record.as_mut() {
             record.last_seq = message.seq;
             record.version += 1;
         }
-        Ok(Posted { message, duplicate: false })
+        Ok((Posted { message, duplicate: false }, Some((committing, posted))))
     }
 }
 
@@ -165,7 +231,7 @@ impl Entity for RoomState {
     type Msg = RoomMsg;
 
     async fn load(id: &str, ctx: &Ctx) -> Result<Self, StoreError> {
-        Ok(Self { id: id.into(), record: chat::load(&ctx.store, id).await? })
+        Ok(Self { id: id.into(), record: chat::load(&ctx.store, id).await?, answers: None })
     }
 
     async fn handle(&mut self, msg: RoomMsg, ctx: &Ctx, _myself: &EntityRef<Self>) {
@@ -175,15 +241,24 @@ impl Entity for RoomState {
                     reply.send(with_retries!(self, ctx, RoomError::Unavailable, self.try_open(&buyer, &seller, ctx)));
             }
             RoomMsg::Get { viewer, reply } => {
-                let _ = reply.send(self.visible_to(&viewer));
+                // After the posts before it: the sequence it reports is then stored.
+                let view = self.visible_to(&viewer);
+                let give = Box::new(move |durable: Result<(), RoomError>| {
+                    let _ = reply.send(durable.and(view));
+                });
+                self.answer(ctx, Answer { post: None, give }).await;
             }
             RoomMsg::Post { from, text, client_msg_id, reply } => {
-                let _ = reply.send(with_retries!(
-                    self,
-                    ctx,
-                    RoomError::Unavailable,
-                    self.try_post(&from, &text, &client_msg_id, ctx)
-                ));
+                let outcome =
+                    with_retries!(self, ctx, RoomError::Unavailable, self.try_post(&from, &text, &client_msg_id, ctx));
+                let (answer, post) = match outcome {
+                    Ok((posted, post)) => (Ok(posted), post),
+                    Err(e) => (Err(e), None),
+                };
+                let give = Box::new(move |durable: Result<(), RoomError>| {
+                    let _ = reply.send(durable.and(answer));
+                });
+                self.answer(ctx, Answer { post, give }).await;
             }
         }
     }
@@ -214,6 +289,7 @@ mod tests {
     fn room(last_seq: i64) -> RoomState {
         RoomState {
             id: "r1".into(),
+            answers: None,
             record: Some(RoomRecord {
                 room: Room {
                     id: "r1".into(),
@@ -236,6 +312,9 @@ mod tests {
     #[test]
     fn outsiders_cannot_post_or_read() {
         assert_eq!(room(0).next_message(&"x".into(), "hi", Utc::now()), Err(RoomError::Forbidden));
-        assert_eq!(RoomState { id: "r".into(), record: None }.visible_to(&"x".into()), Err(RoomError::NotFound));
+        assert_eq!(
+            RoomState { id: "r".into(), record: None, answers: None }.visible_to(&"x".into()),
+            Err(RoomError::NotFound)
+        );
     }
 }

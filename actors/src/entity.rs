@@ -7,12 +7,14 @@
 use crate::cluster::ClusterView;
 use crate::payment_gateway::PaymentGateway;
 use crate::store::{Store, StoreError};
+use bazaar_protocol::events::Envelope;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use ractor::RpcReplyPort;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// What every entity may use: storage, the payment gateway and the timing settings.
 #[derive(Clone)]
@@ -25,6 +27,11 @@ pub struct Ctx {
     pub settings: Arc<EntitySettings>,
     /// The cluster as this node sees it; `None` when the node runs alone.
     pub cluster: Option<Arc<ClusterView>>,
+    /// This node's live subscribers (its sockets), which the relay feeds from the log: an entity
+    /// whose events this node's sockets should see at once (a chat room's posts) hands them over
+    /// itself once they are committed, without waiting for the relay's transaction. The
+    /// subscribers take each event once, whichever path brings it first.
+    pub live: broadcast::Sender<Arc<Envelope>>,
 }
 
 /// Timing settings for entities and regions.

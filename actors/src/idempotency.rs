@@ -3,10 +3,10 @@
 //! carries it out looks for an earlier record ([`check`], inside its own transaction) and, when
 //! there is none, records the key with the id of what it created in that same transaction
 //! ([`record`]), so the record exists exactly when the effect does. A retry is answered with what
-//! the first request made; the same key with another request is a [`Earlier::Mismatch`]. The front
-//! end may look first ([`peek`], outside any transaction) so a retry is answered without waking
-//! the entity, which may be busy; the command's own check stays the one that counts. Records are
-//! forgotten after `idempotency_retention` ([`expire`]).
+//! the first request made; the same key with another request is a [`Earlier::Mismatch`]. The check
+//! is made once, by the command: the front end does not look first for an order or a payment (a
+//! read for every request to spare the rare retry a message to its entity). A checkout is the
+//! exception ([`peek`]). Records are forgotten after `idempotency_retention` ([`expire`]).
 
 use crate::store::idempotency::IdempotencyRecord;
 use crate::store::{self, Store, StoreError, Tx};
@@ -63,14 +63,16 @@ pub async fn check(tx: &mut Tx, key: &IdempotencyKey) -> Result<Earlier, StoreEr
     Ok(judge(store::idempotency::find_in(tx, &key.user_id, &key.key).await?, key))
 }
 
-/// Looks for an earlier request outside any transaction: the front end's fast path for retries.
+/// Looks for an earlier request outside any transaction: for a request whose body is not the whole
+/// request (a checkout's is the cart, emptied by the first one), which must find its first
+/// request's result before it reads anything else.
 pub async fn peek(store: &Store, key: &IdempotencyKey) -> Result<Earlier, StoreError> {
     Ok(judge(store::idempotency::find(store, &key.user_id, &key.key).await?, key))
 }
 
 /// Records that the request of `key` created `result_id`, inside the command's transaction.
-pub async fn record(tx: &mut Tx, key: &IdempotencyKey, result_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-    store::idempotency::insert(tx, (&key.user_id, &key.key, &key.request_hash), result_id, now).await
+pub fn record(tx: &mut Tx, key: &IdempotencyKey, result_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    store::idempotency::insert(tx, (&key.user_id, &key.key, &key.request_hash), result_id, now)
 }
 
 /// Forgets the records older than `cutoff`; returns how many.

@@ -315,10 +315,10 @@ impl OrderState {
         let mut version = self.version;
         let mut last = None;
         for (next, event) in changes {
-            orders::update(&mut tx, &next, version).await?;
+            orders::update(&mut tx, &next, version)?;
             version += 1;
             let envelope = Envelope::new(next.id.as_str(), version, next.updated_at, event);
-            store::append_events(&mut tx, &[envelope]).await?;
+            store::append_events(&mut tx, &[envelope])?;
             last = Some(next);
         }
         ctx.store.commit(tx).await?;
@@ -359,9 +359,9 @@ impl OrderState {
         }
         let now = Utc::now();
         let (pending, payment) = self.start_payment(cmd, now).map_err(Attempt::Refused)?;
-        orders::update(&mut tx, &pending, self.version).await?;
-        payments::insert(&mut tx, &payment, now).await?;
-        idempotency::record(&mut tx, key, payment.payment.id.as_str(), now).await?;
+        orders::update(&mut tx, &pending, self.version)?;
+        payments::insert(&mut tx, &payment, now)?;
+        idempotency::record(&mut tx, key, payment.payment.id.as_str(), now)?;
         let requested = Envelope::new(
             payment.payment.id.as_str(),
             1,
@@ -372,7 +372,7 @@ impl OrderState {
                 more_orders: Vec::new(),
             },
         );
-        store::append_events(&mut tx, &[requested]).await?;
+        store::append_events(&mut tx, &[requested])?;
         ctx.store.commit(tx).await?;
         self.order = Some(pending);
         self.version += 1;

@@ -292,8 +292,8 @@ impl PaymentState {
         let record = self.record.as_ref().ok_or(Attempt::Refused(PaymentError::NotFound))?;
         let now = Utc::now();
         let mut tx = ctx.store.begin().await?;
-        payments::update(&mut tx, &next, record.version, now).await?;
-        store::append_events(&mut tx, &[Envelope::new(next.id.as_str(), record.version + 1, now, event)]).await?;
+        payments::update(&mut tx, &next, record.version, now)?;
+        store::append_events(&mut tx, &[Envelope::new(next.id.as_str(), record.version + 1, now, event)])?;
         ctx.store.commit(tx).await?;
         if let Some(record) = self.record.as_mut() {
             record.payment = next;
@@ -325,16 +325,16 @@ impl PaymentState {
             }
         }
         let (next, given, order) = self.refund(&cmd.by, cmd.amount).map_err(Attempt::Refused)?;
-        payments::update(&mut tx, &next, record.version, now).await?;
+        payments::update(&mut tx, &next, record.version, now)?;
         let event = Event::PaymentRefunded {
             payment: next.clone(),
             amount: Some(given),
             at_provider: false,
             order_id: Some(order),
         };
-        store::append_events(&mut tx, &[Envelope::new(next.id.as_str(), record.version + 1, now, event)]).await?;
+        store::append_events(&mut tx, &[Envelope::new(next.id.as_str(), record.version + 1, now, event)])?;
         if let Some(key) = &cmd.idempotency {
-            idempotency::record(&mut tx, key, next.id.as_str(), now).await?;
+            idempotency::record(&mut tx, key, next.id.as_str(), now)?;
         }
         ctx.store.commit(tx).await?;
         if let Some(record) = self.record.as_mut() {
@@ -358,11 +358,11 @@ impl PaymentState {
         let already_given = matches!(event, Event::PaymentRefunded { .. });
         let envelope = Envelope::new(next.id.as_str(), record.version + 1, now, event);
         let mut tx = ctx.store.begin().await?;
-        payments::update(&mut tx, &next, record.version, now).await?;
+        payments::update(&mut tx, &next, record.version, now)?;
         if already_given {
             store::mark_processed(&mut tx, GATEWAY_REFUNDS, envelope.id.as_str()).await?;
         }
-        store::append_events(&mut tx, &[envelope]).await?;
+        store::append_events(&mut tx, &[envelope])?;
         ctx.store.commit(tx).await?;
         info!(payment_id = %self.id, status = next.status.as_str(), refunded = next.refunded_amount, "payment reconciled with the gateway");
         if let Some(record) = self.record.as_mut() {
@@ -796,12 +796,12 @@ mod tests {
         let mut entity = state(PaymentStatus::Approved);
         let record = entity.record.clone().unwrap();
         let mut tx = store.begin().await.unwrap();
-        payments::insert(&mut tx, &record, now).await.unwrap();
+        payments::insert(&mut tx, &record, now).unwrap();
         store.commit(tx).await.unwrap();
         payments::record_charge(&store, "pay1", 10, "approved", now).await.unwrap();
         // Another writer moves the row on under the entity's feet: its first commit conflicts.
         let mut tx = store.begin().await.unwrap();
-        payments::update(&mut tx, &record.payment, 1, now).await.unwrap();
+        payments::update(&mut tx, &record.payment, 1, now).unwrap();
         store.commit(tx).await.unwrap();
 
         let full = RefundPayment { by: "seller".into(), amount: None, idempotency: None };
@@ -833,7 +833,7 @@ mod tests {
         let store = ctx.store.clone();
         let record = state(PaymentStatus::Approved).record.unwrap();
         let mut tx = store.begin().await.unwrap();
-        payments::insert(&mut tx, &record, Utc::now()).await.unwrap();
+        payments::insert(&mut tx, &record, Utc::now()).unwrap();
         store.commit(tx).await.unwrap();
         payments::record_charge(&store, "pay1", 10, "approved", Utc::now()).await.unwrap();
         let region = RegionRef::<PaymentState>::spawn(ctx).await.unwrap();

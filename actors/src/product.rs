@@ -292,9 +292,9 @@ impl ProductState {
         let product = self.create(new.clone()).map_err(Attempt::Refused)?;
         let now = Utc::now();
         let mut tx = ctx.store.begin().await?;
-        catalog::insert(&mut tx, &product, now).await?;
+        catalog::insert(&mut tx, &product, now)?;
         let listed = Envelope::new(product.id.as_str(), 1, now, Event::ProductListed { product: product.clone() });
-        store::append_events(&mut tx, &[listed]).await?;
+        store::append_events(&mut tx, &[listed])?;
         ctx.store.commit(tx).await?;
         self.product = Some(product.clone());
         self.version = 1;
@@ -314,9 +314,9 @@ impl ProductState {
         // Read in the transaction: reservations of this product change only through this entity.
         let reserved = if changes.stock.is_some() { catalog::reserved(&mut tx, self.id.as_str()).await? } else { 0 };
         let next = self.change(seller, changes, reserved).map_err(Attempt::Refused)?;
-        catalog::update(&mut tx, &next, self.version).await?;
+        catalog::update(&mut tx, &next, self.version)?;
         if next.stock != before {
-            store::append_events(&mut tx, &[self.stock_event(&next, next.stock - before, None, now)]).await?;
+            store::append_events(&mut tx, &[self.stock_event(&next, next.stock - before, None, now)])?;
         }
         ctx.store.commit(tx).await?;
         self.product = Some(next.clone());
@@ -339,16 +339,16 @@ impl ProductState {
         }
         let now = Utc::now();
         let (after, order) = self.place(cmd, now, ctx.settings.reservation_hold).map_err(Attempt::Refused)?;
-        catalog::update(&mut tx, &after, self.version).await?;
-        orders::insert(&mut tx, &order).await?;
+        catalog::update(&mut tx, &after, self.version)?;
+        orders::insert(&mut tx, &order)?;
         let unit_price = order.items()[0].unit_price;
-        catalog::reserve(&mut tx, order.id.as_str(), after.id.as_str(), order.quantity, unit_price).await?;
-        idempotency::record(&mut tx, key, order.id.as_str(), now).await?;
+        catalog::reserve(&mut tx, order.id.as_str(), after.id.as_str(), order.quantity, unit_price)?;
+        idempotency::record(&mut tx, key, order.id.as_str(), now)?;
         let events = [
             self.stock_event(&after, -i64::from(order.quantity), Some(order.id.clone()), now),
             Envelope::new(order.id.as_str(), 1, now, Event::OrderPlaced { order: order.clone() }),
         ];
-        store::append_events(&mut tx, &events).await?;
+        store::append_events(&mut tx, &events)?;
         ctx.store.commit(tx).await?;
         self.product = Some(after);
         self.version += 1;
@@ -376,8 +376,8 @@ impl ProductState {
         let mut after = self.existing().map_err(Attempt::Refused)?.clone();
         after.stock += quantity;
         let now = Utc::now();
-        catalog::update(&mut tx, &after, self.version).await?;
-        store::append_events(&mut tx, &[self.stock_event(&after, quantity, Some(order_id.clone()), now)]).await?;
+        catalog::update(&mut tx, &after, self.version)?;
+        store::append_events(&mut tx, &[self.stock_event(&after, quantity, Some(order_id.clone()), now)])?;
         ctx.store.commit(tx).await?;
         self.product = Some(after);
         self.version += 1;
@@ -403,10 +403,10 @@ impl ProductState {
         }
         let (after, line) = self.reserve_line(cmd.quantity).map_err(Attempt::Refused)?;
         let now = Utc::now();
-        catalog::update(&mut tx, &after, self.version).await?;
-        catalog::reserve(&mut tx, cmd.order_id.as_str(), self.id.as_str(), line.quantity, line.unit_price).await?;
+        catalog::update(&mut tx, &after, self.version)?;
+        catalog::reserve(&mut tx, cmd.order_id.as_str(), self.id.as_str(), line.quantity, line.unit_price)?;
         let units = -i64::from(line.quantity);
-        store::append_events(&mut tx, &[self.stock_event(&after, units, Some(cmd.order_id.clone()), now)]).await?;
+        store::append_events(&mut tx, &[self.stock_event(&after, units, Some(cmd.order_id.clone()), now)])?;
         ctx.store.commit(tx).await?;
         self.product = Some(after);
         self.version += 1;
@@ -418,7 +418,7 @@ impl ProductState {
         match catalog::reservation(&mut tx, cmd.order_id.as_str(), self.id.as_str()).await? {
             Some(held) if held.released => Ok(()),
             None => {
-                catalog::forgo(&mut tx, cmd.order_id.as_str(), self.id.as_str()).await?;
+                catalog::forgo(&mut tx, cmd.order_id.as_str(), self.id.as_str())?;
                 ctx.store.commit(tx).await?;
                 Ok(())
             }
@@ -426,9 +426,9 @@ impl ProductState {
                 let quantity = catalog::release(&mut tx, cmd.order_id.as_str(), self.id.as_str()).await?.unwrap_or(0);
                 let mut after = self.existing().map_err(Attempt::Refused)?.clone();
                 after.stock += quantity;
-                catalog::update(&mut tx, &after, self.version).await?;
+                catalog::update(&mut tx, &after, self.version)?;
                 let event = self.stock_event(&after, quantity, Some(cmd.order_id.clone()), Utc::now());
-                store::append_events(&mut tx, &[event]).await?;
+                store::append_events(&mut tx, &[event])?;
                 ctx.store.commit(tx).await?;
                 self.product = Some(after);
                 self.version += 1;

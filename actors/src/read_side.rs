@@ -91,8 +91,7 @@ impl ReadSide {
         users::has_paid_order(&self.store, buyer, seller).await
     }
 
-    /// What an earlier request with `key` left: the fast path of a retry (the command checks
-    /// again in its own transaction).
+    /// What an earlier request with `key` left, for a checkout's retry ([`idempotency::peek`]).
     pub async fn earlier(&self, key: &IdempotencyKey) -> Result<Earlier, StoreError> {
         idempotency::peek(&self.store, key).await
     }

@@ -658,7 +658,13 @@ pub(crate) mod test_support {
             cart_max_items: 50,
             checkout_timeout: Duration::from_secs(30),
         });
-        Ctx { gateway: Arc::new(SimulatedGateway::new(store.clone())), store, settings, cluster: None }
+        Ctx {
+            gateway: Arc::new(SimulatedGateway::new(store.clone())),
+            store,
+            settings,
+            cluster: None,
+            live: tokio::sync::broadcast::channel(16).0,
+        }
     }
 }
 

@@ -93,11 +93,13 @@ impl System {
             payment_gateway::build(&config.gateway, store.clone()).context("building the payment gateway")?;
         let settings = Arc::new(config.entities.clone());
         let view = config.cluster.as_ref().map(|c| Arc::new(ClusterView::new(c.node_name.clone(), c.max_frame_bytes)));
+        let (live, live_rx) = broadcast::channel::<Arc<Envelope>>(65_536);
         let ctx = Ctx {
             store: store.clone(),
             gateway: payment_gateway.clone(),
             settings: settings.clone(),
             cluster: view.clone(),
+            live: live.clone(),
         };
         let regions = Regions {
             users: RegionRef::spawn(ctx.clone()).await?,
@@ -110,7 +112,6 @@ impl System {
         let hub_args = HubArgs { view: view.clone(), dedup_window: config.socket_push_dedup_window };
         let (socket_hub, _) = Actor::spawn(None, SocketHub, hub_args).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (live, live_rx) = broadcast::channel::<Arc<Envelope>>(65_536);
         let appended = Arc::new(Notify::new());
         let (log, kafka): (Arc<dyn EventLog>, Option<Arc<KafkaLog>>) = match &config.kafka {
             None => (Arc::new(EmbeddedLog::new(store.clone(), appended.clone())), None),

@@ -192,7 +192,7 @@ impl UserState {
     async fn save_cart(&mut self, items: Vec<CartItem>, ctx: &Ctx) -> Result<Vec<CartItem>, Attempt<UserError>> {
         let version = self.cart.as_ref().map_or(0, |cart| cart.version);
         let mut tx = ctx.store.begin().await?;
-        carts::save(&mut tx, self.id.as_str(), &items, version, Utc::now()).await?;
+        carts::save(&mut tx, self.id.as_str(), &items, version, Utc::now())?;
         ctx.store.commit(tx).await?;
         self.cart = Some(CartRecord { items: items.clone(), version: version + 1 });
         Ok(items)
@@ -214,7 +214,7 @@ impl UserState {
             other => other?,
         }
         let registered = Envelope::new(view.id.as_str(), 1, now, Event::UserRegistered { user: view.clone() });
-        store::append_events(&mut tx, &[registered]).await?;
+        store::append_events(&mut tx, &[registered])?;
         ctx.store.commit(tx).await?;
         self.user = Some(view.clone());
         Ok(view)

@@ -106,7 +106,7 @@ async fn bridge(ctx: &Ctx, broker: &str, prefix: &str, events: &[Envelope], batc
     let store = Store::open(&url, Durability::Normal).await?;
     for chunk in events.chunks(1000) {
         let mut tx = store.begin().await?;
-        store::append_events(&mut tx, chunk).await?;
+        store::append_events(&mut tx, chunk)?;
         store.commit(tx).await?;
     }
     let config = KafkaConfig {

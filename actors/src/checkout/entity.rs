@@ -178,7 +178,7 @@ impl CheckoutState {
 
     async fn save(&mut self, next: CheckoutRecord, ctx: &Ctx) -> Result<CheckoutRecord, Attempt<CheckoutError>> {
         let mut tx = ctx.store.begin().await?;
-        checkouts::update(&mut tx, &next, self.version).await?;
+        checkouts::update(&mut tx, &next, self.version)?;
         if next.phase == Phase::Open {
             let events: Vec<Envelope> = next
                 .orders
@@ -188,9 +188,9 @@ impl CheckoutState {
                 })
                 .collect();
             for order in &next.orders {
-                orders::insert(&mut tx, order).await?;
+                orders::insert(&mut tx, order)?;
             }
-            store::append_events(&mut tx, &events).await?;
+            store::append_events(&mut tx, &events)?;
         }
         ctx.store.commit(tx).await?;
         self.record = Some(next.clone());
@@ -216,8 +216,8 @@ impl CheckoutState {
         }
         let now = Utc::now();
         let record = CheckoutRecord::reserving(self.id.clone(), cmd.buyer_id.clone(), cmd.plan.clone(), now);
-        checkouts::insert(&mut tx, &record).await?;
-        idempotency::record(&mut tx, &cmd.idempotency, self.id.as_str(), now).await?;
+        checkouts::insert(&mut tx, &record)?;
+        idempotency::record(&mut tx, &cmd.idempotency, self.id.as_str(), now)?;
         ctx.store.commit(tx).await?;
         self.record = Some(record.clone());
         self.version = 1;
@@ -304,17 +304,17 @@ impl CheckoutState {
         })?;
         for order in &pending {
             let version = stored.iter().find(|(o, _)| o.id == order.id).map_or(0, |(_, v)| *v);
-            orders::update(&mut tx, order, version).await?;
+            orders::update(&mut tx, order, version)?;
         }
-        payments::insert(&mut tx, &payment, now).await?;
-        idempotency::record(&mut tx, &cmd.idempotency, payment.payment.id.as_str(), now).await?;
+        payments::insert(&mut tx, &payment, now)?;
+        idempotency::record(&mut tx, &cmd.idempotency, payment.payment.id.as_str(), now)?;
         let mut pending = pending.into_iter();
         let first = pending.next().ok_or(Attempt::Refused(CheckoutError::Unavailable))?;
         let requested =
             Event::PaymentRequested { payment: payment.payment.clone(), order: first, more_orders: pending.collect() };
-        store::append_events(&mut tx, &[Envelope::new(payment.payment.id.as_str(), 1, now, requested)]).await?;
+        store::append_events(&mut tx, &[Envelope::new(payment.payment.id.as_str(), 1, now, requested)])?;
         let next = CheckoutRecord { payment_id: Some(payment.payment.id.clone()), updated_at: now, ..current.clone() };
-        checkouts::update(&mut tx, &next, self.version).await?;
+        checkouts::update(&mut tx, &next, self.version)?;
         ctx.store.commit(tx).await?;
         self.record = Some(next);
         self.version += 1;

@@ -46,7 +46,7 @@ fn stock_event(product: &str, seq: i64) -> Envelope {
 
 async fn commit(store: &Store, events: &[Envelope]) {
     let mut tx = store.begin().await.unwrap();
-    append_events(&mut tx, events).await.unwrap();
+    append_events(&mut tx, events).unwrap();
     store.commit(tx).await.unwrap();
 }
 

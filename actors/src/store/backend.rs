@@ -306,14 +306,13 @@ impl Backend {
         }
     }
 
-    /// How a relayed event enters the embedded log, once: SQLite and PostgreSQL return its
-    /// position; MySQL has no `RETURNING`, and the relay reads the position as the insert's
-    /// `last_insert_id` (`INSERT IGNORE` affects no row when the log holds the event already).
+    /// How relayed events enter the embedded log, once each: SQLite and PostgreSQL insert a
+    /// relay batch in one statement that returns the positions; MySQL has no `RETURNING`, and the
+    /// relay reads each position as its insert's `last_insert_id` (`INSERT IGNORE` affects no row
+    /// when the log holds the event already).
     pub(super) fn log_append(self) -> LogAppend {
         match self {
-            Backend::Sqlite | Backend::Postgres => LogAppend::Returning(
-                "INSERT INTO event_log (topic, event_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING RETURNING position",
-            ),
+            Backend::Sqlite | Backend::Postgres => LogAppend::Returning,
             Backend::Mysql => LogAppend::InsertId("INSERT IGNORE INTO event_log (topic, event_id) VALUES (?, ?)"),
         }
     }
@@ -338,8 +337,9 @@ impl Backend {
 
 /// How [`Backend::log_append`] learns the position it appended at.
 pub(super) enum LogAppend {
-    /// The statement returns the position (no row when the event was logged already).
-    Returning(&'static str),
+    /// One multi-row insert returns the position and id of each event it logged (none for an
+    /// event the log held already).
+    Returning,
     /// The statement affects one row and the position is its `last_insert_id`, or none.
     InsertId(&'static str),
 }

@@ -1,7 +1,7 @@
 //! Cart rows: one per buyer who has ever put something in a cart, the lines as JSON (a cart is
 //! read and written whole, by its user entity only).
 
-use super::{expect_one, query, timestamp, LongText, Store, StoreError, Tx};
+use super::{timestamp, LongText, Store, StoreError, Tx, Write};
 use bazaar_protocol::cart::CartItem;
 use chrono::{DateTime, Utc};
 
@@ -32,7 +32,7 @@ pub async fn load(store: &Store, user_id: &str) -> Result<CartRecord, StoreError
 
 /// Writes `items` as `user_id`'s cart over the row at `version` (0: none yet); a row written
 /// meanwhile by another owner of the entity is [`StoreError::VersionConflict`] (or `Duplicate`).
-pub async fn save(
+pub fn save(
     tx: &mut Tx,
     user_id: &str,
     items: &[CartItem],
@@ -41,23 +41,21 @@ pub async fn save(
 ) -> Result<(), StoreError> {
     let body = serde_json::to_string(items).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if version == 0 {
-        query(tx, "INSERT INTO carts (user_id, items, updated_at, version) VALUES ($1, $2, $3, 1)")
+        let write = Write::new("INSERT INTO carts (user_id, items, updated_at, version) VALUES ($1, $2, $3, 1)")
             .bind(user_id)
             .bind(body)
-            .bind(timestamp::encode(now))
-            .execute(&mut **tx)
-            .await?;
+            .bind(timestamp::encode(now));
+        tx.defer(write);
         return Ok(());
     }
-    let done = query(
-        tx,
+    let write = Write::new(
         "UPDATE carts SET items = $1, updated_at = $2, version = version + 1 WHERE user_id = $3 AND version = $4",
     )
     .bind(body)
     .bind(timestamp::encode(now))
     .bind(user_id)
     .bind(version)
-    .execute(&mut **tx)
-    .await?;
-    expect_one(done)
+    .expect_one();
+    tx.defer(write);
+    Ok(())
 }

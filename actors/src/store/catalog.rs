@@ -1,6 +1,6 @@
 //! Product rows and stock reservations.
 
-use super::{expect_one, query, query_scalar, timestamp, Store, StoreError, Tx};
+use super::{query, query_scalar, timestamp, Store, StoreError, Tx, Write};
 use bazaar_protocol::catalog::Product;
 use bazaar_protocol::Page;
 use chrono::{DateTime, Utc};
@@ -57,9 +57,8 @@ pub async fn list(
 }
 
 /// Inserts a new product at version 1.
-pub async fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Result<(), StoreError> {
-    query(
-        tx,
+pub fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let write = Write::new(
         "INSERT INTO products (id, seller_id, name, description, price, currency, stock, created_at, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)",
     )
@@ -70,16 +69,14 @@ pub async fn insert(tx: &mut Tx, product: &Product, now: DateTime<Utc>) -> Resul
     .bind(product.price)
     .bind(&product.currency)
     .bind(product.stock)
-    .bind(timestamp::encode(now))
-    .execute(&mut **tx)
-    .await?;
+    .bind(timestamp::encode(now));
+    tx.defer(write);
     Ok(())
 }
 
 /// Writes a product's new state if it is still at `version`.
-pub async fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), StoreError> {
-    let done = query(
-        tx,
+pub fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), StoreError> {
+    let write = Write::new(
         "UPDATE products SET name = $1, description = $2, price = $3, stock = $4, version = version + 1
          WHERE id = $5 AND version = $6",
     )
@@ -89,29 +86,27 @@ pub async fn update(tx: &mut Tx, product: &Product, version: i64) -> Result<(), 
     .bind(product.stock)
     .bind(product.id.as_str())
     .bind(version)
-    .execute(&mut **tx)
-    .await?;
-    expect_one(done)
+    .expect_one();
+    tx.defer(write);
+    Ok(())
 }
 
 /// Records that `order_id` holds `quantity` units of `product_id`, reserved at `unit_price`.
-pub async fn reserve(
+pub fn reserve(
     tx: &mut Tx,
     order_id: &str,
     product_id: &str,
     quantity: u32,
     unit_price: i64,
 ) -> Result<(), StoreError> {
-    query(
-        tx,
+    let write = Write::new(
         "INSERT INTO reservations (order_id, product_id, quantity, released, unit_price) VALUES ($1, $2, $3, 0, $4)",
     )
     .bind(order_id)
     .bind(product_id)
     .bind(i64::from(quantity))
-    .bind(unit_price)
-    .execute(&mut **tx)
-    .await?;
+    .bind(unit_price);
+    tx.defer(write);
     Ok(())
 }
 
@@ -132,7 +127,7 @@ pub async fn reservation(tx: &mut Tx, order_id: &str, product_id: &str) -> Resul
     )
     .bind(order_id)
     .bind(product_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(tx.read().await?)
     .await?;
     Ok(row.map(|(quantity, released, unit_price)| Reservation { quantity, released: released != 0, unit_price }))
 }
@@ -140,12 +135,11 @@ pub async fn reservation(tx: &mut Tx, order_id: &str, product_id: &str) -> Resul
 /// Records that `order_id`'s line of `product_id` is given up before it was ever reserved, so a
 /// reservation that arrives after this (a retried request overtaken by its compensation) is
 /// refused rather than taking stock nobody would give back.
-pub async fn forgo(tx: &mut Tx, order_id: &str, product_id: &str) -> Result<(), StoreError> {
-    query(tx, "INSERT INTO reservations (order_id, product_id, quantity, released) VALUES ($1, $2, 0, 1)")
+pub fn forgo(tx: &mut Tx, order_id: &str, product_id: &str) -> Result<(), StoreError> {
+    let write = Write::new("INSERT INTO reservations (order_id, product_id, quantity, released) VALUES ($1, $2, 0, 1)")
         .bind(order_id)
-        .bind(product_id)
-        .execute(&mut **tx)
-        .await?;
+        .bind(product_id);
+    tx.defer(write);
     Ok(())
 }
 
@@ -157,7 +151,7 @@ pub async fn reserved(tx: &mut Tx, product_id: &str) -> Result<i64, StoreError> 
         "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM reservations WHERE product_id = $1 AND released = 0",
     )
     .bind(product_id)
-    .fetch_one(&mut **tx)
+    .fetch_one(tx.read().await?)
     .await?;
     Ok(units)
 }
@@ -172,7 +166,7 @@ pub async fn release(tx: &mut Tx, order_id: &str, product_id: &str) -> Result<Op
         query(tx, "UPDATE reservations SET released = 1 WHERE order_id = $1 AND product_id = $2 AND released = 0")
             .bind(order_id)
             .bind(product_id)
-            .execute(&mut **tx)
+            .execute(tx.conn().await?)
             .await?;
     if released.rows_affected() != 1 {
         return Ok(None);
@@ -180,7 +174,7 @@ pub async fn release(tx: &mut Tx, order_id: &str, product_id: &str) -> Result<Op
     let quantity: i64 = query_scalar(tx, "SELECT quantity FROM reservations WHERE order_id = $1 AND product_id = $2")
         .bind(order_id)
         .bind(product_id)
-        .fetch_one(&mut **tx)
+        .fetch_one(tx.conn().await?)
         .await?;
     Ok(Some(quantity))
 }

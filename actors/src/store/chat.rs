@@ -1,6 +1,6 @@
 //! Chat rooms and their messages.
 
-use super::{expect_one, query, timestamp, Store, StoreError, Tx};
+use super::{query, timestamp, Store, StoreError, Tx, Write};
 use bazaar_protocol::chat::{ChatMessage, Room};
 use bazaar_protocol::Page;
 use sqlx::any::AnyRow;
@@ -62,17 +62,15 @@ pub async fn load(store: &Store, id: &str) -> Result<Option<RoomRecord>, StoreEr
 }
 
 /// Inserts a new, empty room at version 1.
-pub async fn insert(tx: &mut Tx, room: &Room) -> Result<(), StoreError> {
-    query(
-        tx,
+pub fn insert(tx: &mut Tx, room: &Room) -> Result<(), StoreError> {
+    let write = Write::new(
         "INSERT INTO chat_rooms (id, buyer_id, seller_id, created_at, last_seq, version) VALUES ($1, $2, $3, $4, 0, 1)",
     )
     .bind(room.id.as_str())
     .bind(room.members[0].as_str())
     .bind(room.members[1].as_str())
-    .bind(timestamp::encode(room.created_at))
-    .execute(&mut **tx)
-    .await?;
+    .bind(timestamp::encode(room.created_at));
+    tx.defer(write);
     Ok(())
 }
 
@@ -87,22 +85,20 @@ pub async fn find_by_client_id(
         .bind(room_id)
         .bind(sender_id)
         .bind(client_msg_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.read().await?)
         .await?;
     row.as_ref().map(message_from_row).transpose()
 }
 
 /// Appends a message and moves the room's `last_seq` to it, if the room is still at `version`.
-pub async fn append(tx: &mut Tx, message: &ChatMessage, client_msg_id: &str, version: i64) -> Result<(), StoreError> {
-    let done = query(tx, "UPDATE chat_rooms SET last_seq = $1, version = version + 1 WHERE id = $2 AND version = $3")
+pub fn append(tx: &mut Tx, message: &ChatMessage, client_msg_id: &str, version: i64) -> Result<(), StoreError> {
+    let write = Write::new("UPDATE chat_rooms SET last_seq = $1, version = version + 1 WHERE id = $2 AND version = $3")
         .bind(message.seq)
         .bind(message.room.as_str())
         .bind(version)
-        .execute(&mut **tx)
-        .await?;
-    expect_one(done)?;
-    query(tx,
-        "INSERT INTO chat_messages (room_id, seq, id, sender_id, client_msg_id, text, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        .expect_one();
+    tx.defer(write);
+    let write = Write::new("INSERT INTO chat_messages (room_id, seq, id, sender_id, client_msg_id, text, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(message.room.as_str())
     .bind(message.seq)
@@ -111,8 +107,8 @@ pub async fn append(tx: &mut Tx, message: &ChatMessage, client_msg_id: &str, ver
     .bind(client_msg_id)
     .bind(&message.text)
     .bind(timestamp::encode(message.sent_at))
-    .execute(&mut **tx)
-    .await?;
+    ;
+    tx.defer(write);
     Ok(())
 }
 
@@ -233,7 +229,7 @@ mod tests {
             last_message: None,
         };
         let mut tx = store.begin().await.unwrap();
-        insert(&mut tx, &room).await.unwrap();
+        insert(&mut tx, &room).unwrap();
         store.commit(tx).await.unwrap();
     }
 

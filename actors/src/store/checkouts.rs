@@ -2,7 +2,7 @@
 //! The row's status is a column (the sweep looks for checkouts left half-way); the rest of the
 //! record is JSON, read and written whole.
 
-use super::{expect_one, query, query_as, query_scalar, timestamp, LongText, Store, StoreError, Tx};
+use super::{query_as, query_scalar, timestamp, LongText, Store, StoreError, Tx, Write};
 use bazaar_protocol::checkout::CheckoutStatus;
 use bazaar_protocol::orders::Order;
 use bazaar_protocol::{CheckoutId, OrderId, PaymentId, ProductId, UserId};
@@ -122,9 +122,8 @@ pub async fn load(store: &Store, id: &str) -> Result<Option<(CheckoutRecord, i64
 }
 
 /// Inserts a new checkout at version 1.
-pub async fn insert(tx: &mut Tx, record: &CheckoutRecord) -> Result<(), StoreError> {
-    query(
-        tx,
+pub fn insert(tx: &mut Tx, record: &CheckoutRecord) -> Result<(), StoreError> {
+    let write = Write::new(
         "INSERT INTO checkouts (id, buyer_id, status, body, created_at, updated_at, version)
          VALUES ($1, $2, $3, $4, $5, $6, 1)",
     )
@@ -133,16 +132,14 @@ pub async fn insert(tx: &mut Tx, record: &CheckoutRecord) -> Result<(), StoreErr
     .bind(record.phase.as_str())
     .bind(body(record)?)
     .bind(timestamp::encode(record.created_at))
-    .bind(timestamp::encode(record.updated_at))
-    .execute(&mut **tx)
-    .await?;
+    .bind(timestamp::encode(record.updated_at));
+    tx.defer(write);
     Ok(())
 }
 
 /// Writes a checkout's new state if it is still at `version`.
-pub async fn update(tx: &mut Tx, record: &CheckoutRecord, version: i64) -> Result<(), StoreError> {
-    let done = query(
-        tx,
+pub fn update(tx: &mut Tx, record: &CheckoutRecord, version: i64) -> Result<(), StoreError> {
+    let write = Write::new(
         "UPDATE checkouts SET status = $1, body = $2, updated_at = $3, version = version + 1
          WHERE id = $4 AND version = $5",
     )
@@ -151,9 +148,9 @@ pub async fn update(tx: &mut Tx, record: &CheckoutRecord, version: i64) -> Resul
     .bind(timestamp::encode(record.updated_at))
     .bind(record.id.as_str())
     .bind(version)
-    .execute(&mut **tx)
-    .await?;
-    expect_one(done)
+    .expect_one();
+    tx.defer(write);
+    Ok(())
 }
 
 /// Up to `limit` ids of checkouts left reserving or releasing since `before` or earlier, oldest first.

@@ -10,7 +10,7 @@
 //! where every node relays into one database, [`relay_batch`] serialises the relays itself.
 
 use super::backend::LogAppend;
-use super::{query, query_as, query_scalar, LongText, OnBackend, Store, StoreError};
+use super::{query_as, query_scalar, LongText, OnBackend, Store, StoreError, Write};
 use bazaar_protocol::events::Envelope;
 use std::sync::Arc;
 
@@ -26,6 +26,10 @@ pub struct LogRecord {
 fn parse(body: &str) -> Result<Arc<Envelope>, StoreError> {
     serde_json::from_str(body).map(Arc::new).map_err(|e| StoreError::Corrupt(format!("event body: {e}")))
 }
+
+/// The most events one relay statement carries: `relay_batch` is the operator's to set, and a
+/// statement has a ceiling on its parameters (SQLite's is 32,766).
+const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Moves up to `limit` outbox events into the event log; returns them as appended.
 pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, StoreError> {
@@ -43,33 +47,66 @@ pub async fn relay_batch(store: &Store, limit: u32) -> Result<Vec<LogRecord>, St
         // past them would never see them. The lock (held to the batch's COMMIT) makes relays take
         // turns; reads of the log are not blocked by it. The outbox is read after it is taken,
         // so what the previous relay deleted is gone and no event is relayed twice.
-        sqlx::query(lock).execute(&mut *tx).await?;
+        sqlx::query(lock).execute(tx.conn().await?).await?;
     }
     let pending_sql = "SELECT o.position, e.id, e.topic, e.body FROM outbox o JOIN events e ON e.id = o.event_id
          ORDER BY o.position LIMIT $1";
     let pending: Vec<(i64, String, String, LongText)> =
-        query_as(store, pending_sql).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+        query_as(store, pending_sql).bind(i64::from(limit)).fetch_all(tx.read().await?).await?;
+    if pending.is_empty() {
+        store.commit(tx).await?;
+        return Ok(Vec::new());
+    }
+    // A crash between publishing and deleting cannot happen here (one transaction), but a log
+    // that already holds an event (restored backup, manual replay) must not get it twice.
     let mut appended = Vec::with_capacity(pending.len());
-    for (outbox_position, event_id, topic, LongText(body)) in &pending {
-        // A crash between publishing and deleting cannot happen here (one transaction), but a log
-        // that already holds the event (restored backup, manual replay) must not get it twice.
-        let position: Option<i64> = match store.backend().log_append() {
-            LogAppend::Returning(sql) => {
-                sqlx::query_scalar(sql).bind(topic).bind(event_id).fetch_optional(&mut *tx).await?
-            }
-            LogAppend::InsertId(sql) => {
-                let done = sqlx::query(sql).bind(topic).bind(event_id).execute(&mut *tx).await?;
-                if done.rows_affected() == 1 {
-                    done.last_insert_id()
-                } else {
-                    None
+    match store.backend().log_append() {
+        LogAppend::Returning => {
+            // One statement for up to ROWS_PER_STATEMENT events rather than one per event. The
+            // positions are taken in the order of the rows, which is the outbox's; they are
+            // sorted again because RETURNING promises no order.
+            for chunk in pending.chunks(ROWS_PER_STATEMENT) {
+                let mut sql = String::from("INSERT INTO event_log (topic, event_id) VALUES ");
+                for index in 0..chunk.len() {
+                    sql.push_str(if index == 0 { "(" } else { ", (" });
+                    super::push_placeholders(&mut sql, index * 2 + 1, 2);
+                    sql.push(')');
+                }
+                sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING position, event_id");
+                let mut insert = sqlx::query_as::<_, (i64, String)>(&sql);
+                for (_, event_id, topic, _) in chunk {
+                    insert = insert.bind(topic).bind(event_id);
+                }
+                let mut logged = insert.fetch_all(tx.conn().await?).await?;
+                logged.sort_unstable();
+                let bodies: std::collections::HashMap<&str, &str> =
+                    chunk.iter().map(|(_, id, _, LongText(body))| (id.as_str(), body.as_str())).collect();
+                for (position, event_id) in logged {
+                    let body = bodies.get(event_id.as_str()).ok_or_else(|| {
+                        StoreError::Corrupt(format!("the log returned an event it was not given: {event_id}"))
+                    })?;
+                    appended.push(LogRecord { position, envelope: parse(body)? });
                 }
             }
-        };
-        query(store, "DELETE FROM outbox WHERE position = $1").bind(outbox_position).execute(&mut *tx).await?;
-        if let Some(position) = position {
-            appended.push(LogRecord { position, envelope: parse(body)? });
         }
+        LogAppend::InsertId(sql) => {
+            for (_, event_id, topic, LongText(body)) in &pending {
+                let done = sqlx::query(sql).bind(topic).bind(event_id).execute(tx.conn().await?).await?;
+                if let (1, Some(position)) = (done.rows_affected(), done.last_insert_id()) {
+                    appended.push(LogRecord { position, envelope: parse(body)? });
+                }
+            }
+        }
+    }
+    for chunk in pending.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from("DELETE FROM outbox WHERE position IN (");
+        super::push_placeholders(&mut sql, 1, chunk.len());
+        sql.push(')');
+        let mut delete = Write::new(sql);
+        for (outbox_position, ..) in chunk {
+            delete = delete.bind(*outbox_position);
+        }
+        tx.defer(delete);
     }
     store.commit(tx).await?;
     Ok(appended)
@@ -113,7 +150,7 @@ pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreErro
 /// Stores where a consumer got to (an offset only moves forward).
 pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query(store.backend().save_offset()).bind(consumer).bind(position).execute(&mut *tx).await?;
+    sqlx::query(store.backend().save_offset()).bind(consumer).bind(position).execute(tx.conn().await?).await?;
     store.commit(tx).await?;
     Ok(())
 }
@@ -133,7 +170,7 @@ mod tests {
         let entity_id = user.id.as_str().to_owned();
         let event = Envelope::new(entity_id, 1, chrono::Utc::now(), Event::UserRegistered { user });
         let mut tx = store.begin().await.unwrap();
-        append_events(&mut tx, &[event]).await.unwrap();
+        append_events(&mut tx, &[event]).unwrap();
         store.commit(tx).await.unwrap();
     }
 

@@ -1,7 +1,7 @@
 //! Idempotency rows: which request a caller's key was used for and what it created. The rule
 //! that reads them is [`crate::idempotency`]'s.
 
-use super::{query, query_as, query_scalar, timestamp, Backend, OnBackend, Store, StoreError, Tx};
+use super::{query, query_as, query_scalar, timestamp, Backend, OnBackend, Store, StoreError, Tx, Write};
 use chrono::{DateTime, Utc};
 
 /// A record that a request with an idempotency key was carried out.
@@ -15,7 +15,7 @@ pub struct IdempotencyRecord {
 
 /// Looks up `user_id`'s `key` inside the caller's transaction.
 pub async fn find_in(tx: &mut Tx, user_id: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-    record(tx.backend(), &mut **tx, user_id, key).await
+    record(tx.backend(), tx.read().await?, user_id, key).await
 }
 
 /// Looks up `user_id`'s `key` outside any transaction.
@@ -40,23 +40,21 @@ async fn record<'e>(
 
 /// Stores a record of `user_id`'s `key`, used for the request hashed `request_hash`, inside the
 /// caller's transaction.
-pub async fn insert(
+pub fn insert(
     tx: &mut Tx,
     (user_id, key, request_hash): (&str, &str, &str),
     result_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    query(
-        tx,
+    let write = Write::new(
         "INSERT INTO idempotency (user_id, \"key\", request_hash, result_id, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(user_id)
     .bind(key)
     .bind(request_hash)
     .bind(result_id)
-    .bind(timestamp::encode(now))
-    .execute(&mut **tx)
-    .await?;
+    .bind(timestamp::encode(now));
+    tx.defer(write);
     Ok(())
 }
 
@@ -73,7 +71,7 @@ pub async fn delete_before(store: &Store, cutoff: DateTime<Utc>) -> Result<u64, 
     let mut tx = store.begin().await?;
     let done = query(store, "DELETE FROM idempotency WHERE created_at < $1")
         .bind(timestamp::encode(cutoff))
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
     store.commit(tx).await?;
     Ok(done.rows_affected())

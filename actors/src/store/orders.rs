@@ -1,6 +1,6 @@
 //! Order rows.
 
-use super::{corrupt, expect_one, query, query_scalar, timestamp, Backend, LongText, OnBackend, Store, StoreError, Tx};
+use super::{corrupt, query, query_scalar, timestamp, Backend, LongText, OnBackend, Store, StoreError, Tx, Write};
 use bazaar_protocol::orders::{Order, OrderLine, OrderStatus};
 use bazaar_protocol::Page;
 use chrono::{DateTime, Utc};
@@ -46,12 +46,12 @@ pub async fn load(store: &Store, id: &str) -> Result<Option<(Order, i64)>, Store
 
 /// Loads an order inside a transaction (to answer an idempotent retry).
 pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<Order>, StoreError> {
-    Ok(load_with(tx.backend(), &mut **tx, id).await?.map(|(order, _)| order))
+    Ok(load_with(tx.backend(), tx.read().await?, id).await?.map(|(order, _)| order))
 }
 
 /// Loads an order and its version inside a transaction (to change it there).
 pub async fn load_versioned_in(tx: &mut Tx, id: &str) -> Result<Option<(Order, i64)>, StoreError> {
-    load_with(tx.backend(), &mut **tx, id).await
+    load_with(tx.backend(), tx.read().await?, id).await
 }
 
 async fn load_with<'e>(
@@ -106,9 +106,8 @@ pub async fn list(
 }
 
 /// Inserts a new order at version 1.
-pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
-    query(
-        tx,
+pub fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
+    let write = Write::new(
         "INSERT INTO orders (id, buyer_id, seller_id, product_id, quantity, amount, currency, status, payment_id,
                              paid_at, created_at, updated_at, expires_at, order_lines, checkout_id, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, $13, $14, 1)",
@@ -126,9 +125,8 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> Result<(), StoreError> {
     .bind(timestamp::encode(order.updated_at))
     .bind(order.expires_at.map(timestamp::encode))
     .bind(serde_json::to_string(&order.lines).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-    .bind(order.checkout_id.as_ref().map(|c| c.as_str()))
-    .execute(&mut **tx)
-    .await?;
+    .bind(order.checkout_id.as_ref().map(|c| c.as_str()));
+    tx.defer(write);
     Ok(())
 }
 
@@ -155,9 +153,8 @@ pub async fn next_expiry(store: &Store) -> Result<Option<DateTime<Utc>>, StoreEr
 }
 
 /// Writes an order's new status if it is still at `version`; remembers when it first became PAID.
-pub async fn update(tx: &mut Tx, order: &Order, version: i64) -> Result<(), StoreError> {
-    let done = query(
-        tx,
+pub fn update(tx: &mut Tx, order: &Order, version: i64) -> Result<(), StoreError> {
+    let write = Write::new(
         "UPDATE orders SET status = $1, payment_id = $2, updated_at = $3,
                 paid_at = COALESCE(paid_at, CASE WHEN $4 = 'PAID' THEN $5 END), version = version + 1
          WHERE id = $6 AND version = $7",
@@ -169,7 +166,7 @@ pub async fn update(tx: &mut Tx, order: &Order, version: i64) -> Result<(), Stor
     .bind(timestamp::encode(order.updated_at))
     .bind(order.id.as_str())
     .bind(version)
-    .execute(&mut **tx)
-    .await?;
-    expect_one(done)
+    .expect_one();
+    tx.defer(write);
+    Ok(())
 }

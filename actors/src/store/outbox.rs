@@ -29,7 +29,7 @@ pub async fn forget(store: &Store, positions: &[i64]) -> Result<(), StoreError> 
         delete = delete.bind(*position);
     }
     let mut tx = store.begin().await?;
-    delete.execute(&mut *tx).await?;
+    delete.execute(tx.conn().await?).await?;
     store.commit(tx).await?;
     Ok(())
 }

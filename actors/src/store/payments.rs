@@ -1,7 +1,7 @@
 //! Payment rows and the simulated gateway's ledger of charges.
 
 use super::{
-    corrupt, expect_one, query, query_as, query_scalar, timestamp, Backend, LongText, OnBackend, Store, StoreError, Tx,
+    corrupt, query, query_as, query_scalar, timestamp, Backend, LongText, OnBackend, Store, StoreError, Tx, Write,
 };
 use bazaar_protocol::payments::{Payment, PaymentShare, PaymentStatus};
 use bazaar_protocol::UserId;
@@ -71,7 +71,7 @@ pub async fn load(store: &Store, id: &str) -> Result<Option<PaymentRecord>, Stor
 
 /// Loads a payment inside a transaction (to answer an idempotent retry).
 pub async fn load_in(tx: &mut Tx, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-    load_with(tx.backend(), &mut **tx, id).await
+    load_with(tx.backend(), tx.read().await?, id).await
 }
 
 async fn load_with<'e>(
@@ -84,9 +84,8 @@ async fn load_with<'e>(
 }
 
 /// Inserts a new payment at version 1.
-pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
-    query(
-        tx,
+pub fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let write = Write::new(
         "INSERT INTO payments (id, order_id, buyer_id, seller_id, amount, currency, token, status, reason,
                                created_at, updated_at, refunded_amount, checkout_id, shares, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)",
@@ -104,9 +103,8 @@ pub async fn insert(tx: &mut Tx, record: &PaymentRecord, now: DateTime<Utc>) -> 
     .bind(timestamp::encode(now))
     .bind(record.payment.refunded_amount)
     .bind(record.payment.checkout_id.as_ref().map(|id| id.as_str()))
-    .bind(shares(&record.payment)?)
-    .execute(&mut **tx)
-    .await?;
+    .bind(shares(&record.payment)?);
+    tx.defer(write);
     Ok(())
 }
 
@@ -115,9 +113,8 @@ fn shares(payment: &Payment) -> Result<String, StoreError> {
 }
 
 /// Writes a payment's new status and refunded amount if it is still at `version`.
-pub async fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let done = query(
-        tx,
+pub fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let write = Write::new(
         "UPDATE payments SET status = $1, reason = $2, updated_at = $3, refunded_amount = $4, shares = $5,
                              version = version + 1
          WHERE id = $6 AND version = $7",
@@ -129,9 +126,9 @@ pub async fn update(tx: &mut Tx, payment: &Payment, version: i64, now: DateTime<
     .bind(shares(payment)?)
     .bind(payment.id.as_str())
     .bind(version)
-    .execute(&mut **tx)
-    .await?;
-    expect_one(done)
+    .expect_one();
+    tx.defer(write);
+    Ok(())
 }
 
 /// What the gateway answered for a payment before, if it was asked.
@@ -150,24 +147,33 @@ pub async fn record_charge(
     outcome: &str,
     now: DateTime<Utc>,
 ) -> Result<String, StoreError> {
+    // One deferred insert (one call on SQLite); an answer recorded first by someone else breaks
+    // the key, and that answer is read back instead, through the write connection: it may be in
+    // the batch not committed yet.
     let mut tx = store.begin().await?;
-    query(
-        store,
-        "INSERT INTO gateway_charges (payment_id, amount, outcome, refunded, at) VALUES ($1, $2, $3, 0, $4)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(payment_id)
-    .bind(amount)
-    .bind(outcome)
-    .bind(timestamp::encode(now))
-    .execute(&mut *tx)
-    .await?;
-    let first: String = query_scalar(store, "SELECT outcome FROM gateway_charges WHERE payment_id = $1")
+    tx.defer(
+        Write::new(
+            "INSERT INTO gateway_charges (payment_id, amount, outcome, refunded, at) VALUES ($1, $2, $3, 0, $4)",
+        )
         .bind(payment_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    store.commit(tx).await?;
-    Ok(first)
+        .bind(amount)
+        .bind(outcome)
+        .bind(timestamp::encode(now)),
+    );
+    match store.commit(tx).await {
+        Ok(()) => Ok(outcome.to_owned()),
+        Err(StoreError::Duplicate) => {
+            let mut tx = store.begin().await?;
+            let first: Option<String> =
+                query_scalar(store, "SELECT outcome FROM gateway_charges WHERE payment_id = $1")
+                    .bind(payment_id)
+                    .fetch_optional(tx.read().await?)
+                    .await?;
+            store.commit(tx).await?;
+            first.ok_or_else(|| StoreError::Corrupt(format!("the charge of {payment_id} is recorded and not found")))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A charge in the simulated gateway's ledger.
@@ -229,16 +235,16 @@ pub async fn refund_charge(
     let mut tx = store.begin().await?;
     query(store, "UPDATE gateway_charges SET refunded = refunded + 1 WHERE payment_id = $1")
         .bind(payment_id)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
     let earlier: Option<i64> = query_scalar(store, "SELECT amount FROM gateway_refunds WHERE idempotency_key = $1")
         .bind(idempotency_key)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn().await?)
         .await?;
     let charge: Option<(i64, String, i64)> =
         query_as(store, "SELECT amount, outcome, refunded_amount FROM gateway_charges WHERE payment_id = $1")
             .bind(payment_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(tx.conn().await?)
             .await?;
     let outcome = match (earlier, charge) {
         (Some(given), _) => LedgerRefund::Refunded(given),
@@ -256,12 +262,12 @@ pub async fn refund_charge(
                 .bind(payment_id)
                 .bind(wanted)
                 .bind(timestamp::encode(now))
-                .execute(&mut *tx)
+                .execute(tx.conn().await?)
                 .await?;
                 query(store, "UPDATE gateway_charges SET refunded_amount = refunded_amount + $1 WHERE payment_id = $2")
                     .bind(wanted)
                     .bind(payment_id)
-                    .execute(&mut *tx)
+                    .execute(tx.conn().await?)
                     .await?;
                 LedgerRefund::Refunded(wanted)
             }

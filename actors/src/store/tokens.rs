@@ -29,7 +29,7 @@ pub async fn start_family(
         .bind(family_id)
         .bind(user_id)
         .bind(timestamp::encode(now))
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
     insert_token(&mut tx, family_id, user_id, token_hash, expires_at).await?;
     store.commit(tx).await?;
@@ -51,7 +51,7 @@ async fn insert_token(
     .bind(family_id)
     .bind(user_id)
     .bind(timestamp::encode(expires_at))
-    .execute(&mut **tx)
+    .execute(tx.conn().await?)
     .await?;
     Ok(())
 }
@@ -71,7 +71,7 @@ pub async fn rotate(
          FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id WHERE t.token_hash = $1",
     )
     .bind(token_hash)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(tx.conn().await?)
     .await?;
     let Some((family_id, user_id, expires_at, spent, revoked)) = row else {
         return Ok(Rotation::Invalid);
@@ -88,7 +88,7 @@ pub async fn rotate(
     let spent_now = spent == 0
         && query(store, "UPDATE refresh_tokens SET spent = 1 WHERE token_hash = $1 AND spent = 0")
             .bind(token_hash)
-            .execute(&mut *tx)
+            .execute(tx.conn().await?)
             .await?
             .rows_affected()
             == 1;
@@ -96,7 +96,7 @@ pub async fn rotate(
         query(store, "UPDATE token_families SET revoked = 1, revoked_at = $1 WHERE id = $2")
             .bind(timestamp::encode(now))
             .bind(&family_id)
-            .execute(&mut *tx)
+            .execute(tx.conn().await?)
             .await?;
         store.commit(tx).await?;
         return Ok(Rotation::Reused { family_id });
@@ -119,14 +119,14 @@ pub async fn revoke_family_of(
         query_as(store, "SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
             .bind(token_hash)
             .bind(user_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(tx.conn().await?)
             .await?;
     let Some((family_id,)) = family else { return Ok(None) };
     // A family revoked earlier keeps its first revocation time (the deny list counts from it).
     query(store, "UPDATE token_families SET revoked = 1, revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
         .bind(timestamp::encode(now))
         .bind(&family_id)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
     store.commit(tx).await?;
     Ok(Some(family_id))

@@ -56,7 +56,7 @@ pub async fn insert(tx: &mut Tx, user: &UserRecord, now: DateTime<Utc>) -> Resul
     .bind(&user.view.name)
     .bind(timestamp::encode(now))
     .bind(user.version)
-    .execute(&mut **tx)
+    .execute(tx.conn().await?)
     .await?;
     Ok(())
 }

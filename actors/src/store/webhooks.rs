@@ -48,7 +48,7 @@ pub async fn insert_endpoint(store: &Store, endpoint: &EndpointRow, max_per_owne
     let live: i64 =
         query_scalar(store, "SELECT COUNT(*) FROM webhook_endpoints WHERE owner_id = $1 AND deleted_at IS NULL")
             .bind(&endpoint.owner_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(tx.conn().await?)
             .await?;
     if live >= max_per_owner as i64 {
         return Ok(false);
@@ -63,7 +63,7 @@ pub async fn insert_endpoint(store: &Store, endpoint: &EndpointRow, max_per_owne
     .bind(endpoint.events.join(","))
     .bind(&endpoint.secret)
     .bind(timestamp::encode(endpoint.created_at))
-    .execute(&mut *tx)
+    .execute(tx.conn().await?)
     .await?;
     store.commit(tx).await?;
     Ok(true)
@@ -85,14 +85,14 @@ pub async fn configure_operator(store: &Store, endpoint: &EndpointRow) -> Result
     .bind(endpoint.events.join(","))
     .bind(&endpoint.secret)
     .bind(timestamp::encode(endpoint.created_at))
-    .execute(&mut *tx)
+    .execute(tx.conn().await?)
     .await?;
     query(store, "UPDATE webhook_endpoints SET url = $1, events = $2, secret = $3, deleted_at = NULL WHERE id = $4")
         .bind(&endpoint.url)
         .bind(endpoint.events.join(","))
         .bind(&endpoint.secret)
         .bind(&endpoint.id)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
     store.commit(tx).await?;
     Ok(())
@@ -104,7 +104,7 @@ pub async fn retire_operator(store: &Store, id: &str, now: DateTime<Utc>) -> Res
     let done = query(store, "UPDATE webhook_endpoints SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL")
         .bind(timestamp::encode(now))
         .bind(id)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
     if done.rows_affected() == 1 {
         stop_pending(&mut tx, id).await?;
@@ -121,7 +121,7 @@ async fn stop_pending(tx: &mut super::Tx, endpoint_id: &str) -> Result<(), Store
         "UPDATE webhook_deliveries SET status = 'FAILED', next_attempt_at = NULL WHERE endpoint_id = $1 AND status = 'PENDING'",
     )
     .bind(endpoint_id)
-    .execute(&mut **tx)
+    .execute(tx.conn().await?)
     .await?;
     Ok(())
 }
@@ -175,7 +175,7 @@ pub async fn delete_endpoint(store: &Store, owner_id: &str, id: &str, now: DateT
     .bind(timestamp::encode(now))
     .bind(id)
     .bind(owner_id)
-    .execute(&mut *tx)
+    .execute(tx.conn().await?)
     .await?;
     let deleted = done.rows_affected() == 1;
     if deleted {
@@ -204,7 +204,7 @@ pub async fn rotate_secret(
     .bind(next)
     .bind(id)
     .bind(owner_id)
-    .execute(&mut *tx)
+    .execute(tx.conn().await?)
     .await?;
     store.commit(tx).await?;
     Ok(done.rows_affected() == 1)
@@ -244,7 +244,7 @@ pub async fn insert_deliveries(store: &Store, deliveries: &[NewDelivery]) -> Res
         .bind(&delivery.body)
         .bind(created.clone())
         .bind(created)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
     }
     store.commit(tx).await?;
@@ -336,7 +336,7 @@ pub async fn claim(
     .bind(lease.clone())
     .bind(&delivery.id)
     .bind(&delivery.due_at)
-    .execute(&mut *tx)
+    .execute(tx.conn().await?)
     .await?;
     store.commit(tx).await?;
     Ok((done.rows_affected() == 1).then_some(lease))
@@ -376,7 +376,7 @@ pub async fn record_attempt(
     .bind(attempt.status_code.map(i64::from))
     .bind(attempt.error.clone())
     .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
-    .execute(&mut *tx)
+    .execute(tx.conn().await?)
     .await?;
     let (status, next) = match after {
         AfterAttempt::Delivered => (DeliveryStatus::Delivered, None),
@@ -387,7 +387,7 @@ pub async fn record_attempt(
         .bind(i64::from(n))
         .bind(delivery_id)
         .bind(i64::from(n))
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
     query(
         store,
@@ -398,7 +398,7 @@ pub async fn record_attempt(
     .bind(next)
     .bind(delivery_id)
     .bind(claim)
-    .execute(&mut *tx)
+    .execute(tx.conn().await?)
     .await?;
     store.commit(tx).await?;
     Ok(())
@@ -502,7 +502,7 @@ pub async fn resend(
     .bind(timestamp::encode(now))
     .bind(delivery_id)
     .bind(endpoint_id)
-    .execute(&mut *tx)
+    .execute(tx.conn().await?)
     .await?;
     store.commit(tx).await?;
     Ok(done.rows_affected() == 1)
@@ -527,8 +527,11 @@ pub async fn purge(store: &Store, before: DateTime<Utc>) -> Result<u64, StoreErr
         }
         let mut tx = store.begin().await?;
         for id in &ids {
-            query(store, "DELETE FROM webhook_attempts WHERE delivery_id = $1").bind(id).execute(&mut *tx).await?;
-            query(store, "DELETE FROM webhook_deliveries WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            query(store, "DELETE FROM webhook_attempts WHERE delivery_id = $1")
+                .bind(id)
+                .execute(tx.conn().await?)
+                .await?;
+            query(store, "DELETE FROM webhook_deliveries WHERE id = $1").bind(id).execute(tx.conn().await?).await?;
         }
         store.commit(tx).await?;
         purged += ids.len() as u64;

@@ -5,7 +5,7 @@ use super::{
 };
 use crate::app::App;
 use crate::tokens::Caller;
-use bazaar_actors::idempotency::{Earlier, IdempotencyKey};
+use bazaar_actors::idempotency::IdempotencyKey;
 use bazaar_actors::order::{CancelOrder, GetOrder, GetOrderTimeline, OrderError};
 use bazaar_actors::product::PlaceOrder;
 use bazaar_actors::read_side::Side;
@@ -76,17 +76,8 @@ async fn place(app: Arc<App>, who: Caller, key: String, body: PlaceOrderRequest)
     if who.role != Role::Buyer {
         return Err(ApiError::forbidden("only buyers place orders"));
     }
+    // The product's command checks the key (a retry is answered with the order it made).
     let key = IdempotencyKey::new(who.id.as_str(), key, "POST /orders", &body);
-    // A retry is answered from the record without touching the product (which may be busy).
-    match app.reads.earlier(&key).await? {
-        Earlier::Nothing => {}
-        Earlier::Mismatch => return Err(OrderError::IdempotencyMismatch.into()),
-        Earlier::Done(order_id) => {
-            let viewer = who.id.clone();
-            let order = settle(app.regions.orders.ask(&order_id, GetOrder { viewer }).await)?;
-            return Ok(json(StatusCode::OK, &order));
-        }
-    }
     let quantity = Quantity::try_from(body.quantity)?;
     let cmd = PlaceOrder { order_id: OrderId::generate(), buyer_id: who.id, quantity, idempotency: key };
     let placed = settle(app.regions.products.ask(&body.product_id, cmd).await)?;

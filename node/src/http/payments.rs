@@ -12,7 +12,7 @@ use crate::rate_limit::client_key;
 use crate::tokens::Caller;
 use bazaar_actors::checkout::entity::{CheckoutError, PayCheckout, PaymentOfCheckout};
 use bazaar_actors::checkout::pay_checkout;
-use bazaar_actors::idempotency::{Earlier, IdempotencyKey};
+use bazaar_actors::idempotency::IdempotencyKey;
 use bazaar_actors::order::{OrderError, PaymentOfOrder, RequestPayment};
 use bazaar_actors::payment::{GetPayment, PaymentError, ReconcilePayment, RefundPayment};
 use bazaar_actors::payment_gateway::NoticeError;
@@ -106,21 +106,9 @@ async fn pay(app: Arc<App>, who: Caller, key: String, body: PaymentRequest) -> A
     if body.method.token.is_empty() || body.method.token.len() > 200 {
         return Err(Invalid::new("method.token", "must be 1 to 200 characters").into());
     }
+    // The order's (or the checkout's) command checks the key: a retry is answered with the
+    // payment it made.
     let key = IdempotencyKey::new(who.id.as_str(), key, "POST /payments", &body);
-    match app.reads.earlier(&key).await? {
-        Earlier::Nothing => {}
-        Earlier::Mismatch => {
-            return Err(ApiError::new(
-                ErrorCode::IdempotencyMismatch,
-                "this Idempotency-Key was used with a different request",
-            ))
-        }
-        Earlier::Done(payment_id) => {
-            let viewer = who.id.clone();
-            let payment = settle(app.regions.payments.ask(&payment_id, GetPayment { viewer }).await)?;
-            return Ok(json(status_of(payment.status), &payment));
-        }
-    }
     let (payment_id, buyer_id, token) = (PaymentId::generate(), who.id, body.method.token.clone());
     let payment = match paying {
         Paying::Order(order) => {
