@@ -150,7 +150,7 @@ pub async fn load_offset(store: &Store, consumer: &str) -> Result<i64, StoreErro
 /// Stores where a consumer got to (an offset only moves forward).
 pub async fn save_offset(store: &Store, consumer: &str, position: i64) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    sqlx::query(store.backend().save_offset()).bind(consumer).bind(position).execute(tx.conn().await?).await?;
+    tx.defer(Write::new(store.backend().save_offset()).bind(consumer).bind(position));
     store.commit(tx).await?;
     Ok(())
 }
