@@ -89,13 +89,11 @@ crate::remote_requests!(RoomState: OpenRoom, GetRoom, PostMessage);
 pub struct RoomState {
     id: RoomId,
     record: Option<RoomRecord>,
-    /// The answerer of this room's posts and reads, started with the first of them.
+    /// The answerer of this room's posts and reads, started with the first of them. It holds at
+    /// most `chat_room_answers_waiting` answers; a room with that many waits (its mailbox fills,
+    /// and its senders are told it is busy) until the oldest is answered.
     answers: Option<mpsc::Sender<Answer>>,
 }
-
-/// The most answers a room holds waiting for their commits; a room with this many waits (its
-/// mailbox fills, and its senders are told it is busy) until the oldest is answered.
-const ANSWERS_WAITING: usize = 1_024;
 
 /// An answer of the room: given once its post (if it made one) and every post before it are
 /// durable.
@@ -159,7 +157,7 @@ impl RoomState {
     /// Queues an answer behind the ones before it.
     async fn answer(&mut self, ctx: &Ctx, answer: Answer) {
         let answers = self.answers.get_or_insert_with(|| {
-            let (queue, answers) = mpsc::channel(ANSWERS_WAITING);
+            let (queue, answers) = mpsc::channel(ctx.settings.chat_room_answers_waiting.max(1));
             tokio::spawn(answer_in_order(answers, ctx.live.clone(), self.id.clone()));
             queue
         });

@@ -61,6 +61,9 @@ pub struct EntitySettings {
     /// request answers 503, and a checkout still reserving (its request cut off) is given up by
     /// the sweep, its lines released.
     pub checkout_timeout: Duration,
+    /// The most answers a chat room holds waiting for their posts' commit
+    /// (`chat_room_answers_waiting`).
+    pub chat_room_answers_waiting: usize,
 }
 
 /// One kind of entity: how to load it and how it handles its messages.

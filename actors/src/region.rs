@@ -657,6 +657,7 @@ pub(crate) mod test_support {
             order_timeline_max_events: 500,
             cart_max_items: 50,
             checkout_timeout: Duration::from_secs(30),
+            chat_room_answers_waiting: 1_024,
         });
         Ctx {
             gateway: Arc::new(SimulatedGateway::new(store.clone())),

@@ -202,6 +202,10 @@ pub struct Settings {
     /// this long after its last step is given up by the sweep and its lines released.
     /// 1,000 to 600,000.
     pub checkout_timeout_ms: u64,
+    /// The most answers a chat room holds waiting for their posts' commit (a room decides its
+    /// next post before the last one is durable); a room with this many waits for the oldest.
+    /// 1 to 1,000,000.
+    pub chat_room_answers_waiting: usize,
     // --- outbound webhooks (issue 15) ---
     /// How long a delivery is retried before it is FAILED. 1 second to 30 days.
     pub webhook_retry_for_secs: u64,
@@ -380,6 +384,7 @@ impl Default for Settings {
             order_timeline_max_events: 500,
             cart_max_items: 50,
             checkout_timeout_ms: 30_000,
+            chat_room_answers_waiting: 1_024,
             // Outbound webhooks: retried for three days, 10 s doubling up to an hour.
             webhook_retry_for_secs: 3 * 24 * 3600,
             webhook_retry_base_ms: 10_000,
@@ -757,6 +762,9 @@ impl Settings {
         }
         if !(1_000..=600_000).contains(&self.checkout_timeout_ms) {
             bail!("checkout_timeout_ms must be 1000 to 600000");
+        }
+        if !(1..=1_000_000).contains(&self.chat_room_answers_waiting) {
+            bail!("chat_room_answers_waiting must be 1 to 1000000");
         }
         self.webhook_settings()?;
         self.cluster_listen_addr()?;

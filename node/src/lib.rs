@@ -137,6 +137,7 @@ impl Node {
                 order_timeline_max_events: settings.order_timeline_max_events,
                 cart_max_items: settings.cart_max_items,
                 checkout_timeout: Duration::from_millis(settings.checkout_timeout_ms),
+                chat_room_answers_waiting: settings.chat_room_answers_waiting,
             },
             gateway: settings.gateway_settings(),
             relay_batch: settings.relay_batch.max(1),
