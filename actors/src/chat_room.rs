@@ -315,4 +315,50 @@ mod tests {
             Err(RoomError::NotFound)
         );
     }
+
+    /// Posts that arrive together share commits (the room does not wait for one before deciding
+    /// the next), yet each is answered only once it is stored, in order, with a gapless sequence,
+    /// and handed to this node's sockets after its commit; a resend is answered with the first.
+    #[tokio::test]
+    async fn a_burst_of_posts_is_answered_in_order_each_once_stored() {
+        use crate::region::test_support::ctx;
+        use crate::region::RegionRef;
+        let (ctx, _db) = ctx(std::time::Duration::from_secs(60)).await;
+        let mut live = ctx.live.subscribe();
+        let store = ctx.store.clone();
+        let rooms: RegionRef<RoomState> = RegionRef::spawn(ctx).await.unwrap();
+        let (buyer, seller): (UserId, UserId) = ("buyer".into(), "seller".into());
+        let id = RoomId::for_pair(&buyer, &seller);
+        rooms.ask(id.as_str(), OpenRoom { buyer: buyer.clone(), seller: seller.clone() }).await.unwrap().unwrap();
+        let posts = (0..40).map(|n| {
+            let (rooms, id, from) =
+                (rooms.clone(), id.clone(), if n % 2 == 0 { buyer.clone() } else { seller.clone() });
+            let store = store.clone();
+            tokio::spawn(async move {
+                let post = PostMessage { from, text: format!("m{n}"), client_msg_id: format!("c{n}") };
+                let posted = rooms.ask(id.as_str(), post).await.unwrap().unwrap();
+                // Answered only once durable: the read pool, which sees only commits, has it.
+                let stored =
+                    chat::range(&store, id.as_str(), posted.message.seq - 1, posted.message.seq, 1).await.unwrap();
+                assert_eq!(stored.len(), 1, "message {} answered before it was stored", posted.message.seq);
+                posted.message.seq
+            })
+        });
+        let mut seqs: Vec<i64> = futures_util::future::join_all(posts).await.into_iter().map(|s| s.unwrap()).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=40).collect::<Vec<i64>>());
+        let resend = PostMessage { from: buyer.clone(), text: "m0".into(), client_msg_id: "c0".into() };
+        let again = rooms.ask(id.as_str(), resend).await.unwrap().unwrap();
+        assert!(again.duplicate);
+        let view = rooms.ask(id.as_str(), GetRoom { viewer: buyer }).await.unwrap().unwrap();
+        assert_eq!(view.last_seq, 40);
+        // Handed to the sockets in sequence order (the room's opening event is not).
+        let mut handed = Vec::new();
+        while let Ok(event) = live.try_recv() {
+            if let Event::ChatMessagePosted { message } = &event.event {
+                handed.push(message.seq);
+            }
+        }
+        assert_eq!(handed, (1..=40).collect::<Vec<i64>>());
+    }
 }

@@ -664,7 +664,7 @@ pub(crate) mod test_support {
             store,
             settings,
             cluster: None,
-            live: tokio::sync::broadcast::channel(16).0,
+            live: tokio::sync::broadcast::channel(1_024).0,
         }
     }
 }
