@@ -379,32 +379,15 @@ pub(super) fn is_mysql_deadlock(error: &dyn sqlx::error::DatabaseError) -> bool 
 pub fn to_mysql(sql: &str) -> Result<String, String> {
     let mut out = String::with_capacity(sql.len());
     let mut next = 1;
-    let mut chars = sql.char_indices().peekable();
-    let mut in_string = false;
-    while let Some((at, c)) = chars.next() {
-        if in_string {
-            out.push(c);
-            in_string = c != '\'';
-            continue;
+    rewrite_placeholders(sql, &mut out, |digits, at, out| {
+        let number: usize = digits.parse().map_err(|_| format!("a lone $ at byte {at}"))?;
+        if number != next {
+            return Err(format!("${number} where ${next} was due: MySQL binds by position"));
         }
-        match c {
-            '\'' => {
-                in_string = true;
-                out.push(c);
-            }
-            '$' => {
-                let digits: String =
-                    std::iter::from_fn(|| chars.next_if(|(_, d)| d.is_ascii_digit()).map(|(_, d)| d)).collect();
-                let number: usize = digits.parse().map_err(|_| format!("a lone $ at byte {at}"))?;
-                if number != next {
-                    return Err(format!("${number} where ${next} was due: MySQL binds by position"));
-                }
-                next += 1;
-                out.push('?');
-            }
-            _ => out.push(c),
-        }
-    }
+        next += 1;
+        out.push('?');
+        Ok(())
+    })?;
     let upper = out.to_ascii_uppercase();
     if upper.contains("RETURNING") {
         return Err("RETURNING: MySQL has none".into());
@@ -423,6 +406,37 @@ pub fn to_mysql(sql: &str) -> Result<String, String> {
         out.replace_range(insert..insert + "INSERT INTO".len(), "INSERT IGNORE INTO");
     }
     Ok(out.replace(" AS BIGINT)", " AS SIGNED)"))
+}
+
+/// Copies `sql` into `out`, handing each `$` outside a string literal, with the digits after it
+/// (none for a lone `$`) and its byte offset, to `each`, which writes what stands for it.
+pub(super) fn rewrite_placeholders(
+    sql: &str,
+    out: &mut String,
+    mut each: impl FnMut(&str, usize, &mut String) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut chars = sql.char_indices().peekable();
+    let mut in_string = false;
+    while let Some((at, c)) = chars.next() {
+        if in_string {
+            out.push(c);
+            in_string = c != '\'';
+            continue;
+        }
+        match c {
+            '\'' => {
+                in_string = true;
+                out.push(c);
+            }
+            '$' => {
+                let digits: String =
+                    std::iter::from_fn(|| chars.next_if(|(_, d)| d.is_ascii_digit()).map(|(_, d)| d)).collect();
+                each(&digits, at, out)?;
+            }
+            _ => out.push(c),
+        }
+    }
+    Ok(())
 }
 
 /// The pragma bounding a SQLite connection's page cache. Nine connections at SQLite's default

@@ -176,35 +176,16 @@ pub(super) fn bind_all<'q>(
 
 /// Appends `sql` with each `$N` outside string literals written as `$(N + offset)`.
 fn renumber(sql: &str, offset: usize, out: &mut String) {
-    let mut chars = sql.chars().peekable();
-    let mut in_string = false;
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            in_string = c != '\'';
-            continue;
+    let renumbered = super::backend::rewrite_placeholders(sql, out, |digits, _, out| {
+        out.push('$');
+        match digits.parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(digits),
         }
-        match c {
-            '\'' => {
-                in_string = true;
-                out.push(c);
-            }
-            '$' => {
-                let digits: String = std::iter::from_fn(|| chars.next_if(char::is_ascii_digit)).collect();
-                match digits.parse::<usize>() {
-                    Ok(n) => {
-                        out.push('$');
-                        out.push_str(&(n + offset).to_string());
-                    }
-                    Err(_) => {
-                        out.push('$');
-                        out.push_str(&digits);
-                    }
-                }
-            }
-            _ => out.push(c),
-        }
-    }
+        Ok(())
+    });
+    // Nothing above refuses a placeholder.
+    debug_assert!(renumbered.is_ok());
 }
 
 /// Maps an error of a SQLite call: the version check's refusal is a lost race, decided again.
