@@ -1296,6 +1296,18 @@ http_adr = \"127.0.0.1:1\"\n",
     }
 
     #[test]
+    fn a_chat_room_holds_one_to_a_million_answers_waiting() {
+        for (waiting, valid) in [(0, false), (1, true), (1_024, true), (1_000_000, true), (1_000_001, false)] {
+            let settings = Settings { chat_room_answers_waiting: waiting, ..Settings::default() };
+            let outcome = settings.validate();
+            assert_eq!(outcome.is_ok(), valid, "{waiting}: {outcome:?}");
+            if let Err(e) = outcome {
+                assert!(e.to_string().contains("chat_room_answers_waiting"), "{e}");
+            }
+        }
+    }
+
+    #[test]
     fn the_repository_cluster_toml_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster.toml");
         let args = ServeArgs { config: Some(path), node: Some("node2".into()), ..Default::default() };
