@@ -407,6 +407,12 @@ pub async fn order_place(ctx: &Ctx, args: &HttpArgs) -> anyhow::Result<()> {
 
 struct Cluster {
     nodes: Vec<(Proc, SocketAddr)>,
+    /// The nodes' names, in the order of `nodes`.
+    names: Vec<String>,
+    /// Their ractor_cluster listeners, in the same order.
+    cluster_addrs: Vec<SocketAddr>,
+    /// The cluster's cookie, for a process of the bench that joins it.
+    cookie: String,
 }
 
 async fn start_cluster(ctx: &Ctx, size: usize) -> anyhow::Result<Cluster> {
@@ -414,19 +420,22 @@ async fn start_cluster(ctx: &Ctx, size: usize) -> anyhow::Result<Cluster> {
     std::fs::create_dir_all(&data)?;
     let mut config = format!("[settings]\ndata_dir = {:?}\ncluster_heartbeat_ms = 250\n", data.display().to_string());
     let mut names = Vec::new();
+    let mut cluster_addrs = Vec::new();
     for i in 1..=size {
         let name = format!("node{i}");
+        let cluster_addr = SocketAddr::from(([127, 0, 0, 1], sys::free_port()?));
         config.push_str(&format!(
-            "\n[[nodes]]\nname = \"{name}\"\nhttp_addr = \"127.0.0.1:{}\"\ncluster_addr = \"127.0.0.1:{}\"\n",
+            "\n[[nodes]]\nname = \"{name}\"\nhttp_addr = \"127.0.0.1:{}\"\ncluster_addr = \"{cluster_addr}\"\n",
             sys::free_port()?,
-            sys::free_port()?
         ));
         names.push(name);
+        cluster_addrs.push(cluster_addr);
     }
+    let cookie = uuid::Uuid::new_v4().simple().to_string();
     let file = ctx.tmp.path().join("cluster.toml");
     std::fs::write(&file, config)?;
     let mut env: Vec<(String, String)> = node_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    env.push(("BAZAAR_CLUSTER_COOKIE".into(), uuid::Uuid::new_v4().simple().to_string()));
+    env.push(("BAZAAR_CLUSTER_COOKIE".into(), cookie.clone()));
     env.push((
         "BAZAAR_JWT_SECRET".into(),
         format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
@@ -456,13 +465,13 @@ async fn start_cluster(ctx: &Ctx, size: usize) -> anyhow::Result<Cluster> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    Ok(Cluster { nodes })
+    Ok(Cluster { nodes, names, cluster_addrs, cookie })
 }
 
 pub async fn cross_node(ctx: &Ctx, args: &CrossArgs) -> anyhow::Result<()> {
     let conns = args.connections;
     let cluster = start_cluster(ctx, 3).await?;
-    let entry = cluster.nodes[0].1;
+    let (entry, owner) = (cluster.nodes[0].1, cluster.nodes[1].1);
     let api = Api::new(entry);
     let seller = api.user("SELLER").await?;
     let products = each("creating products", (0..args.products.max(3)).collect(), 8, |_| {
@@ -470,7 +479,14 @@ pub async fn cross_node(ctx: &Ctx, args: &CrossArgs) -> anyhow::Result<()> {
         async move { api.product(&seller, 100).await }
     })
     .await?;
-    let paths: Vec<String> = products.iter().map(|p| format!("/products/{p}")).collect();
+    // The products node2 owns, by the placement every node computes (rendezvous hashing over the
+    // members' names): read through node1, each call is routed node1 -> node2 -> node1.
+    let owned: Vec<String> =
+        products.iter().filter(|id| owner_of("product", id, &cluster.names) == cluster.names[1]).cloned().collect();
+    if owned.is_empty() {
+        bail!("none of the {} products is placed on {}; pass more --products", products.len(), cluster.names[1]);
+    }
+    let paths: Vec<String> = owned.iter().map(|p| format!("/products/{p}")).collect();
     let sizes = each("reading products once", paths.clone(), 16, |path| {
         let api = api.clone();
         async move { Ok(api.get(&path, None).await?.to_string().len()) }
@@ -479,61 +495,197 @@ pub async fn cross_node(ctx: &Ctx, args: &CrossArgs) -> anyhow::Result<()> {
     let payload = sizes.iter().sum::<usize>() / sizes.len().max(1);
     let view = api.get("/cluster", None).await?;
     let placement = view["shards"]["product"].clone();
-    let local = placement["node1"].as_u64().unwrap_or(0);
-    let total: u64 = placement.as_object().map_or(0, |o| o.values().filter_map(Value::as_u64).sum());
-    let routed_share = 1.0 - ratio(local as f64, total as f64);
-    let get = Get { addr: entry, paths, token: None };
-    let bazaar =
-        load::run_http("bazaar GET /products via node1", entry, conns, ctx.warmup, ctx.measure, Arc::new(get)).await?;
+    let routed = run_http(
+        "bazaar GET /products via node1 (routed)",
+        entry,
+        conns,
+        ctx,
+        Get { addr: entry, paths: paths.clone(), token: None },
+    )
+    .await?;
+    let served =
+        run_http("bazaar GET /products via node2 (owner)", owner, conns, ctx, Get { addr: owner, paths, token: None })
+            .await?;
+    let calls = entity_calls(ctx, &cluster, conns, &owned).await;
     for (proc, _) in cluster.nodes {
         proc.stop().await;
     }
-
+    let calls = calls?;
     let base = ractor_baseline(ctx, conns, payload).await?;
 
-    let r = ratio(bazaar.per_second(), base.per_second());
-    let mut rows = vec![Row::new(
-        "calls/s",
-        report::fmt_rate(bazaar.per_second()),
-        report::fmt_rate(base.per_second()),
-    )
-    .judged(format!("{r:.3}"), "≥ 0.7", r >= 0.7)];
-    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
-        let (a, b) = (load::ms(&bazaar.hist, q), load::ms(&base.hist, q));
-        let mut row = Row::new(&format!("latency {name}"), report::fmt_ms(a), report::fmt_ms(b));
-        row.ratio = format!("{:.1}x", ratio(a, b));
-        rows.push(row);
+    let pairs = [
+        ("routed GET calls/s", &routed, &served, 0.8, "owner"),
+        ("entity calls/s (no HTTP)", &calls, &base, 0.7, "raw RPC"),
+    ];
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    for (name, a, b, target, against) in pairs {
+        let r = ratio(a.per_second(), b.per_second());
+        ratios.push(r);
+        rows.push(
+            Row::new(
+                name,
+                report::fmt_rate(a.per_second()),
+                format!("{} ({against})", report::fmt_rate(b.per_second())),
+            )
+            .judged(format!("{r:.3}"), &format!("≥ {target}"), r >= target),
+        );
+        for (q_name, q) in [("p50", 0.5), ("p99", 0.99)] {
+            let (x, y) = (load::ms(&a.hist, q), load::ms(&b.hist, q));
+            let mut row = Row::new(&format!("  latency {q_name}"), report::fmt_ms(x), report::fmt_ms(y));
+            row.ratio = format!("{:.1}x", ratio(x, y));
+            rows.push(row);
+        }
+        rows.push(Row::new("  errors", a.errors.to_string(), b.errors.to_string()));
     }
-    rows.push(Row::new("errors", bazaar.errors.to_string(), base.errors.to_string()));
     let mut notes = vec![
         format!(
-            "bazaar: 3-node cluster; HTTP GET /products/{{id}} through node1 over {} products, {conns} keep-alive \
-             connections. Placement per /cluster: {placement} -> {:.0}% of the products live on another node, \
-             so about that share of the calls is routed (node1 -> owner -> node1); the rest is served locally",
+            "3-node cluster; {} products created, {} of them placed on node2 (per /cluster, products live: {placement}). \
+             Both GET runs read those {} products over {conns} keep-alive connections: through node1, every call is \
+             routed node1 -> node2 -> node1; through node2, its owner answers it itself",
             products.len(),
-            routed_share * 100.0
+            owned.len(),
+            owned.len(),
         ),
         format!(
-            "baseline: raw ractor_cluster RPC (call_t!, {payload}-byte String echoed, the mean product JSON size) \
-             from this process to a second process, {conns} concurrent callers; no HTTP in the baseline"
+            "entity calls: this process joins the cluster as a ractor_cluster node and asks node2's router for \
+             product.get of the same products, {conns} concurrent callers, as a node's region does for a remote \
+             entity (RouteRequest as JSON, the entity's reply as JSON, decoded); no HTTP"
+        ),
+        format!(
+            "raw RPC: ractor_cluster call_t! of a {payload}-byte String (the mean product JSON size) echoed by a \
+             second process, {conns} concurrent callers"
         ),
     ];
-    notes.extend(error_notes(&bazaar));
-    notes.extend(error_notes(&base));
+    for stats in [&routed, &served, &calls, &base] {
+        notes.extend(error_notes(stats));
+    }
     let body = json!({
-        "params": {"connections": conns, "products": products.len(), "payloadBytes": payload,
-                   "warmupSeconds": ctx.warmup.as_secs(), "seconds": ctx.measure.as_secs()},
-        "placement": placement, "routedShare": routed_share,
-        "bazaar": bazaar.json(), "baseline": base.json(), "ratio": r, "target": {"ratioAtLeast": 0.7},
+        "params": {"connections": conns, "products": products.len(), "ownedByNode2": owned.len(),
+                   "payloadBytes": payload, "warmupSeconds": ctx.warmup.as_secs(), "seconds": ctx.measure.as_secs()},
+        "placement": placement,
+        "routed": routed.json(), "owner": served.json(), "entityCalls": calls.json(), "rawRpc": base.json(),
+        "routedRatio": ratios[0], "entityCallRatio": ratios[1],
+        "target": {"routedRatioAtLeast": 0.8, "entityCallRatioAtLeast": 0.7},
     });
     let plot = latency_plot(
         &format!("cross-node: latency, {conns} concurrent callers"),
         vec![
-            report::curve("bazaar 3-node GET /products", &bazaar.hist),
+            report::curve("GET via node1 (routed)", &routed.hist),
+            report::curve("GET via node2 (owner)", &served.hist),
+            report::curve("entity call node to node", &calls.hist),
             report::curve("raw ractor_cluster RPC", &base.hist),
         ],
     );
     ctx.finish("cross-node", &rows, &notes, body, plot)
+}
+
+async fn run_http<W: Workload>(label: &str, addr: SocketAddr, conns: usize, ctx: &Ctx, w: W) -> anyhow::Result<Stats> {
+    load::run_http(label, addr, conns, ctx.warmup, ctx.measure, Arc::new(w)).await
+}
+
+/// The node that owns entity `id` of `kind` among `members`, as every bazaar node places it.
+fn owner_of<'a>(kind: &str, id: &str, members: &'a [String]) -> &'a str {
+    let key = bazaar_actors::cluster::entity_key(kind, id);
+    bazaar_actors::placement::owner(&key, members.iter().map(String::as_str)).unwrap_or_default()
+}
+
+/// `product.get` of `ids` (owned by node2) sent by this process, joined to the cluster as a
+/// ractor_cluster node, straight to node2's router.
+async fn entity_calls(ctx: &Ctx, cluster: &Cluster, conns: usize, ids: &[String]) -> anyhow::Result<Stats> {
+    use bazaar_actors::cluster::router::{call_route, RouteRequest, Routed, RouterMsg};
+    use bazaar_actors::entity::Request;
+    use bazaar_actors::product::{GetProduct, ProductState};
+    type Reply = <GetProduct as Request<ProductState>>::Reply;
+
+    let node = baseline::node_server("bench-caller", 0, &cluster.cookie).await?;
+    let result = async {
+        let target = &cluster.names[1];
+        ractor_cluster::client_connect(&node, cluster.cluster_addrs[1])
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to {target}'s cluster port: {e}"))?;
+        let wanted = bazaar_actors::cluster::router_name(target);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let router: ActorRef<RouterMsg> = loop {
+            let found = ractor::pg::get_members(&bazaar_actors::cluster::ROUTERS.to_owned())
+                .into_iter()
+                .find(|cell| !cell.get_id().is_local() && cell.get_name().as_deref() == Some(wanted.as_str()));
+            if let Some(cell) = found {
+                break cell.into();
+            }
+            if Instant::now() > deadline {
+                bail!("{target}'s router never showed up in the process group");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let payload = serde_json::to_string(&GetProduct)?;
+        let requests: Arc<Vec<RouteRequest>> = Arc::new(
+            ids.iter()
+                .map(|id| RouteRequest {
+                    kind: "product".into(),
+                    id: id.clone(),
+                    name: <GetProduct as Request<ProductState>>::NAME.into(),
+                    payload: payload.clone(),
+                    hops: 0,
+                })
+                .collect(),
+        );
+        rpc_load(ctx, "bazaar entity call node to node", conns, move |caller, seq| {
+            let request = &requests[(caller + seq as usize) % requests.len()];
+            let call = call_route(&router, request, Duration::from_secs(5), usize::MAX);
+            async move {
+                let routed = call.map_err(|_| "too large".to_owned())?.await.map_err(|e| format!("{e:?}"))?;
+                match routed {
+                    Routed::Answered(json) => match serde_json::from_str::<Reply>(&json) {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(format!("the product answered {e:?}")),
+                        Err(e) => Err(format!("undecodable answer: {e}")),
+                    },
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        })
+        .await
+    }
+    .await;
+    node.stop(None);
+    result
+}
+
+/// `conns` callers each calling `call(caller, seq)` back to back for the run's window.
+async fn rpc_load<F, Fut>(ctx: &Ctx, label: &str, conns: usize, call: F) -> anyhow::Result<Stats>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let call = Arc::new(call);
+    let window = Window::new(ctx.warmup, ctx.measure);
+    let live = Arc::new(AtomicU64::new(0));
+    let bar = load::timed_bar(label, window, live.clone());
+    let mut tasks = Vec::new();
+    for caller in 0..conns {
+        let (call, live) = (call.clone(), live.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rec = Recorder::new(window, live);
+            let mut seq = 0_u64;
+            while !window.over() {
+                let started = Instant::now();
+                let outcome = call(caller, seq).await;
+                rec.request(started, outcome.is_ok());
+                if let Err(e) = outcome {
+                    rec.error(e);
+                }
+                seq += 1;
+            }
+            rec
+        }));
+    }
+    let mut total = Recorder::new(window, live);
+    for task in tasks {
+        total.merge(task.await?);
+    }
+    let _ = bar.await;
+    Ok(total.into_stats(label))
 }
 
 async fn ractor_baseline(ctx: &Ctx, conns: usize, payload: usize) -> anyhow::Result<Stats> {
@@ -563,34 +715,18 @@ async fn ractor_baseline(ctx: &Ctx, conns: usize, payload: usize) -> anyhow::Res
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let text = "x".repeat(payload);
-        let window = Window::new(ctx.warmup, ctx.measure);
-        let live = Arc::new(AtomicU64::new(0));
-        let bar = load::timed_bar("baseline ractor_cluster RPC", window, live.clone());
-        let mut tasks = Vec::new();
-        for _ in 0..conns {
-            let (echo, text, live) = (echo.clone(), text.clone(), live.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut rec = Recorder::new(window, live);
-                while !window.over() {
-                    let started = Instant::now();
-                    match ractor::call_t!(echo, EchoMsg::Echo, 5000, text.clone()) {
-                        Ok(reply) => rec.request(started, reply.len() == text.len()),
-                        Err(e) => {
-                            rec.request(started, false);
-                            rec.error(e.to_string());
-                        }
-                    }
+        let text = Arc::new("x".repeat(payload));
+        rpc_load(ctx, "baseline ractor_cluster RPC", conns, move |_, _| {
+            let (echo, text) = (echo.clone(), text.clone());
+            async move {
+                match ractor::call_t!(echo, EchoMsg::Echo, 5000, text.to_string()) {
+                    Ok(reply) if reply.len() == text.len() => Ok(()),
+                    Ok(reply) => Err(format!("echoed {} bytes of {}", reply.len(), text.len())),
+                    Err(e) => Err(e.to_string()),
                 }
-                rec
-            }));
-        }
-        let mut total = Recorder::new(window, live);
-        for task in tasks {
-            total.merge(task.await?);
-        }
-        let _ = bar.await;
-        Ok(total.into_stats("baseline ractor_cluster RPC"))
+            }
+        })
+        .await
     }
     .await;
     node.stop(None);
