@@ -626,4 +626,160 @@ mod tests {
         // Created, restocked twice, one order: four commits, none lost to a conflict.
         assert_eq!((stored.stock, version), (0, 4));
     }
+
+    mod replay {
+        //! Property: whatever a seller and buyers do to a product, with the node restarting in
+        //! between, the product in memory is the stored row, the model's stock and price, and the
+        //! product's events replayed (the listing, then every stock change) give the same stock.
+
+        use super::*;
+        use crate::region::test_support::ctx;
+        use crate::store::history;
+        use bazaar_protocol::events::topics;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            /// A buyer orders this many units: a new order under its own key.
+            Order(u32),
+            /// An order placed before (the n-th, wrapping) is sent again under its key.
+            Repeat(usize),
+            /// An order placed before is released because of an event; `twice`: delivered again
+            /// under the same event and under another one.
+            Release(usize, bool),
+            /// The seller sets the stock.
+            Restock(i64),
+            /// The seller sets the price.
+            Reprice(i64),
+            /// The node restarts: the region goes, a new one loads the product from storage.
+            Restart,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                4 => (1_u32..=3).prop_map(Step::Order),
+                1 => any::<usize>().prop_map(Step::Repeat),
+                2 => (any::<usize>(), any::<bool>()).prop_map(|(n, twice)| Step::Release(n, twice)),
+                1 => (0_i64..=8).prop_map(Step::Restock),
+                1 => (1_i64..=5_000).prop_map(Step::Reprice),
+                1 => Just(Step::Restart),
+            ]
+        }
+
+        /// What the product should be: its stock and price, and the orders placed (released or not).
+        struct Model {
+            stock: i64,
+            price: i64,
+            placed: Vec<(PlaceOrder, bool)>,
+        }
+
+        async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+            let (ctx, _db) = ctx(Duration::from_secs(60)).await;
+            let mut region = RegionRef::<ProductState>::spawn(ctx.clone()).await.unwrap();
+            let id = ProductId::generate();
+            let seller = UserId::from("seller");
+            let listed = region.ask(id.as_str(), ListProduct(lamp(&seller))).await.unwrap().unwrap();
+            let mut model = Model { stock: listed.stock, price: listed.price, placed: Vec::new() };
+            let update = |changes| UpdateProduct { seller: seller.clone(), changes };
+            for step in steps {
+                match step {
+                    Step::Order(units) => {
+                        let n = model.placed.len();
+                        let cmd = PlaceOrder {
+                            order_id: OrderId::generate(),
+                            buyer_id: UserId::from("buyer"),
+                            quantity: Quantity::try_from(i64::from(units)).unwrap(),
+                            idempotency: key("buyer", &format!("k{n}")),
+                        };
+                        let answer = region.ask(id.as_str(), cmd.clone()).await.unwrap();
+                        if model.stock >= i64::from(units) {
+                            let placed = answer.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                            prop_assert!(placed.created);
+                            prop_assert_eq!(&placed.order.id, &cmd.order_id);
+                            model.stock -= i64::from(units);
+                            model.placed.push((cmd, false));
+                        } else {
+                            prop_assert_eq!(answer.unwrap_err(), ProductError::OutOfStock);
+                        }
+                    }
+                    Step::Repeat(n) if !model.placed.is_empty() => {
+                        let (cmd, _) = &model.placed[n % model.placed.len()];
+                        let placed = region.ask(id.as_str(), cmd.clone()).await.unwrap().unwrap();
+                        prop_assert!(!placed.created, "a repeated order is answered, not placed again");
+                        prop_assert_eq!(&placed.order.id, &cmd.order_id);
+                    }
+                    Step::Release(n, twice) if !model.placed.is_empty() => {
+                        let at = n % model.placed.len();
+                        let order_id = model.placed[at].0.order_id.clone();
+                        let cause = EventId::generate();
+                        let release =
+                            |cause: &EventId| ReleaseStock { order_id: order_id.clone(), cause: cause.clone() };
+                        region.ask(id.as_str(), release(&cause)).await.unwrap().unwrap();
+                        if twice {
+                            region.ask(id.as_str(), release(&cause)).await.unwrap().unwrap();
+                            region.ask(id.as_str(), release(&EventId::generate())).await.unwrap().unwrap();
+                        }
+                        let (cmd, released) = &mut model.placed[at];
+                        if !*released {
+                            model.stock += i64::from(cmd.quantity.get());
+                            *released = true;
+                        }
+                    }
+                    Step::Repeat(_) | Step::Release(..) => {}
+                    Step::Restock(stock) => {
+                        let changes = ProductChanges { stock: Some(stock), ..ProductChanges::default() };
+                        region.ask(id.as_str(), update(changes)).await.unwrap().unwrap();
+                        model.stock = stock;
+                    }
+                    Step::Reprice(price) => {
+                        let changes = ProductChanges { price: Some(price), ..ProductChanges::default() };
+                        region.ask(id.as_str(), update(changes)).await.unwrap().unwrap();
+                        model.price = price;
+                    }
+                    Step::Restart => {
+                        region.stop();
+                        region = RegionRef::spawn(ctx.clone()).await.unwrap();
+                    }
+                }
+            }
+
+            let in_memory = region.ask(id.as_str(), GetProduct).await.unwrap().unwrap();
+            let (stored, _version) = catalog::load(&ctx.store, id.as_str()).await.unwrap().unwrap();
+            prop_assert_eq!(&in_memory, &stored, "memory is the stored row");
+            prop_assert_eq!((in_memory.stock, in_memory.price), (model.stock, model.price));
+
+            let events = history::of_entity(&ctx.store, topics::ORDERS, id.as_str(), 10_000).await.unwrap();
+            let mut replayed = match events.first().map(|e| &e.event) {
+                Some(Event::ProductListed { product }) => product.stock,
+                other => return Err(TestCaseError::fail(format!("the first event is {other:?}"))),
+            };
+            let mut last_seq = 0;
+            for envelope in &events {
+                prop_assert!(envelope.seq > last_seq, "versions rise: {} after {}", envelope.seq, last_seq);
+                last_seq = envelope.seq;
+                match &envelope.event {
+                    Event::ProductListed { .. } => prop_assert_eq!(envelope.seq, 1),
+                    Event::StockChanged(change) => {
+                        replayed += change.delta;
+                        prop_assert_eq!(replayed, change.stock, "each change states the stock it leaves");
+                    }
+                    other => return Err(TestCaseError::fail(format!("a product's event: {other:?}"))),
+                }
+            }
+            prop_assert_eq!(replayed, in_memory.stock, "the events replayed give the stock in memory");
+            region.stop();
+            Ok(())
+        }
+
+        proptest! {
+            // Each case opens its own database (a few milliseconds on SQLite, one CREATE DATABASE
+            // on a server): 64 sequences of up to 30 steps cover the interleavings in about a second.
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+            #[test]
+            fn memory_storage_and_the_replayed_events_agree(steps in proptest::collection::vec(step(), 1..30)) {
+                let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+                runtime.block_on(run(steps))?;
+            }
+        }
+    }
 }
