@@ -43,12 +43,15 @@ pub fn settle<E>(kind: &str, id: &str, attempt: Attempt<E>, unavailable: E) -> E
 }
 
 /// Runs `$attempt` (an expression using `self`) until it is not a conflict, reloading `self`
-/// between tries; evaluates to `Result<T, E>`.
+/// between tries; evaluates to `Result<T, E>`. Written `|lookup| $attempt`, the attempt gets the
+/// try's [`Lookup`](crate::store::Lookup): the first assumes what unique keys guard, the
+/// others read it.
 #[macro_export]
 macro_rules! with_retries {
-    ($self:ident, $ctx:expr, $unavailable:expr, $attempt:expr) => {{
+    ($self:ident, $ctx:expr, $unavailable:expr, |$lookup:ident| $attempt:expr) => {{
         let mut outcome = Err($crate::attempt::Attempt::Conflict);
-        for _ in 0..$crate::attempt::MAX_ATTEMPTS {
+        for attempt in 0..$crate::attempt::MAX_ATTEMPTS {
+            let $lookup = if attempt == 0 { $crate::store::Lookup::Assume } else { $crate::store::Lookup::Read };
             outcome = $attempt.await;
             match outcome {
                 Err($crate::attempt::Attempt::Conflict) => {
@@ -62,4 +65,7 @@ macro_rules! with_retries {
         }
         outcome.map_err(|a| $crate::attempt::settle(Self::KIND, $self.id.as_str(), a, $unavailable))
     }};
+    ($self:ident, $ctx:expr, $unavailable:expr, $attempt:expr) => {
+        $crate::with_retries!($self, $ctx, $unavailable, |_lookup| $attempt)
+    };
 }

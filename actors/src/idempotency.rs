@@ -9,7 +9,7 @@
 //! exception ([`peek`]). Records are forgotten after `idempotency_retention` ([`expire`]).
 
 use crate::store::idempotency::IdempotencyRecord;
-use crate::store::{self, Store, StoreError, Tx};
+use crate::store::{self, Lookup, Store, StoreError, Tx};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -58,9 +58,14 @@ pub fn judge(found: Option<IdempotencyRecord>, key: &IdempotencyKey) -> Earlier 
     }
 }
 
-/// Looks for an earlier request inside the command's transaction: the check that counts.
-pub async fn check(tx: &mut Tx, key: &IdempotencyKey) -> Result<Earlier, StoreError> {
-    Ok(judge(store::idempotency::find_in(tx, &key.user_id, &key.key).await?, key))
+/// Looks for an earlier request inside the command's transaction: the check that counts. Assumed
+/// ([`Lookup::Assume`]), there is none, and an earlier one makes [`record`]'s insert break the
+/// key's unique index at the commit, so the command is decided again and looks then.
+pub async fn check(tx: &mut Tx, key: &IdempotencyKey, lookup: Lookup) -> Result<Earlier, StoreError> {
+    match lookup {
+        Lookup::Assume => Ok(Earlier::Nothing),
+        Lookup::Read => Ok(judge(store::idempotency::find_in(tx, &key.user_id, &key.key).await?, key)),
+    }
 }
 
 /// Looks for an earlier request outside any transaction: for a request whose body is not the whole
@@ -68,6 +73,17 @@ pub async fn check(tx: &mut Tx, key: &IdempotencyKey) -> Result<Earlier, StoreEr
 /// request's result before it reads anything else.
 pub async fn peek(store: &Store, key: &IdempotencyKey) -> Result<Earlier, StoreError> {
     Ok(judge(store::idempotency::find(store, &key.user_id, &key.key).await?, key))
+}
+
+/// The lookup of a command that has decided: a refusal is given only after a look, because a
+/// retry of a request that was carried out gets what it made, whatever the state says now (a
+/// repeated order when the stock has run out meanwhile is answered with its order).
+pub fn lookup_after<T, E>(lookup: Lookup, decided: &Result<T, E>) -> Lookup {
+    if decided.is_err() {
+        Lookup::Read
+    } else {
+        lookup
+    }
 }
 
 /// Records that the request of `key` created `result_id`, inside the command's transaction.

@@ -4,7 +4,7 @@
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityRef};
 use crate::idempotency::{self, Earlier, IdempotencyKey};
-use crate::store::{self, orders, payments, payments::PaymentRecord, StoreError};
+use crate::store::{self, orders, payments, payments::PaymentRecord, Lookup, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::orders::{Order, OrderStatus, OrderTimeline};
@@ -165,10 +165,10 @@ pub fn share_of(order: &Order) -> PaymentShare {
 impl OrderState {
     /// The order, if `viewer` is its buyer or seller.
     pub fn visible_to(&self, viewer: &UserId) -> Result<&Order, OrderError> {
-        match &self.order {
-            Some(order) if &order.buyer_id == viewer || &order.seller_id == viewer => Ok(order),
-            _ => Err(OrderError::NotFound),
-        }
+        self.order
+            .as_ref()
+            .filter(|order| &order.buyer_id == viewer || &order.seller_id == viewer)
+            .ok_or(OrderError::NotFound)
     }
 
     /// Decides a cancellation by `by`.
@@ -196,10 +196,7 @@ impl OrderState {
         cmd: &RequestPayment,
         now: DateTime<Utc>,
     ) -> Result<(Order, PaymentRecord), OrderError> {
-        let order = match &self.order {
-            Some(order) if order.buyer_id == cmd.buyer_id => order,
-            _ => return Err(OrderError::NotFound),
-        };
+        let order = self.order.as_ref().filter(|order| order.buyer_id == cmd.buyer_id).ok_or(OrderError::NotFound)?;
         let pending = awaiting_payment(order, &cmd.payment_id, now)
             .ok_or_else(|| OrderError::NotPayable(order.id.clone(), order.status.as_str().to_owned()))?;
         let payment = PaymentRecord {
@@ -291,24 +288,25 @@ impl OrderState {
         &mut self,
         next: Order,
         event: Event,
-        cause: Option<&EventId>,
+        cause: Option<(&EventId, Lookup)>,
         ctx: &Ctx,
     ) -> Result<(), Attempt<OrderError>> {
         self.commit_changes(vec![(next, event)], cause, ctx).await
     }
 
-    /// Writes `changes` in order, one version each, in one transaction.
+    /// Writes `changes` in order, one version each, in one transaction; with a `cause`, once for it
+    /// (looked up as its [`Lookup`] says).
     async fn commit_changes(
         &mut self,
         changes: Vec<(Order, Event)>,
-        cause: Option<&EventId>,
+        cause: Option<(&EventId, Lookup)>,
         ctx: &Ctx,
     ) -> Result<(), Attempt<OrderError>> {
         let mut tx = ctx.store.begin().await?;
-        if let Some(cause) = cause {
+        if let Some((cause, lookup)) = cause {
             // One event may settle several orders (a checkout's payment): done is per order.
             let key = format!("{cause}/{}", self.id);
-            if !store::mark_processed(&mut tx, "order", &key).await? {
+            if !store::mark_processed(&mut tx, "order", &key, lookup).await? {
                 return Ok(());
             }
         }
@@ -344,10 +342,17 @@ impl OrderState {
         Ok(true)
     }
 
-    async fn try_request_payment(&mut self, cmd: &RequestPayment, ctx: &Ctx) -> Result<Payment, Attempt<OrderError>> {
+    async fn try_request_payment(
+        &mut self,
+        cmd: &RequestPayment,
+        lookup: Lookup,
+        ctx: &Ctx,
+    ) -> Result<Payment, Attempt<OrderError>> {
+        let now = Utc::now();
+        let decided = self.start_payment(cmd, now);
         let mut tx = ctx.store.begin().await?;
         let key = &cmd.idempotency;
-        match idempotency::check(&mut tx, key).await? {
+        match idempotency::check(&mut tx, key, idempotency::lookup_after(lookup, &decided)).await? {
             Earlier::Nothing => {}
             Earlier::Mismatch => return Err(Attempt::Refused(OrderError::IdempotencyMismatch)),
             Earlier::Done(payment_id) => {
@@ -357,8 +362,7 @@ impl OrderState {
                 return Ok(record.payment);
             }
         }
-        let now = Utc::now();
-        let (pending, payment) = self.start_payment(cmd, now).map_err(Attempt::Refused)?;
+        let (pending, payment) = decided.map_err(Attempt::Refused)?;
         orders::update(&mut tx, &pending, self.version)?;
         payments::insert(&mut tx, &payment, now)?;
         idempotency::record(&mut tx, key, payment.payment.id.as_str(), now)?;
@@ -379,19 +383,31 @@ impl OrderState {
         Ok(payment.payment)
     }
 
-    async fn try_settle(&mut self, payment: &Payment, cause: &EventId, ctx: &Ctx) -> Result<(), Attempt<OrderError>> {
+    async fn try_settle(
+        &mut self,
+        payment: &Payment,
+        cause: &EventId,
+        lookup: Lookup,
+        ctx: &Ctx,
+    ) -> Result<(), Attempt<OrderError>> {
         match self.settle(payment, Utc::now()) {
-            Some((next, event)) => self.commit_change(next, event, Some(cause), ctx).await,
+            Some((next, event)) => self.commit_change(next, event, Some((cause, lookup)), ctx).await,
             None => Ok(()),
         }
     }
 
-    async fn try_refund(&mut self, payment: &Payment, cause: &EventId, ctx: &Ctx) -> Result<(), Attempt<OrderError>> {
+    async fn try_refund(
+        &mut self,
+        payment: &Payment,
+        cause: &EventId,
+        lookup: Lookup,
+        ctx: &Ctx,
+    ) -> Result<(), Attempt<OrderError>> {
         let changes = self.refund(payment, Utc::now());
         if changes.is_empty() {
             return Ok(());
         }
-        self.commit_changes(changes, Some(cause), ctx).await
+        self.commit_changes(changes, Some((cause, lookup)), ctx).await
     }
 }
 
@@ -435,8 +451,8 @@ impl Entity for OrderState {
                 let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_cancel(&by, ctx)));
             }
             OrderMsg::RequestPayment(cmd, reply) => {
-                let _ =
-                    reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_request_payment(&cmd, ctx)));
+                let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, |lookup| self
+                    .try_request_payment(&cmd, lookup, ctx)));
             }
             OrderMsg::PaymentDecided { payment, cause, reply } => {
                 if self.read_if_unaware_of(&payment.id, ctx).await.is_err() {
@@ -446,24 +462,16 @@ impl Entity for OrderState {
                 if self.order.is_none() {
                     warn!(order_id = %self.id, payment_id = %payment.id, "payment outcome for an unknown order");
                 }
-                let _ = reply.send(with_retries!(
-                    self,
-                    ctx,
-                    OrderError::Unavailable,
-                    self.try_settle(&payment, &cause, ctx)
-                ));
+                let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, |lookup| self
+                    .try_settle(&payment, &cause, lookup, ctx)));
             }
             OrderMsg::PaymentRefunded { payment, cause, reply } => {
                 if self.read_if_unaware_of(&payment.id, ctx).await.is_err() {
                     let _ = reply.send(Err(OrderError::Unavailable));
                     return;
                 }
-                let _ = reply.send(with_retries!(
-                    self,
-                    ctx,
-                    OrderError::Unavailable,
-                    self.try_refund(&payment, &cause, ctx)
-                ));
+                let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, |lookup| self
+                    .try_refund(&payment, &cause, lookup, ctx)));
             }
             OrderMsg::Expire { reply } => {
                 let _ = reply.send(with_retries!(self, ctx, OrderError::Unavailable, self.try_expire(ctx)));

@@ -24,7 +24,7 @@ use crate::idempotency::{self, Earlier, IdempotencyKey};
 use crate::payment_gateway::{
     judge, ChargeRecord, ChargeRequest, ChargeState, Charged, GatewayError, LookupRequest, RefundRequest,
 };
-use crate::store::{self, payments, payments::PaymentRecord, StoreError};
+use crate::store::{self, payments, payments::PaymentRecord, Lookup, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::payments::{Payment, PaymentStatus};
@@ -176,12 +176,13 @@ impl PaymentState {
     /// The payment, if `viewer` is its buyer (all of it) or the seller of one of its orders (the
     /// shares of that seller's orders only).
     pub fn visible_to(&self, viewer: &UserId) -> Result<Payment, PaymentError> {
-        match &self.record {
-            Some(r) if &r.buyer_id == viewer => Ok(r.payment.clone()),
-            Some(r) if r.payment.orders.iter().any(|share| &share.seller_id == viewer) => {
-                Ok(r.payment.seen_by_seller(viewer))
-            }
-            _ => Err(PaymentError::NotFound),
+        let record = self.record.as_ref().ok_or(PaymentError::NotFound)?;
+        if &record.buyer_id == viewer {
+            Ok(record.payment.clone())
+        } else if record.payment.orders.iter().any(|share| &share.seller_id == viewer) {
+            Ok(record.payment.seen_by_seller(viewer))
+        } else {
+            Err(PaymentError::NotFound)
         }
     }
 
@@ -317,7 +318,7 @@ impl PaymentState {
         let now = Utc::now();
         let mut tx = ctx.store.begin().await?;
         if let Some(key) = &cmd.idempotency {
-            match idempotency::check(&mut tx, key).await? {
+            match idempotency::check(&mut tx, key, Lookup::Read).await? {
                 Earlier::Nothing => {}
                 Earlier::Mismatch => return Err(Attempt::Refused(PaymentError::IdempotencyMismatch)),
                 // The retry of a refund already made: the payment as it is, nothing given again.
@@ -360,7 +361,7 @@ impl PaymentState {
         let mut tx = ctx.store.begin().await?;
         payments::update(&mut tx, &next, record.version, now)?;
         if already_given {
-            store::mark_processed(&mut tx, GATEWAY_REFUNDS, envelope.id.as_str()).await?;
+            store::mark_processed(&mut tx, GATEWAY_REFUNDS, envelope.id.as_str(), Lookup::Read).await?;
         }
         store::append_events(&mut tx, &[envelope])?;
         ctx.store.commit(tx).await?;
@@ -445,7 +446,7 @@ impl PaymentState {
             }
         }
         let mut tx = ctx.store.begin().await.map_err(storage)?;
-        store::mark_processed(&mut tx, GATEWAY_REFUNDS, cause.as_str()).await.map_err(storage)?;
+        store::mark_processed(&mut tx, GATEWAY_REFUNDS, cause.as_str(), Lookup::Read).await.map_err(storage)?;
         ctx.store.commit(tx).await.map_err(storage)?;
         info!(payment_id = %self.id, "payment refunded at the gateway");
         Ok(())

@@ -4,7 +4,7 @@
 use crate::attempt::Attempt;
 use crate::entity::{Ctx, Entity, EntityRef};
 use crate::idempotency::{self, Earlier, IdempotencyKey};
-use crate::store::{self, catalog, orders, StoreError};
+use crate::store::{self, catalog, orders, Lookup, StoreError};
 use crate::with_retries;
 use bazaar_protocol::catalog::Product;
 use bazaar_protocol::events::{Envelope, Event, StockChanged};
@@ -324,10 +324,17 @@ impl ProductState {
         Ok(next)
     }
 
-    async fn try_place(&mut self, cmd: &PlaceOrder, ctx: &Ctx) -> Result<Placed, Attempt<ProductError>> {
+    async fn try_place(
+        &mut self,
+        cmd: &PlaceOrder,
+        lookup: Lookup,
+        ctx: &Ctx,
+    ) -> Result<Placed, Attempt<ProductError>> {
+        let now = Utc::now();
+        let decided = self.place(cmd, now, ctx.settings.reservation_hold);
         let mut tx = ctx.store.begin().await?;
         let key = &cmd.idempotency;
-        match idempotency::check(&mut tx, key).await? {
+        match idempotency::check(&mut tx, key, idempotency::lookup_after(lookup, &decided)).await? {
             Earlier::Nothing => {}
             Earlier::Mismatch => return Err(Attempt::Refused(ProductError::IdempotencyMismatch)),
             Earlier::Done(order_id) => {
@@ -337,8 +344,7 @@ impl ProductState {
                 return Ok(Placed { order, created: false });
             }
         }
-        let now = Utc::now();
-        let (after, order) = self.place(cmd, now, ctx.settings.reservation_hold).map_err(Attempt::Refused)?;
+        let (after, order) = decided.map_err(Attempt::Refused)?;
         catalog::update(&mut tx, &after, self.version)?;
         orders::insert(&mut tx, &order)?;
         let unit_price = order.items()[0].unit_price;
@@ -364,7 +370,7 @@ impl ProductState {
         let mut tx = ctx.store.begin().await?;
         // One event (an order's cancellation) releases each of its lines at its own product: the
         // mark is per product.
-        if !store::mark_processed(&mut tx, "release", &format!("{cause}/{}", self.id)).await? {
+        if !store::mark_processed(&mut tx, "release", &format!("{cause}/{}", self.id), Lookup::Read).await? {
             return Ok(());
         }
         let Some(quantity) = catalog::release(&mut tx, order_id.as_str(), self.id.as_str()).await? else {
@@ -465,7 +471,10 @@ impl Entity for ProductState {
                 ));
             }
             ProductMsg::PlaceOrder(cmd, reply) => {
-                let _ = reply.send(with_retries!(self, ctx, ProductError::Unavailable, self.try_place(&cmd, ctx)));
+                let _ =
+                    reply
+                        .send(with_retries!(self, ctx, ProductError::Unavailable, |lookup| self
+                            .try_place(&cmd, lookup, ctx)));
             }
             ProductMsg::ReserveLine(cmd, reply) => {
                 let _ =

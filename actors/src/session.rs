@@ -239,7 +239,7 @@ impl Session {
                 self.close(close::NOT_A_MEMBER, "not a member");
                 return false;
             }
-            _ => {
+            Ok(Err(RoomError::Unavailable)) | Err(_) => {
                 self.args.hub.leave(room, self.me.get_id());
                 return self.send(error_frame("unavailable", "chat is unavailable, try again"));
             }
@@ -275,7 +275,9 @@ impl Session {
             Ok(Ok(posted)) => self.send(frame_text(&ServerFrame::Ack { client_msg_id, seq: posted.message.seq })),
             Ok(Err(RoomError::Forbidden)) => self.send(error_frame("forbidden", "not a member of this room")),
             Ok(Err(RoomError::NotFound)) => self.send(error_frame("not_found", "no such room")),
-            _ => self.send(error_frame("unavailable", "message not stored, send it again")),
+            Ok(Err(RoomError::Unavailable)) | Err(_) => {
+                self.send(error_frame("unavailable", "message not stored, send it again"))
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use crate::entity::{Ctx, Entity, EntityRef};
 use crate::idempotency::{self, Earlier, IdempotencyKey};
 use crate::product::ReservedLine;
 use crate::store::checkouts::{self, CheckoutRecord, Failure, Phase, PlannedLine};
-use crate::store::{self, orders, payments, StoreError};
+use crate::store::{self, orders, payments, Lookup, StoreError};
 use crate::with_retries;
 use bazaar_protocol::events::{Envelope, Event};
 use bazaar_protocol::payments::Payment;
@@ -206,7 +206,7 @@ impl CheckoutState {
             return Ok(Opened::Here(record.clone()));
         }
         let mut tx = ctx.store.begin().await?;
-        match idempotency::check(&mut tx, &cmd.idempotency).await? {
+        match idempotency::check(&mut tx, &cmd.idempotency, Lookup::Read).await? {
             Earlier::Nothing => {}
             Earlier::Mismatch => return Err(Attempt::Refused(CheckoutError::IdempotencyMismatch)),
             Earlier::Done(id) if id != self.id.as_str() => return Ok(Opened::Earlier(id.into())),
@@ -277,7 +277,7 @@ impl CheckoutState {
             return Err(Attempt::Refused(CheckoutError::NotFound));
         }
         let mut tx = ctx.store.begin().await?;
-        match idempotency::check(&mut tx, &cmd.idempotency).await? {
+        match idempotency::check(&mut tx, &cmd.idempotency, Lookup::Read).await? {
             Earlier::Nothing => {}
             Earlier::Mismatch => return Err(Attempt::Refused(CheckoutError::IdempotencyMismatch)),
             Earlier::Done(payment_id) => {
