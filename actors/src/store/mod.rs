@@ -154,24 +154,7 @@ struct Writer {
     /// The database it writes to.
     backend: Backend,
     /// Commands in the open batch waiting for its `COMMIT`.
-    waiting: Vec<oneshot::Sender<Result<(), NotCommitted>>>,
-    /// Commands committed on SQLite that sent nothing while they ran: their writes wait here and
-    /// go together, in one call, before the next statement anyone sends ([`Writer::send_pending`]).
-    pending: Vec<Pending>,
-}
-
-/// A command whose writes have not been sent yet, and the sender of its outcome.
-struct Pending {
-    writes: Vec<Write>,
-    done: oneshot::Sender<Result<(), NotCommitted>>,
-}
-
-/// Why a command did not commit: its batch failed, or its own writes were refused when they
-/// were sent for it ([`Writer::send_pending`]).
-#[derive(Debug)]
-enum NotCommitted {
-    Batch(BatchFailed),
-    Command(StoreError),
+    waiting: Vec<oneshot::Sender<Result<(), BatchFailed>>>,
 }
 
 /// Why a batch a command was in did not commit.
@@ -262,106 +245,6 @@ impl Writer {
         }
     }
 
-    /// Sends the writes of the commands waiting in `pending` (SQLite only), and moves them to
-    /// `waiting` for the batch's `COMMIT`.
-    ///
-    /// All of them go in one call, each in its own savepoint inside one that covers them all: one
-    /// handoff to sqlx's worker thread for a whole group commit rather than one per command. When
-    /// that call fails (one command's version check or unique key), it is undone and each command
-    /// is sent alone, so only the ones whose writes are refused fail, each with its own error.
-    /// An error means the batch itself had to be rolled back: the caller's command, which is in
-    /// it, must be decided again.
-    async fn send_pending(&mut self) -> Result<(), StoreError> {
-        while !self.pending.is_empty() {
-            // As many commands as one call's bound allows.
-            let mut params = 0;
-            let fit = self
-                .pending
-                .iter()
-                .take_while(|p| {
-                    params += p.writes.iter().map(Write::param_count).sum::<usize>();
-                    params <= write::PARAMS_PER_CALL
-                })
-                .count()
-                .max(1);
-            let group: Vec<Pending> = self.pending.drain(..fit).collect();
-            if let Err(e) = self.send_group(group).await {
-                // The batch is gone: the commands still waiting fail with it.
-                for Pending { done, .. } in self.pending.drain(..) {
-                    let lost = BatchFailed { reason: "the batch was rolled back".into(), undone: true };
-                    let _ = done.send(Err(NotCommitted::Batch(lost)));
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends `group` as [`Writer::send_pending`] says.
-    async fn send_group(&mut self, group: Vec<Pending>) -> Result<(), StoreError> {
-        if group.len() > 1 {
-            let (sql, params) = write::sqlite_calls(group.iter().map(|p| p.writes.as_slice()));
-            // Not kept prepared: every batch is a new mix of commands, and each would push a
-            // statement that is used again out of sqlx's cache.
-            let sent = write::bind_all(sqlx::query(&sql), &params).persistent(false).execute(&mut self.conn).await;
-            match self.note(sent) {
-                Ok(_) => {
-                    self.waiting.extend(group.into_iter().map(|p| p.done));
-                    return Ok(());
-                }
-                // The batch fails as a whole at its flush: the lost connection took it.
-                Err(_) if self.broken => {
-                    self.waiting.extend(group.into_iter().map(|p| p.done));
-                    return Err(StoreError::VersionConflict);
-                }
-                Err(_) => {
-                    let undone = self.conn.execute(write::UNDO_PENDING).await.map(drop);
-                    if let Err(e) = self.note(undone) {
-                        self.waiting.extend(group.into_iter().map(|p| p.done));
-                        let reason = format!("the batch could not undo its commands' writes: {e}");
-                        self.abort(BatchFailed { reason, undone: true }).await;
-                        return Err(StoreError::VersionConflict);
-                    }
-                }
-            }
-        }
-        let mut group = group.into_iter();
-        while let Some(Pending { writes, done }) = group.next() {
-            let (sql, params) = write::sqlite_call(&writes, true, true);
-            let sent = write::bind_all(sqlx::query(&sql), &params).execute(&mut self.conn).await;
-            let refused = match self.note(sent) {
-                Ok(_) => {
-                    self.waiting.push(done);
-                    continue;
-                }
-                Err(e) => e,
-            };
-            let undone = if self.broken {
-                Err(refused)
-            } else {
-                match self.conn.execute("ROLLBACK TO SAVEPOINT command").await {
-                    Ok(_) => self.conn.execute("RELEASE SAVEPOINT command").await.map(|_| refused),
-                    Err(e) => Err(e),
-                }
-            };
-            match self.note(undone) {
-                Ok(refused) => {
-                    let _ = done.send(Err(NotCommitted::Command(write::sqlite_error(refused))));
-                }
-                Err(e) => {
-                    self.waiting.push(done);
-                    self.waiting.extend(group.map(|p| p.done));
-                    if !self.broken {
-                        let reason = format!("the batch could not undo a refused command: {e}");
-                        self.abort(BatchFailed { reason, undone: true }).await;
-                    }
-                    return Err(StoreError::VersionConflict);
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Rolls the whole batch back and fails everyone waiting for it.
     ///
     /// The batch is closed and its commands told before the `ROLLBACK` is sent, with the writer
@@ -371,7 +254,7 @@ impl Writer {
         self.open = false;
         self.in_doubt = true;
         for waiting in self.waiting.drain(..) {
-            let _ = waiting.send(Err(NotCommitted::Batch(failed.clone())));
+            let _ = waiting.send(Err(failed.clone()));
         }
         let rolled_back = self.conn.execute("ROLLBACK").await;
         self.in_doubt = false;
@@ -381,8 +264,6 @@ impl Writer {
     /// Commits the open batch and tells everyone in it.
     async fn flush(&mut self) {
         self.tidy().await;
-        // Whatever it could not send it has told its commands, or failed the batch.
-        let _ = self.send_pending().await;
         if !self.open {
             return;
         }
@@ -458,7 +339,6 @@ impl Tx {
     /// The write connection for a statement that writes and reads its outcome: the savepoint is
     /// open and every deferred write was sent before it.
     pub async fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
-        self.writer.send_pending().await?;
         if !self.savepoint || !self.writes.is_empty() {
             self.send(false).await?;
         }
@@ -469,8 +349,6 @@ impl Tx {
     /// the deferred writes are sent first, and a command that has written nothing yet opens no
     /// savepoint for it.
     pub async fn read(&mut self) -> Result<&mut AnyConnection, StoreError> {
-        // The batch's earlier commands' writes first, which the read must see too.
-        self.writer.send_pending().await?;
         if !self.writes.is_empty() {
             self.send(false).await?;
         }
@@ -480,8 +358,6 @@ impl Tx {
     /// Sends the deferred writes, opening the savepoint first if it is not, and releasing it after
     /// them when `release`.
     async fn send(&mut self, release: bool) -> Result<(), StoreError> {
-        // Before the savepoint opens: a batch rolled back here leaves this command nothing to undo.
-        self.writer.send_pending().await?;
         let writes = std::mem::take(&mut self.writes);
         let open = !self.savepoint;
         // Set before anything is sent: a call that fails or is given up midway may have opened
@@ -532,7 +408,7 @@ impl Drop for Tx {
 
 /// A released command waiting for its batch's `COMMIT` ([`Store::release`]).
 pub struct Committing {
-    committed: oneshot::Receiver<Result<(), NotCommitted>>,
+    committed: oneshot::Receiver<Result<(), BatchFailed>>,
     queued_events: bool,
     relay: Arc<Notify>,
 }
@@ -550,9 +426,8 @@ impl std::future::Future for Committing {
                 Ok(())
             }
             // Decided again on fresh state, like a lost race.
-            Ok(Err(NotCommitted::Command(refused))) => Err(refused),
-            Ok(Err(NotCommitted::Batch(BatchFailed { undone: true, .. }))) => Err(StoreError::VersionConflict),
-            Ok(Err(NotCommitted::Batch(BatchFailed { reason, undone: false }))) => {
+            Ok(Err(BatchFailed { undone: true, .. })) => Err(StoreError::VersionConflict),
+            Ok(Err(BatchFailed { reason, undone: false })) => {
                 Err(StoreError::Corrupt(format!("batch commit failed: {reason}")))
             }
             Err(_) => Err(StoreError::Corrupt("the writer stopped".into())),
@@ -687,7 +562,6 @@ impl Store {
             tuning,
             backend,
             waiting: Vec::new(),
-            pending: Vec::new(),
         }));
         let flush = Arc::new(Notify::new());
         tokio::spawn(flusher(Arc::downgrade(&writer), flush.clone()));
@@ -738,25 +612,8 @@ impl Store {
 
     /// Makes a command's writes durable: waits for the `COMMIT` of the batch that carries them,
     /// then wakes the outbox relay if the command queued events.
-    ///
-    /// On SQLite a command that sent nothing while it ran (it decided against memory, or only
-    /// read) sends nothing here either: its writes wait for the batch's next statement, which
-    /// sends those of every such command in one call ([`Writer::send_pending`]), and a refused
-    /// write (a version check, a unique key) fails its command here like one sent at once. A
-    /// command that must know its writes went through before it hands the connection on (a chat
-    /// room, which decides its next post before this one commits) uses [`Store::release`].
-    pub async fn commit(&self, mut tx: Tx) -> Result<(), StoreError> {
-        if tx.writer.backend != Backend::Sqlite || tx.savepoint || tx.writes.is_empty() {
-            return self.release(tx).await?.await;
-        }
-        tx.released = true;
-        let (done, committed) = oneshot::channel();
-        let writes = std::mem::take(&mut tx.writes);
-        tx.writer.pending.push(Pending { writes, done });
-        let committing = Committing { committed, queued_events: tx.queued_events, relay: self.committed.clone() };
-        drop(tx);
-        self.flush.notify_one();
-        committing.await
+    pub async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
+        self.release(tx).await?.await
     }
 
     /// Puts a command's writes in the open batch and hands the write connection to the next
@@ -1155,10 +1012,30 @@ mod tests {
         assert_eq!(offsets(&store).await, [("a".to_owned(), 2)]);
     }
 
-    /// Commands that commit while the writer is busy wait and are sent together; a refused one
-    /// among them fails alone with its own error, and a later command's read sees the others'.
+    /// An assumed mark costs no read; for an event applied before, its unique key refuses the
+    /// command at the commit, with the command's other writes, and a read then finds the mark.
     #[tokio::test]
-    async fn commands_committed_together_are_sent_together_and_a_refused_one_fails_alone() {
+    async fn an_assumed_processed_mark_is_refused_by_its_key_and_a_read_finds_it() {
+        let (store, _db) = fresh_store().await;
+        let mut tx = store.begin().await.unwrap();
+        assert!(mark_processed(&mut tx, "order", "e1", Lookup::Assume).await.unwrap());
+        store.commit(tx).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        assert!(mark_processed(&mut tx, "order", "e1", Lookup::Assume).await.unwrap());
+        tx.defer(offset_row("applied twice", 1));
+        assert!(matches!(store.commit(tx).await, Err(StoreError::Duplicate)));
+        let mut tx = store.begin().await.unwrap();
+        assert!(!mark_processed(&mut tx, "order", "e1", Lookup::Read).await.unwrap());
+        assert!(mark_processed(&mut tx, "order", "e2", Lookup::Read).await.unwrap());
+        store.commit(tx).await.unwrap();
+        assert!(offsets(&store).await.is_empty());
+        assert!(is_processed(&store, "order", "e2").await.unwrap());
+    }
+
+    /// Commands that commit while the writer is busy share its batch; a refused one among them
+    /// fails alone with its own error, and a later command's read sees the others' writes.
+    #[tokio::test]
+    async fn commands_of_one_batch_fail_alone_and_a_later_read_sees_the_others() {
         let (store, _db) = fresh_store().await;
         let mut tx = store.begin().await.unwrap();
         tx.defer(offset_row("a", 1));

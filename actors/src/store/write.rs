@@ -116,11 +116,6 @@ impl Write {
         bind_all(sqlx::query(&self.sql), &self.params)
     }
 
-    /// How many parameters it binds.
-    pub(super) fn param_count(&self) -> usize {
-        self.params.len()
-    }
-
     pub(super) fn expects_one(&self) -> bool {
         self.expect_one
     }
@@ -148,18 +143,11 @@ pub(super) fn is_version_check(error: &sqlx::Error) -> bool {
 pub(super) fn sqlite_call(writes: &[Write], open_savepoint: bool, release: bool) -> (String, Vec<Param>) {
     let mut sql = String::new();
     let mut params = Vec::new();
-    push_call(writes, open_savepoint, release, &mut sql, &mut params);
-    (sql, params)
-}
-
-/// Appends [`sqlite_call`]'s statements for `writes` to `sql`, numbering their placeholders after
-/// the `params` already there.
-fn push_call(writes: &[Write], open_savepoint: bool, release: bool, sql: &mut String, params: &mut Vec<Param>) {
     if open_savepoint {
         sql.push_str("SAVEPOINT command;\n");
     }
     for write in writes {
-        renumber(&write.sql, params.len(), sql);
+        renumber(&write.sql, params.len(), &mut sql);
         sql.push_str(";\n");
         params.extend(write.params.iter().cloned());
         if write.expect_one {
@@ -169,26 +157,6 @@ fn push_call(writes: &[Write], open_savepoint: bool, release: bool, sql: &mut St
     if release {
         sql.push_str("RELEASE SAVEPOINT command;\n");
     }
-}
-
-/// The most parameters one [`sqlite_calls`] binds: a batch of any size is sent in calls of
-/// bounded text and memory (a single command larger than this goes alone).
-pub(super) const PARAMS_PER_CALL: usize = 16_384;
-
-/// Undoes a failed [`sqlite_calls`]: every command's writes in it, and the savepoint covering
-/// them all.
-pub(super) const UNDO_PENDING: &str = "ROLLBACK TO SAVEPOINT pending; RELEASE SAVEPOINT pending";
-
-/// One SQLite call for the writes of several commands, each as [`sqlite_call`] makes it, inside a
-/// savepoint that covers them all: when one command's writes fail, [`UNDO_PENDING`] takes back
-/// the others' too, and they are sent again one by one.
-pub(super) fn sqlite_calls<'w>(commands: impl Iterator<Item = &'w [Write]>) -> (String, Vec<Param>) {
-    let mut sql = String::from("SAVEPOINT pending;\n");
-    let mut params = Vec::new();
-    for writes in commands {
-        push_call(writes, true, true, &mut sql, &mut params);
-    }
-    sql.push_str("RELEASE SAVEPOINT pending;\n");
     (sql, params)
 }
 
