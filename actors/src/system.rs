@@ -8,7 +8,7 @@ use crate::cluster::membership::{self, ClusterConfig, Membership};
 use crate::cluster::router::{Local, PresenceUpdate, RoomFrame, Routed, Router, RouterArgs, RouterMsg};
 use crate::cluster::{router_name, ClusterView, ROUTERS};
 use crate::entity::{Ctx, EntitySettings};
-use crate::event_log::embedded::EmbeddedLog;
+use crate::event_log::embedded::{Appenders, EmbeddedLog};
 use crate::event_log::kafka::{KafkaConfig, KafkaLog};
 use crate::event_log::EventLog;
 use crate::payment_gateway::{self, GatewaySettings};
@@ -114,7 +114,11 @@ impl System {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let appended = Arc::new(Notify::new());
         let (log, kafka): (Arc<dyn EventLog>, Option<Arc<KafkaLog>>) = match &config.kafka {
-            None => (Arc::new(EmbeddedLog::new(store.clone(), appended.clone())), None),
+            None => {
+                // Alone, this node's relay is the log's only appender; in a cluster every node's is.
+                let appenders = if view.is_some() { Appenders::AnyNode } else { Appenders::ThisNode };
+                (Arc::new(EmbeddedLog::new(store.clone(), appended.clone(), appenders)), None)
+            }
             Some(kafka) => {
                 let kafka = Arc::new(KafkaLog::connect(kafka, appended.clone()).await.context("connecting to Kafka")?);
                 (kafka.clone(), Some(kafka))

@@ -2,7 +2,7 @@
 //! on Kafka too when `TEST_KAFKA_BROKERS` names a broker (the test script starts one), each test
 //! with topics of its own.
 
-use super::embedded::EmbeddedLog;
+use super::embedded::{Appenders, EmbeddedLog};
 use super::kafka::{KafkaConfig, KafkaLog, TOPICS};
 use super::{EventLog, LogRecord, Partition};
 use crate::store::test_support::fresh_store;
@@ -20,7 +20,8 @@ async fn logs(store: &Store) -> Vec<Arc<dyn EventLog>> {
 
 /// The logs to run a test on; `appended` is what the relay notifies after publishing.
 async fn logs_notified(store: &Store, appended: &Arc<Notify>) -> Vec<Arc<dyn EventLog>> {
-    let mut logs: Vec<Arc<dyn EventLog>> = vec![Arc::new(EmbeddedLog::new(store.clone(), appended.clone()))];
+    let mut logs: Vec<Arc<dyn EventLog>> =
+        vec![Arc::new(EmbeddedLog::new(store.clone(), appended.clone(), Appenders::ThisNode))];
     if let Some(brokers) = std::env::var("TEST_KAFKA_BROKERS").ok().filter(|b| !b.trim().is_empty()) {
         let config = KafkaConfig {
             brokers: brokers.split(',').map(str::to_owned).collect(),
