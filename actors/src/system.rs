@@ -117,7 +117,8 @@ impl System {
             None => {
                 // Alone, this node's relay is the log's only appender; in a cluster every node's is.
                 let appenders = if view.is_some() { Appenders::AnyNode } else { Appenders::ThisNode };
-                (Arc::new(EmbeddedLog::new(store.clone(), appended.clone(), appenders)), None)
+                let tail = usize::try_from(config.relay_batch).unwrap_or(usize::MAX);
+                (Arc::new(EmbeddedLog::new(store.clone(), appended.clone(), appenders, tail)), None)
             }
             Some(kafka) => {
                 let kafka = Arc::new(KafkaLog::connect(kafka, appended.clone()).await.context("connecting to Kafka")?);

@@ -21,7 +21,7 @@ async fn logs(store: &Store) -> Vec<Arc<dyn EventLog>> {
 /// The logs to run a test on; `appended` is what the relay notifies after publishing.
 async fn logs_notified(store: &Store, appended: &Arc<Notify>) -> Vec<Arc<dyn EventLog>> {
     let mut logs: Vec<Arc<dyn EventLog>> =
-        vec![Arc::new(EmbeddedLog::new(store.clone(), appended.clone(), Appenders::ThisNode))];
+        vec![Arc::new(EmbeddedLog::new(store.clone(), appended.clone(), Appenders::ThisNode, 100))];
     if let Some(brokers) = std::env::var("TEST_KAFKA_BROKERS").ok().filter(|b| !b.trim().is_empty()) {
         let config = KafkaConfig {
             brokers: brokers.split(',').map(str::to_owned).collect(),
