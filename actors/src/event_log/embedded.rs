@@ -11,7 +11,7 @@ use bazaar_protocol::events::Envelope;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -113,24 +113,34 @@ impl EmbeddedLog {
         }
     }
 
+    /// The tail. A panic while it was held cannot leave it wrong: a run cut short between two
+    /// records is still a run of consecutive positions.
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn read_tail(&self, from: i64, limit: usize) -> Option<Vec<LogRecord>> {
         if limit == 0 {
             return None;
         }
-        self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).read(from, limit)
+        self.tail().read(from, limit)
     }
 
     /// Whether a reader at `from` has read everything: only this node appends, and `from` is
     /// right after what its relay appended.
     fn caught_up(&self, from: i64) -> bool {
-        self.appenders == Appenders::ThisNode
-            && self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next() == Some(from)
+        self.appenders == Appenders::ThisNode && self.tail().next() == Some(from)
     }
 
     async fn read_table(&self, from: i64, limit: u32) -> Result<Vec<LogRecord>, LogError> {
         let records = embedded_log::read(&self.store, from - 1, limit).await?;
-        Ok(records.into_iter().map(|r| LogRecord { offset: r.position, envelope: r.envelope }).collect())
+        Ok(records.into_iter().map(logged).collect())
     }
+}
+
+/// A row of the table as a record of the log.
+fn logged(row: embedded_log::LogRecord) -> LogRecord {
+    LogRecord { offset: row.position, envelope: row.envelope }
 }
 
 impl EventLog for EmbeddedLog {
@@ -148,12 +158,9 @@ impl EventLog for EmbeddedLog {
 
     fn relay<'a>(&'a self, store: &'a Store, limit: u32) -> BoxFuture<'a, Result<Vec<Arc<Envelope>>, LogError>> {
         async move {
-            let logged: Vec<LogRecord> = embedded_log::relay_batch(store, limit)
-                .await?
-                .into_iter()
-                .map(|r| LogRecord { offset: r.position, envelope: r.envelope })
-                .collect();
-            let mut tail = self.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let logged: Vec<LogRecord> =
+                embedded_log::relay_batch(store, limit).await?.into_iter().map(logged).collect();
+            let mut tail = self.tail();
             if logged.is_empty() {
                 tail.release_if_idle(TAIL_IDLE_RELEASE);
             } else {

@@ -241,10 +241,9 @@ impl Backend {
                 // The commands' savepoints keep their sub-journal (the pages a command changed,
                 // to undo it alone) in memory. In a temporary file it cost a write system call per
                 // page, 8 % of the node's samples under order-place (benches/RESULTS.md,
-                // 2026-12-04). Nothing in it is needed
-                // after a crash, since what it protects is undone with the open transaction; it
-                // holds one command's pages at a time. The temporary table of the version checks
-                // lives there too.
+                // 2026-12-04). Nothing in it is needed after a crash, since what it protects is
+                // undone with the open transaction; it holds one command's pages at a time. The
+                // temporary table of the version checks lives there too.
                 conn.execute("PRAGMA temp_store = MEMORY").await?;
             }
             Backend::Postgres => {
