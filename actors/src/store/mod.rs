@@ -739,16 +739,8 @@ pub enum Lookup {
 /// breaks the unique key, and its command is decided again ([`StoreError::Duplicate`]), this time
 /// finding the mark.
 pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str, lookup: Lookup) -> Result<bool, StoreError> {
-    if lookup == Lookup::Read {
-        let found: Option<i64> =
-            query_scalar(tx, "SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
-                .bind(consumer)
-                .bind(event_id)
-                .fetch_optional(tx.read().await?)
-                .await?;
-        if found.is_some() {
-            return Ok(false);
-        }
+    if lookup == Lookup::Read && processed(tx.backend(), tx.read().await?, consumer, event_id).await? {
+        return Ok(false);
     }
     tx.defer(
         Write::new("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)").bind(consumer).bind(event_id),
@@ -759,11 +751,21 @@ pub async fn mark_processed(tx: &mut Tx, consumer: &str, event_id: &str, lookup:
 /// Whether a consumer already applied an event (for steps whose side effect lies outside the
 /// database, which must be checked before it is done and marked after).
 pub async fn is_processed(store: &Store, consumer: &str, event_id: &str) -> Result<bool, StoreError> {
+    processed(store.backend(), store.reader(), consumer, event_id).await
+}
+
+/// Whether `executor` (a command's write connection, or the read pool) sees the consumer's mark.
+async fn processed<'e>(
+    backend: Backend,
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    consumer: &str,
+    event_id: &str,
+) -> Result<bool, StoreError> {
     let found: Option<i64> =
-        query_scalar(store, "SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
+        query_scalar(&backend, "SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
             .bind(consumer)
             .bind(event_id)
-            .fetch_optional(store.reader())
+            .fetch_optional(executor)
             .await?;
     Ok(found.is_some())
 }
